@@ -1,0 +1,2 @@
+//! tokenwarden: a Kubernetes operator for workspace bearer tokens.
+#![forbid(unsafe_code)]

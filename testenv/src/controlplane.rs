@@ -1,0 +1,300 @@
+//! etcd + kube-apiserver + kube-controller-manager as child processes on free loopback ports.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::pki::{ClientIdentity, Pki};
+use crate::reaper;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+const START_ATTEMPTS: usize = 3;
+
+/// A running control plane. Dropping it does not stop it: it lives until the process exits
+/// (see [`reaper`]); [`ControlPlane::stop`] stops it earlier.
+pub struct ControlPlane {
+    /// The run directory: certificates, kubeconfigs, etcd data and every process's log.
+    pub dir: PathBuf,
+    /// Where etcd, kube-apiserver, kube-controller-manager and kubectl were found.
+    pub bin_dir: PathBuf,
+    /// `https://127.0.0.1:<port>`
+    pub server: String,
+    /// How long the start took, from the first process spawned to `/readyz` answering ok.
+    pub started_in: Duration,
+    admin_kubeconfig: PathBuf,
+    unprivileged_kubeconfig: PathBuf,
+    processes: Mutex<Vec<Child>>,
+}
+
+impl ControlPlane {
+    /// Starts a control plane in a fresh run directory and waits until it is ready.
+    ///
+    /// Blocking: it drives its own small runtime to poll `/readyz`, so call it from a plain
+    /// thread (as [`crate::shared`] does), not from inside an async test.
+    pub fn start() -> Result<Self, BoxError> {
+        let bin_dir = crate::binaries::locate()?;
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            // A port picked as free can be taken before the process binds it: start again.
+            match Self::start_once(&bin_dir) {
+                Ok(cp) => return Ok(cp),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    fn start_once(bin_dir: &Path) -> Result<Self, BoxError> {
+        let base = std::env::temp_dir().join("tokenwarden-testenv");
+        let dir = reaper::run_dir(&base)?;
+        let pki = Pki::generate(&dir.join("pki"))?;
+        let [etcd_port, peer_port, apiserver_port] = free_ports::<3>()?;
+        let server = format!("https://127.0.0.1:{apiserver_port}");
+        let admin_kubeconfig = write_kubeconfig(&dir, "admin", &server, &pki, &pki.admin)?;
+        let unprivileged_kubeconfig =
+            write_kubeconfig(&dir, "unprivileged", &server, &pki, &pki.unprivileged)?;
+
+        let started = Instant::now();
+        let mut processes = Vec::new();
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut etcd = Command::new(bin_dir.join("etcd"));
+        etcd.args([
+            "--name",
+            "testenv",
+            "--log-level",
+            "warn",
+            "--unsafe-no-fsync",
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("etcd"))
+        .args(["--listen-client-urls", &etcd_url])
+        .args(["--advertise-client-urls", &etcd_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("testenv={peer_url}")]);
+        processes.push(spawn_logged(etcd, &dir, "etcd")?);
+
+        let mut apiserver = Command::new(bin_dir.join("kube-apiserver"));
+        apiserver
+            .args(["--etcd-servers", &etcd_url])
+            .args(["--secure-port", &apiserver_port.to_string()])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+            ])
+            .arg("--cert-dir")
+            .arg(dir.join("apiserver-certs"))
+            .arg("--tls-cert-file")
+            .arg(&pki.serving_cert)
+            .arg("--tls-private-key-file")
+            .arg(&pki.serving_key)
+            .arg("--client-ca-file")
+            .arg(&pki.ca_cert)
+            .args(["--service-account-issuer", "https://kubernetes.default.svc"])
+            .arg("--service-account-key-file")
+            .arg(&pki.service_account_public_key)
+            .arg("--service-account-signing-key-file")
+            .arg(&pki.service_account_key)
+            .args(["--service-cluster-ip-range", "10.0.0.0/24"])
+            .args(["--authorization-mode", "RBAC"])
+            .args(["--disable-admission-plugins", "ServiceAccount"])
+            .args(["--allow-privileged=true", "--v=1"]);
+        processes.push(spawn_logged(apiserver, &dir, "kube-apiserver")?);
+
+        let mut cp = ControlPlane {
+            dir,
+            bin_dir: bin_dir.to_path_buf(),
+            server,
+            started_in: Duration::ZERO,
+            admin_kubeconfig,
+            unprivileged_kubeconfig,
+            processes: Mutex::new(processes),
+        };
+        if let Err(e) = cp.wait_ready() {
+            cp.stop();
+            return Err(e);
+        }
+
+        // Garbage collection (ownerReferences) and namespace deletion; nothing else is needed.
+        let mut kcm = Command::new(bin_dir.join("kube-controller-manager"));
+        kcm.arg("--kubeconfig").arg(&cp.admin_kubeconfig).args([
+            "--controllers",
+            "garbage-collector-controller,namespace-controller",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--use-service-account-credentials=false",
+            "--concurrent-gc-syncs=5",
+            "--v=1",
+        ]);
+        let kcm = spawn_logged(kcm, &cp.dir, "kube-controller-manager")?;
+        cp.processes.lock().unwrap().push(kcm);
+        cp.started_in = started.elapsed();
+        Ok(cp)
+    }
+
+    fn wait_ready(&self) -> Result<(), BoxError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        runtime.block_on(async {
+            let client = self.admin_client().await;
+            loop {
+                let request = http::Request::get("/readyz").body(Vec::new())?;
+                match client.request_text(request).await {
+                    Ok(body) if body.trim() == "ok" => return Ok(()),
+                    _ if Instant::now() > deadline => {
+                        return Err(format!(
+                            "kube-apiserver not ready after {READY_TIMEOUT:?}; logs in {}",
+                            self.dir.display()
+                        )
+                        .into());
+                    }
+                    _ => {}
+                }
+                if let Some(exited) = self.exited_process() {
+                    let log = self.dir.join(format!("{exited}.log"));
+                    return Err(format!(
+                        "{exited} exited during start ({}): {}",
+                        log.display(),
+                        last_line(&log)
+                    )
+                    .into());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    }
+
+    fn exited_process(&self) -> Option<String> {
+        let mut processes = self.processes.lock().unwrap();
+        processes.iter_mut().find_map(|p| match p.try_wait() {
+            Ok(Some(_)) => Some(process_name(p.id())),
+            _ => None,
+        })
+    }
+
+    /// Kills every process of this control plane now.
+    pub fn stop(&self) {
+        for child in self.processes.lock().unwrap().iter_mut() {
+            reaper::kill(child);
+        }
+    }
+
+    /// A client with cluster-admin rights (`system:masters`).
+    pub async fn admin_client(&self) -> kube::Client {
+        client_from(&self.admin_kubeconfig).await
+    }
+
+    /// A client for [`crate::UNPRIVILEGED_USER`], who has no RBAC until a test grants it.
+    pub async fn unprivileged_client(&self) -> kube::Client {
+        client_from(&self.unprivileged_kubeconfig).await
+    }
+
+    pub fn admin_kubeconfig(&self) -> &Path {
+        &self.admin_kubeconfig
+    }
+
+    pub fn unprivileged_kubeconfig(&self) -> &Path {
+        &self.unprivileged_kubeconfig
+    }
+
+    /// `kubectl` from the same build, pointed at this control plane as admin.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
+        cmd.env("KUBECONFIG", &self.admin_kubeconfig);
+        cmd
+    }
+}
+
+async fn client_from(kubeconfig: &Path) -> kube::Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("read testenv kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("load testenv kubeconfig");
+    kube::Client::try_from(config).expect("build testenv client")
+}
+
+fn spawn_logged(mut command: Command, dir: &Path, name: &str) -> Result<Child, BoxError> {
+    let log = File::create(dir.join(format!("{name}.log")))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let child =
+        reaper::spawn(command).map_err(|e| format!("start {name} ({}): {e}", dir.display()))?;
+    PROCESS_NAMES
+        .lock()
+        .unwrap()
+        .push((child.id(), name.to_string()));
+    Ok(child)
+}
+
+static PROCESS_NAMES: Mutex<Vec<(u32, String)>> = Mutex::new(Vec::new());
+
+fn process_name(pid: u32) -> String {
+    PROCESS_NAMES
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(p, _)| *p == pid)
+        .map(|(_, n)| n.clone())
+        .unwrap_or_else(|| format!("process {pid}"))
+}
+
+fn last_line(log: &Path) -> String {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn free_ports<const N: usize>() -> std::io::Result<[u16; N]> {
+    // Hold every listener until all are picked, so the N ports differ.
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
+fn write_kubeconfig(
+    dir: &Path,
+    name: &str,
+    server: &str,
+    pki: &Pki,
+    identity: &ClientIdentity,
+) -> Result<PathBuf, BoxError> {
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "testenv", "cluster": {
+            "server": server,
+            "certificate-authority": pki.ca_cert,
+        }}],
+        "users": [{ "name": name, "user": {
+            "client-certificate": identity.cert,
+            "client-key": identity.key,
+        }}],
+        "contexts": [{ "name": name, "context": { "cluster": "testenv", "user": name, "namespace": "default" }}],
+        "current-context": name,
+    });
+    let path = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&kubeconfig)?)?;
+    Ok(path)
+}
