@@ -1,2 +1,61 @@
-//! tokenwarden: a Kubernetes operator for workspace bearer tokens.
+//! tokenwarden: a Kubernetes operator that mints, rotates and revokes workspace bearer tokens.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod apply;
+pub mod cli;
+pub mod controller;
+pub mod issuer;
+pub mod plan;
+pub mod schedule;
+pub mod secrets;
+pub mod status;
+pub mod telemetry;
+pub mod time;
+pub mod token;
+
+/// Every failure of a reconcile, one variant per operation. Messages never hold a token.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{operation}: {source}")]
+    Kube {
+        operation: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("Secret {name} exists and is not owned by this WorkspaceToken; it is left untouched")]
+    SecretConflict { name: String },
+    #[error("mint a token: {0}")]
+    Mint(String),
+    #[error("issuer: {0}")]
+    Issuer(String),
+    #[error("Secret {name} has no usable token (key {key:?} missing)")]
+    MissingTokenData { name: String, key: &'static str },
+    #[error("the Secret cache is not synced yet")]
+    CacheNotReady,
+}
+
+impl Error {
+    pub fn kube(operation: &'static str) -> impl FnOnce(kube::Error) -> Error {
+        move |source| Error::Kube { operation, source }
+    }
+
+    /// A short label for metrics and condition reasons (PascalCase).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube { source, .. } => match source {
+                kube::Error::Api(s) if s.code == 403 => "Forbidden",
+                kube::Error::Api(s) if s.code == 409 => "Conflict",
+                kube::Error::Api(s) if s.code == 404 => "NotFound",
+                _ => "KubeApiError",
+            },
+            Error::SecretConflict { .. } => "SecretConflict",
+            Error::Mint(_) => "MintFailed",
+            Error::Issuer(_) => "IssuerError",
+            Error::MissingTokenData { .. } => "MissingTokenData",
+            Error::CacheNotReady => "CacheNotReady",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,382 @@
+//! The `WorkspaceToken` API (`tokenwarden.dev/v1alpha1`): spec, status and the schema rules the
+//! API server enforces. Names follow `shared/design/api.md` exactly.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::DURATION_PATTERN;
+
+pub const GROUP: &str = "tokenwarden.dev";
+pub const FINALIZER: &str = "tokenwarden.dev/cleanup";
+/// A new value of this annotation asks for a rotation now (like `cmctl renew`).
+pub const ROTATE_ANNOTATION: &str = "tokenwarden.dev/rotate";
+/// `"N"` revokes version N now (rotating first when N is current).
+pub const REVOKE_VERSION_ANNOTATION: &str = "tokenwarden.dev/revoke-version";
+
+/// Desired state of one workspace bearer token.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "tokenwarden.dev",
+    version = "v1alpha1",
+    kind = "WorkspaceToken",
+    namespaced,
+    status = "WorkspaceTokenStatus",
+    shortname = "wst",
+    category = "tokenwarden",
+    doc = "A workspace bearer token that tokenwarden mints, writes into versioned Secrets, rotates and revokes.",
+    printcolumn(name = "Workspace", type_ = "string", json_path = ".spec.workspaceId"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.tokenVersion"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Next Rotation", type_ = "string", json_path = ".status.nextRotationTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)",
+        "message": "secretName is immutable",
+        "fieldPath": ".secretName"
+    }
+]))]
+pub struct WorkspaceTokenSpec {
+    /// The platform workspace this token is scoped to. Immutable.
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+        extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "workspaceId is immutable"}])
+    )]
+    pub workspace_id: String,
+    /// Who owns the token, for the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub user_id: Option<String>,
+    /// Automation profile, for the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub profile_id: Option<String>,
+    /// Environment (staging, production, ...): a label on every Secret and an audit field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"))]
+    pub environment: Option<String>,
+    /// Name of the Secret pods mount; versions go to `<secretName>-v<N>`. Default
+    /// `metadata.name`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 240),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub secret_name: Option<String>,
+    /// The shape of locally minted tokens.
+    #[serde(default)]
+    pub token: TokenSpec,
+    /// When to rotate.
+    #[serde(default)]
+    pub rotation: RotationSpec,
+    /// Where tokens come from: absent means minted locally from the OS CSPRNG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerSpec>,
+    /// Labels and annotations copied onto every Secret written.
+    #[serde(default)]
+    pub secret_template: SecretTemplate,
+    /// Workloads restarted (pod template annotation) at each cutover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub restart_targets: Vec<RestartTarget>,
+    /// Revoked versions kept in status.
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 0, max = 100))]
+    pub history_limit: u32,
+    /// What deleting the WorkspaceToken does to its Secrets and issuer tokens.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// true: no writes and no rotation; the status says so.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_history_limit() -> u32 {
+    10
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSpec {
+    /// Random bytes per token (entropy), 16..=64.
+    #[serde(default = "default_bytes")]
+    #[schemars(range(min = 16, max = 64))]
+    pub bytes: u32,
+    /// base64url (unpadded) or hex.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// A literal prefix, so secret scanners can recognise the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]{0,15}$"))]
+    pub prefix: Option<String>,
+}
+
+fn default_bytes() -> u32 {
+    32
+}
+
+impl Default for TokenSpec {
+    fn default() -> Self {
+        TokenSpec {
+            bytes: default_bytes(),
+            encoding: Encoding::default(),
+            prefix: None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Base64url,
+    Hex,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.every) && has(self.schedule))", "message": "every and schedule are exclusive: set one", "fieldPath": ".schedule"},
+    {"rule": "!has(self.timeZone) || has(self.schedule)", "message": "timeZone is only valid with schedule", "fieldPath": ".timeZone"}
+]))]
+pub struct RotationSpec {
+    /// Rotate this long after the last rotation (s, m, h, d units: 720h, 1d12h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub every: Option<String>,
+    /// Rotate at the times of this 5-field cron expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: Option<String>,
+    /// IANA time zone of `schedule`, default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+    /// A stable per-object offset in [0, jitter] added to every scheduled rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub jitter: Option<String>,
+    /// How long the previous version stays valid after cutover; 0 revokes at cutover.
+    #[serde(default = "default_grace_period")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub grace_period: String,
+    /// Rotate when the token-shaping spec (token, issuer, userId, environment) changes.
+    #[serde(default = "default_true")]
+    pub rotate_on_change: bool,
+}
+
+fn default_grace_period() -> String {
+    "1h".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for RotationSpec {
+    fn default() -> Self {
+        RotationSpec {
+            every: None,
+            schedule: None,
+            time_zone: None,
+            jitter: None,
+            grace_period: default_grace_period(),
+            rotate_on_change: true,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerSpec {
+    /// The platform token API (seed 001).
+    pub http: HttpIssuerSpec,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpIssuerSpec {
+    /// Base URL of the platform, e.g. http://platform.team-a.svc:8080
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"))]
+    pub url: String,
+    /// The Secret (in the WorkspaceToken's namespace) holding the platform admin token.
+    pub admin_token_secret_ref: SecretKeyRef,
+    /// Per-request timeout.
+    #[serde(default = "default_timeout_seconds")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_seconds: u32,
+    /// Revoke a retiring version only once the platform shows the new token used by a
+    /// consumer after the cutover, or when the grace period ends, whichever comes first.
+    #[serde(default)]
+    pub revoke_after_use: bool,
+}
+
+fn default_timeout_seconds() -> u32 {
+    45
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.all(k, !k.startsWith('tokenwarden.dev/') && k != 'app.kubernetes.io/managed-by')", "message": "labels may not set keys tokenwarden owns (tokenwarden.dev/*, app.kubernetes.io/managed-by)"}]))]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.all(k, !k.startsWith('tokenwarden.dev/'))", "message": "annotations may not set keys tokenwarden owns (tokenwarden.dev/*)"}]))]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartTarget {
+    pub kind: RestartKind,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RestartKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Revoke every live version at the issuer, then delete the Secrets.
+    #[default]
+    Revoke,
+    /// Leave Secrets and issuer tokens; drop the ownerReferences.
+    Retain,
+}
+
+/// Observed state, recomputed from the cluster on every pass. Hash-only: no token appears here.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceTokenStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_version: Option<String>,
+    /// First 8 characters of the current token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_prefix: Option<String>,
+    /// Hex SHA-256 of the current token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trace_id: Option<String>,
+    /// The last handled value of the `tokenwarden.dev/rotate` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotate_request: Option<String>,
+    /// Newest first; revoked ones trimmed to `historyLimit`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<VersionStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionStatus {
+    pub version: u32,
+    pub secret_name: String,
+    pub state: VersionState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_token_id: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+pub enum VersionState {
+    Pending,
+    Active,
+    Retiring,
+    Revoked,
+}
+
+impl WorkspaceTokenSpec {
+    /// The Secret pods mount.
+    pub fn secret_name<'a>(&'a self, object_name: &'a str) -> &'a str {
+        self.secret_name.as_deref().unwrap_or(object_name)
+    }
+}
+
+/// `<secretName>-v<N>`: the immutable record of version N.
+pub fn versioned_secret_name(secret_name: &str, version: u32) -> String {
+    format!("{secret_name}-v{version}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let spec: WorkspaceTokenSpec =
+            serde_json::from_value(serde_json::json!({ "workspaceId": "ws-1" })).unwrap();
+        assert_eq!(spec.token.bytes, 32);
+        assert_eq!(spec.token.encoding, Encoding::Base64url);
+        assert_eq!(spec.rotation.grace_period, "1h");
+        assert!(spec.rotation.rotate_on_change);
+        assert_eq!(spec.history_limit, 10);
+        assert_eq!(spec.deletion_policy, DeletionPolicy::Revoke);
+        assert!(!spec.suspend);
+        assert_eq!(spec.secret_name("agent"), "agent");
+    }
+
+    #[test]
+    fn crd_names_match_the_contract() {
+        let crd = WorkspaceToken::crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some("workspacetokens.tokenwarden.dev"));
+        assert_eq!(crd.spec.names.short_names, Some(vec!["wst".to_string()]));
+        assert_eq!(crd.spec.names.categories, Some(vec!["tokenwarden".to_string()]));
+        let columns: Vec<_> = crd.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.to_uppercase())
+            .collect();
+        assert_eq!(columns, ["WORKSPACE", "VERSION", "READY", "NEXT ROTATION", "AGE"]);
+    }
+}

@@ -1,0 +1,368 @@
+//! The command line: `run`, `crd`, `status`, `rotate`, `revoke`. Every error is one line and a
+//! non-zero exit; nothing here can print a token (status holds hashes and prefixes only).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
+
+use crate::api::{REVOKE_VERSION_ANNOTATION, ROTATE_ANNOTATION, VersionState, WorkspaceToken};
+use crate::controller::{self, Settings};
+use crate::telemetry::{self, Health, LogFormat, Metrics};
+
+#[derive(Parser, Debug)]
+#[command(name = "tokenwarden", version, about = "Mints, rotates and revokes workspace bearer tokens in Kubernetes")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controller.
+    Run(RunArgs),
+    /// Print the WorkspaceToken CRD as YAML.
+    Crd,
+    /// Show WorkspaceTokens: versions, states, prefixes, times.
+    Status {
+        /// One WorkspaceToken; all in the namespace when omitted.
+        name: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long, conflicts_with = "namespace")]
+        all_namespaces: bool,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Ask for a rotation now (sets the tokenwarden.dev/rotate annotation).
+    Rotate {
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Wait until the new version is active.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Revoke one version now (rotating first when it is the current one).
+    Revoke {
+        name: String,
+        #[arg(long)]
+        version: u32,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Watch one namespace (default: all).
+    #[arg(long, env = "TOKENWARDEN_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// WorkspaceTokens reconciled at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
+    #[arg(long, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+pub async fn execute(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Crd => {
+            print!("{}", crd_yaml()?);
+            Ok(())
+        }
+        Command::Status {
+            name,
+            namespace,
+            all_namespaces,
+            output,
+        } => status(name, namespace, all_namespaces, output).await,
+        Command::Rotate {
+            name,
+            namespace,
+            wait,
+            timeout,
+        } => rotate(&name, namespace, wait, Duration::from_secs(timeout)).await,
+        Command::Revoke {
+            name,
+            version,
+            namespace,
+        } => revoke(&name, version, namespace).await,
+    }
+}
+
+/// The CRD exactly as `crds/workspacetokens.tokenwarden.dev.yaml` holds it.
+pub fn crd_yaml() -> Result<String, serde_norway::Error> {
+    serde_norway::to_string(&WorkspaceToken::crd())
+}
+
+async fn run(args: RunArgs) -> CliResult {
+    telemetry::init_logging(args.log_format);
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("connect to Kubernetes: {e}"))?;
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| format!("listen on {}: {e}", args.metrics_addr))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(telemetry::serve(listener, metrics.clone(), health.clone(), {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    }));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let settings = Settings {
+        namespace: args.namespace,
+        concurrency: args.concurrency,
+        instance: std::env::var("POD_NAME").unwrap_or_else(|_| hostname()),
+    };
+    let mut stop = stop_rx;
+    controller::run(client, settings, metrics, health, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await;
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "tokenwarden".to_string())
+}
+
+async fn client_and_namespace(namespace: Option<String>) -> Result<(Client, String), String> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("connect to Kubernetes: {e}"))?;
+    let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    Ok((client, ns))
+}
+
+fn not_found(name: &str, ns: &str) -> impl FnOnce(kube::Error) -> String {
+    let (name, ns) = (name.to_string(), ns.to_string());
+    move |e| match e {
+        kube::Error::Api(s) if s.code == 404 => format!("WorkspaceToken {ns}/{name} not found"),
+        e => format!("get WorkspaceToken {ns}/{name}: {e}"),
+    }
+}
+
+async fn status(name: Option<String>, namespace: Option<String>, all: bool, output: Output) -> CliResult {
+    let (client, ns) = client_and_namespace(namespace).await?;
+    let api: Api<WorkspaceToken> = if all { Api::all(client) } else { Api::namespaced(client, &ns) };
+    let items = match &name {
+        Some(name) => vec![api.get(name).await.map_err(not_found(name, &ns))?],
+        None => api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("list WorkspaceTokens: {e}"))?
+            .items,
+    };
+    match output {
+        Output::Json => {
+            let shown: Vec<_> = items
+                .iter()
+                .map(|w| {
+                    serde_json::json!({
+                        "namespace": w.namespace(),
+                        "name": w.name_any(),
+                        "workspaceId": w.spec.workspace_id,
+                        "status": w.status,
+                    })
+                })
+                .collect();
+            let shown = if name.is_some() { shown.into_iter().next().unwrap_or_default() } else { serde_json::Value::Array(shown) };
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+        }
+        Output::Table if name.is_some() => print!("{}", version_table(&items[0])),
+        Output::Table => print!("{}", token_table(&items, all)),
+    }
+    Ok(())
+}
+
+/// One row per WorkspaceToken.
+pub fn token_table(items: &[WorkspaceToken], with_namespace: bool) -> String {
+    let mut rows = vec![vec![
+        "NAME".to_string(),
+        "WORKSPACE".into(),
+        "VERSION".into(),
+        "PREFIX".into(),
+        "READY".into(),
+        "LAST ROTATION".into(),
+        "NEXT ROTATION".into(),
+    ]];
+    if with_namespace {
+        rows[0].insert(0, "NAMESPACE".into());
+    }
+    for w in items {
+        let s = w.status.clone().unwrap_or_default();
+        let ready = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| format!("{} ({})", c.status, c.reason))
+            .unwrap_or_else(|| "-".into());
+        let mut row = vec![
+            w.name_any(),
+            w.spec.workspace_id.clone(),
+            s.token_version.unwrap_or_else(|| "-".into()),
+            s.token_prefix.unwrap_or_else(|| "-".into()),
+            ready,
+            s.last_rotation_time.map(|t| t.0.to_string()).unwrap_or_else(|| "-".into()),
+            s.next_rotation_time.map(|t| t.0.to_string()).unwrap_or_else(|| "-".into()),
+        ];
+        if with_namespace {
+            row.insert(0, w.namespace().unwrap_or_default());
+        }
+        rows.push(row);
+    }
+    render_table(&rows)
+}
+
+/// One row per version of a WorkspaceToken.
+pub fn version_table(w: &WorkspaceToken) -> String {
+    let s = w.status.clone().unwrap_or_default();
+    let mut rows = vec![vec![
+        "VERSION".to_string(),
+        "STATE".into(),
+        "PREFIX".into(),
+        "SHA256".into(),
+        "CREATED".into(),
+        "ACTIVATED".into(),
+        "RETIRE AT".into(),
+        "REVOKED".into(),
+    ]];
+    let time = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        t.as_ref().map(|t| t.0.to_string()).unwrap_or_else(|| "-".into())
+    };
+    for v in &s.versions {
+        rows.push(vec![
+            format!("v{}", v.version),
+            format!("{:?}", v.state),
+            v.token_prefix.clone().unwrap_or_else(|| "-".into()),
+            v.token_sha256.as_deref().map(|h| format!("{}…", &h[..h.len().min(12)])).unwrap_or_else(|| "-".into()),
+            time(&v.created_at),
+            time(&v.activated_at),
+            time(&v.retire_at),
+            time(&v.revoked_at),
+        ]);
+    }
+    format!("{}/{} (workspace {})\n{}", w.namespace().unwrap_or_default(), w.name_any(), w.spec.workspace_id, render_table(&rows))
+}
+
+fn render_table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |v| v.chars().count())).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row.iter().enumerate().map(|(c, v)| format!("{v:<width$}", width = widths[c])).collect();
+        out.push_str(line.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+async fn annotate(api: &Api<WorkspaceToken>, name: &str, key: &str, value: &str) -> Result<(), String> {
+    let patch = serde_json::json!({ "metadata": { "annotations": { key: value } } });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| format!("annotate WorkspaceToken {name}: {e}"))?;
+    Ok(())
+}
+
+async fn rotate(name: &str, namespace: Option<String>, wait: bool, timeout: Duration) -> CliResult {
+    let (client, ns) = client_and_namespace(namespace).await?;
+    let api: Api<WorkspaceToken> = Api::namespaced(client, &ns);
+    let before = api.get(name).await.map_err(not_found(name, &ns))?;
+    let request = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    annotate(&api, name, ROTATE_ANNOTATION, &request).await?;
+    let from = before.status.and_then(|s| s.current_version);
+    if !wait {
+        println!("rotation of {ns}/{name} requested");
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now = api.get(name).await.map_err(not_found(name, &ns))?;
+        if let Some(s) = &now.status {
+            if s.last_rotate_request.as_deref() == Some(request.as_str()) && s.current_version != from {
+                println!(
+                    "{ns}/{name} rotated to {} (prefix {})",
+                    s.token_version.as_deref().unwrap_or("-"),
+                    s.token_prefix.as_deref().unwrap_or("-")
+                );
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{ns}/{name} did not rotate within {}s", timeout.as_secs()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn revoke(name: &str, version: u32, namespace: Option<String>) -> CliResult {
+    let (client, ns) = client_and_namespace(namespace).await?;
+    let api: Api<WorkspaceToken> = Api::namespaced(client, &ns);
+    let wst = api.get(name).await.map_err(not_found(name, &ns))?;
+    let state = wst
+        .status
+        .as_ref()
+        .and_then(|s| s.versions.iter().find(|v| v.version == version))
+        .map(|v| v.state);
+    match state {
+        None => return Err(format!("{ns}/{name} has no version {version}").into()),
+        Some(VersionState::Revoked) => return Err(format!("version {version} of {ns}/{name} is already revoked").into()),
+        Some(_) => {}
+    }
+    annotate(&api, name, REVOKE_VERSION_ANNOTATION, &version.to_string()).await?;
+    println!("revocation of version {version} of {ns}/{name} requested");
+    Ok(())
+}

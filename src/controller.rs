@@ -1,0 +1,304 @@
+//! The controller: watches WorkspaceTokens and the Secrets they own, and runs
+//! observe -> plan -> apply -> status for each WorkspaceToken that changed or is due.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+
+use crate::api::{FINALIZER, WorkspaceToken};
+use crate::plan::Observed;
+use crate::secrets::{SecretIndex, hash_in_place, managed_selector};
+use crate::telemetry::{Health, Metrics};
+use crate::{Error, Result, apply, plan, secrets, status};
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub index: SecretIndex,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    failures: Mutex<HashMap<ObjectRef<WorkspaceToken>, u32>>,
+    expectations: Mutex<HashMap<ObjectRef<WorkspaceToken>, Expectation>>,
+}
+
+/// What our own last writes must look like in the caches before we plan again: planning on
+/// a cache that hasn't seen our writes yet would mint a version we already minted.
+struct Expectation {
+    wst_resource_version: Option<u64>,
+    secrets: Vec<(String, Option<u64>)>,
+    since: Instant,
+}
+
+/// How long to wait for the caches to show our writes before planning anyway.
+const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Settings {
+    /// Watch one namespace; `None` watches all.
+    pub namespace: Option<String>,
+    pub concurrency: u16,
+    /// The `reportingInstance` of events (the pod name in a cluster).
+    pub instance: String,
+}
+
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (tokens, secrets): (Api<WorkspaceToken>, Api<Secret>) = match &settings.namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let index = SecretIndex::default();
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "tokenwarden".into(),
+                instance: Some(settings.instance.clone()),
+            },
+        ),
+        client,
+        index: index.clone(),
+        metrics,
+        failures: Mutex::default(),
+        expectations: Mutex::default(),
+    });
+
+    // Secrets are hashed as they arrive, so plaintext never sits in the cache.
+    let feed = index.clone();
+    let ready = health.clone();
+    let secret_triggers = watcher(secrets, watcher::Config::default().labels(&managed_selector()).page_size(500))
+        .default_backoff()
+        .map(|event| event.map(|e| e.modify(hash_in_place)))
+        .filter_map(move |event| {
+            let trigger = match event {
+                Ok(event) => {
+                    let key = feed.apply(&event);
+                    if matches!(event, watcher::Event::InitDone) {
+                        ready.set_ready(true);
+                    }
+                    key.map(|(ns, name)| ObjectRef::<WorkspaceToken>::new(&name).within(&ns))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Secret watch failed; retrying");
+                    None
+                }
+            };
+            future::ready(trigger)
+        });
+
+    Controller::new(tokens, watcher::Config::default().page_size(500))
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+        .reconcile_on(secret_triggers)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| future::ready(()))
+        .await;
+}
+
+#[tracing::instrument(skip_all, fields(namespace = wst.namespace().unwrap_or_default(), name = wst.name_any()))]
+async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action> {
+    // Before the first list of Secrets completes, absence means nothing: wait.
+    if !ctx.index.is_ready() {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    let key = ObjectRef::from_obj(&*wst);
+    if !ctx.expectations_met(&key, &wst) {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let timer = ctx.metrics.reconcile_started();
+    let ns = wst.namespace().unwrap_or_default();
+    let name = wst.name_any();
+
+    // observe: no client required
+    let cached = ctx.index.secrets_of(&ns, &name);
+    let view = secrets::view(&wst, &cached);
+    let uid = wst.uid().unwrap_or_default();
+    let empty = Default::default();
+    let observed = Observed {
+        name: &name,
+        uid: &uid,
+        generation: wst.metadata.generation,
+        spec: &wst.spec,
+        annotations: wst.metadata.annotations.as_ref().unwrap_or(&empty),
+        status: wst.status.as_ref(),
+        deleting: wst.metadata.deletion_timestamp.is_some(),
+        has_finalizer: wst.finalizers().iter().any(|f| f == FINALIZER),
+        versioned: view.versioned.clone(),
+        mounted: view.mounted.clone(),
+        foreign: view.foreign.clone(),
+    };
+
+    // plan: no client required
+    let now = crate::time::now();
+    let plan = plan::plan(&observed, now);
+    if let Some(error) = &plan.spec_error {
+        let changed = wst
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == status::READY))
+            .is_none_or(|c| c.message != *error);
+        if changed {
+            warn_event(&ctx, &wst, "InvalidSpec", error).await;
+        }
+    }
+    if let Some(conflict) = view.foreign.first() {
+        let changed = wst
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == status::READY))
+            .is_none_or(|c| c.reason != "SecretConflict");
+        if changed {
+            warn_event(&ctx, &wst, "SecretConflict", &format!("Secret {conflict} is not owned by this WorkspaceToken; it is left untouched")).await;
+        }
+    }
+
+    // apply: client required
+    let outcome = apply::run(&ctx, &wst, &plan, &view, now).await;
+    let removed_finalizer = outcome.error.is_none() && plan.steps.contains(&plan::Step::RemoveFinalizer);
+    let mut written_rv = outcome.wst_resource_version.clone();
+    if !removed_finalizer {
+        let api: Api<WorkspaceToken> = Api::namespaced(ctx.client.clone(), &ns);
+        let new_status = status::render(&wst, &plan, &outcome, now);
+        if let Some(rv) = status::write(&api, &wst, new_status).await? {
+            written_rv = Some(rv);
+        }
+    }
+    ctx.expect(key.clone(), written_rv, outcome.written.clone());
+    if !plan.steps.is_empty() {
+        tracing::info!(steps = plan.steps.len(), current = plan.current, ready = plan.readiness.ready, "reconciled");
+    }
+
+    match outcome.error {
+        Some(error) => {
+            timer.finish(false);
+            Err(error)
+        }
+        None => {
+            timer.finish(true);
+            ctx.failures.lock().expect("failures lock").remove(&key);
+            Ok(match plan.requeue_after {
+                Some(after) => Action::requeue(after),
+                None => Action::await_change(),
+            })
+        }
+    }
+}
+
+async fn warn_event(ctx: &Context, wst: &WorkspaceToken, reason: &str, note: &str) {
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &apply::object_ref(wst)).await {
+        tracing::warn!(error = %e, "event not recorded");
+    }
+}
+
+/// Capped exponential backoff with jitter, per WorkspaceToken, reset by a success.
+fn error_policy(wst: Arc<WorkspaceToken>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(error.reason());
+    let key = ObjectRef::from_obj(&*wst);
+    let attempt = {
+        let mut failures = ctx.failures.lock().expect("failures lock");
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    tracing::warn!(
+        namespace = wst.namespace().unwrap_or_default(),
+        name = wst.name_any(),
+        reason = error.reason(),
+        error = %error,
+        attempt,
+        "reconcile failed"
+    );
+    Action::requeue(backoff(attempt, rand::random::<f64>()))
+}
+
+/// 1 s, 2 s, 4 s ... capped at 5 min, plus up to 10% jitter so failures don't synchronise.
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let base = Duration::from_secs(1u64 << attempt.saturating_sub(1).min(9)).min(Duration::from_secs(300));
+    base + base.mul_f64(0.1 * jitter.clamp(0.0, 1.0))
+}
+
+fn parse_rv(rv: &str) -> Option<u64> {
+    rv.parse().ok()
+}
+
+impl Context {
+    fn expect(&self, key: ObjectRef<WorkspaceToken>, wst_rv: Option<String>, secrets: Vec<(String, Option<String>)>) {
+        let mut expectations = self.expectations.lock().expect("expectations lock");
+        if wst_rv.is_none() && secrets.is_empty() {
+            expectations.remove(&key);
+            return;
+        }
+        expectations.insert(
+            key,
+            Expectation {
+                wst_resource_version: wst_rv.as_deref().and_then(parse_rv),
+                secrets: secrets
+                    .into_iter()
+                    .map(|(name, rv)| (name, rv.as_deref().and_then(parse_rv)))
+                    .collect(),
+                since: Instant::now(),
+            },
+        );
+    }
+
+    fn expectations_met(&self, key: &ObjectRef<WorkspaceToken>, wst: &WorkspaceToken) -> bool {
+        let mut expectations = self.expectations.lock().expect("expectations lock");
+        let Some(expected) = expectations.get(key) else {
+            return true;
+        };
+        let seen = |rv: Option<&String>, want: u64| rv.and_then(|r| parse_rv(r)).is_some_and(|have| have >= want);
+        let wst_ok = expected
+            .wst_resource_version
+            .is_none_or(|want| seen(wst.metadata.resource_version.as_ref(), want));
+        let ns = wst.namespace().unwrap_or_default();
+        let cached = self.index.secrets_of(&ns, &wst.name_any());
+        let secrets_ok = expected.secrets.iter().all(|(name, want)| {
+            let found = cached.iter().find(|s| s.metadata.name.as_deref() == Some(name));
+            match (want, found) {
+                (None, found) => found.is_none(),
+                (Some(want), Some(s)) => seen(s.metadata.resource_version.as_ref(), *want),
+                (Some(_), None) => false,
+            }
+        });
+        let met = (wst_ok && secrets_ok) || expected.since.elapsed() > EXPECTATION_TIMEOUT;
+        if met {
+            expectations.remove(key);
+        }
+        met
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_and_caps_at_five_minutes() {
+        assert_eq!(backoff(1, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff(2, 0.0), Duration::from_secs(2));
+        assert_eq!(backoff(5, 0.0), Duration::from_secs(16));
+        assert_eq!(backoff(30, 0.0), Duration::from_secs(300));
+        assert_eq!(backoff(30, 1.0), Duration::from_secs(330));
+    }
+}

@@ -1,0 +1,146 @@
+//! Status: recomputed from the plan and what applying it learned, written only when it changed.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::api::{VersionState, VersionStatus, WorkspaceToken, WorkspaceTokenStatus, versioned_secret_name};
+use crate::apply::Outcome;
+use crate::plan::Plan;
+use crate::{Error, Result};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+
+pub const READY: &str = "Ready";
+pub const DEGRADED: &str = "Degraded";
+
+/// The status this pass leaves behind. Pure: the same inputs give the same status, so an
+/// unchanged world writes nothing.
+pub fn render(wst: &WorkspaceToken, plan: &Plan, outcome: &Outcome, now: DateTime<Utc>) -> WorkspaceTokenStatus {
+    let previous = wst.status.clone().unwrap_or_default();
+    let secret_name = wst.spec.secret_name(&wst.name_any()).to_string();
+    // A failed step leaves the world as observed, which the next pass sees; until then,
+    // status keeps what it said and only the conditions change.
+    let failed = outcome.error.is_some();
+
+    let mut versions: Vec<VersionStatus> = plan
+        .versions
+        .iter()
+        .rev()
+        .filter(|(n, v)| !failed || v.state == VersionState::Revoked || outcome.minted.contains_key(n) || v.token_sha256.is_some())
+        .map(|(n, v)| {
+            let facts = outcome.minted.get(n);
+            VersionStatus {
+                version: *n,
+                secret_name: versioned_secret_name(&secret_name, *n),
+                state: v.state,
+                token_prefix: facts.map(|f| f.token_prefix.clone()).or_else(|| v.token_prefix.clone()),
+                token_sha256: facts.map(|f| f.token_sha256.clone()).or_else(|| v.token_sha256.clone()),
+                created_at: v.created_at.map(crate::time::to_time),
+                activated_at: v.activated_at.map(crate::time::to_time),
+                retire_at: v.retire_at.map(crate::time::to_time),
+                revoked_at: v.revoked_at.map(crate::time::to_time),
+                trace_id: facts.map(|f| f.trace_id.clone()).or_else(|| v.trace_id.clone()),
+                issuer_token_id: facts
+                    .and_then(|f| f.issuer_token_id.clone())
+                    .or_else(|| v.issuer_token_id.clone()),
+            }
+        })
+        .collect();
+    let mut revoked_kept = 0;
+    versions.retain(|v| {
+        if v.state != VersionState::Revoked {
+            return true;
+        }
+        revoked_kept += 1;
+        revoked_kept <= wst.spec.history_limit as usize
+    });
+
+    let mut status = if failed {
+        WorkspaceTokenStatus {
+            versions: if previous.versions.is_empty() { versions } else { previous.versions.clone() },
+            ..previous.clone()
+        }
+    } else {
+        let current = plan.current.and_then(|c| versions.iter().find(|v| v.version == c).cloned());
+        WorkspaceTokenStatus {
+            observed_generation: wst.metadata.generation,
+            current_version: current.as_ref().map(|c| c.version),
+            token_version: current.as_ref().map(|c| format!("v{}", c.version)),
+            token_prefix: current.as_ref().and_then(|c| c.token_prefix.clone()),
+            token_sha256: current.as_ref().and_then(|c| c.token_sha256.clone()),
+            last_rotation_time: current.as_ref().and_then(|c| c.activated_at.clone()),
+            next_rotation_time: plan.next_rotation.map(crate::time::to_time),
+            last_trace_id: current.as_ref().and_then(|c| c.trace_id.clone()),
+            last_rotate_request: plan.rotate_request.clone().or(previous.last_rotate_request.clone()),
+            versions,
+            conditions: Vec::new(),
+        }
+    };
+
+    let (ready, ready_reason, ready_message) = match &outcome.error {
+        Some(e @ Error::SecretConflict { .. }) => (false, e.reason(), e.to_string()),
+        _ => (plan.readiness.ready, plan.readiness.reason, plan.readiness.message.clone()),
+    };
+    let (degraded, degraded_reason, degraded_message) = match &outcome.error {
+        Some(e) => (true, e.reason(), e.to_string()),
+        None => (false, "AsExpected", "the last reconcile succeeded".to_string()),
+    };
+    status.conditions = vec![
+        condition(&previous, READY, ready, ready_reason, &ready_message, wst.metadata.generation, now),
+        condition(&previous, DEGRADED, degraded, degraded_reason, &degraded_message, wst.metadata.generation, now),
+    ];
+    status
+}
+
+/// A metav1.Condition whose lastTransitionTime moves only when its status flips.
+fn condition(
+    previous: &WorkspaceTokenStatus,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Condition {
+    let status = if value { "True" } else { "False" };
+    let since = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(crate::time::to_time(now));
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// Writes status with server-side apply when it differs from what the object shows.
+/// Returns the object's new resourceVersion when it wrote.
+pub async fn write(
+    api: &Api<WorkspaceToken>,
+    wst: &WorkspaceToken,
+    status: WorkspaceTokenStatus,
+) -> Result<Option<String>> {
+    if wst.status.as_ref() == Some(&status) {
+        return Ok(None);
+    }
+    let patch = serde_json::json!({
+        "apiVersion": "tokenwarden.dev/v1alpha1",
+        "kind": "WorkspaceToken",
+        "status": status,
+    });
+    let written = api
+        .patch_status(
+            &wst.name_any(),
+            &PatchParams::apply(crate::apply::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::kube("write status"))?;
+    Ok(written.resource_version())
+}

@@ -1,0 +1,431 @@
+//! Metrics, health endpoints, logging and the audit trail of tokenwarden.
+
+use std::sync::{Arc, atomic::AtomicBool, atomic::Ordering};
+use std::{io::Write, str::FromStr, time::Instant};
+
+use axum::http::{StatusCode, header};
+use axum::{Router, extract::State, response::IntoResponse, routing::get};
+use chrono::{SecondsFormat, Utc};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::{encoding::text::encode, metrics::histogram::Histogram};
+use serde::Serialize;
+use tracing_subscriber::EnvFilter;
+
+type Labels<const N: usize> = [(&'static str, String); N];
+type CounterFamily = Family<Labels<1>, Counter>;
+
+const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+// Spans the fast path (cache hit, nothing to do) up to a slow issuer round trip.
+const DURATION_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+// Plain handles to the series; the registry holds clones of the same Arcs.
+#[derive(Default)]
+struct Series {
+    reconciles: CounterFamily,
+    errors: CounterFamily,
+    rotations: CounterFamily,
+    revocations: Counter,
+    drift_repairs: Counter,
+    issuer: Family<Labels<2>, Counter>,
+    tokens: Family<Labels<1>, Gauge>,
+    leader: Gauge,
+}
+
+struct Inner {
+    registry: Registry,
+    duration: Histogram,
+    s: Series,
+}
+
+/// Every metric, registered under the prefix `tokenwarden`.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn label(key: &'static str, value: &str) -> Labels<1> {
+    [(key, value.to_owned())]
+}
+
+// Pre-creating the known series lets rate() and alerts see 0 instead of
+// "no data" before the first event of each kind.
+fn seed<M: Default>(family: &Family<Labels<1>, M>, key: &'static str, values: &str) {
+    for value in values.split_whitespace() {
+        drop(family.get_or_create(&label(key, value)));
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let (s, duration) = (Series::default(), Histogram::new(DURATION_BUCKETS));
+        seed(&s.reconciles, "result", "ok error");
+        let reasons = "Initial Schedule SpecChanged Manual RevokeRequested TokenLost";
+        seed(&s.rotations, "reason", reasons);
+        seed(&s.tokens, "ready", "true false");
+
+        let mut r = Registry::with_prefix("tokenwarden");
+        r.register("reconcile", "Reconciles by result", s.reconciles.clone());
+        let help = "Wall time of one reconcile";
+        r.register_with_unit("reconcile_duration", help, Unit::Seconds, duration.clone());
+        r.register("reconcile_errors", "Reconcile errors", s.errors.clone());
+        r.register("rotations", "Token rotations", s.rotations.clone());
+        r.register("revocations", "Tokens revoked", s.revocations.clone());
+        r.register("drift_repairs", "Secrets repaired", s.drift_repairs.clone());
+        r.register("issuer_requests", "Issuer API calls", s.issuer.clone());
+        r.register("tokens", "Managed tokens by readiness", s.tokens.clone());
+        r.register("leader", "1 while holding the lease", s.leader.clone());
+        Self(Arc::new(Inner {
+            registry: r,
+            duration,
+            s,
+        }))
+    }
+
+    pub fn reconcile_started(&self) -> ReconcileTimer {
+        let (metrics, started) = (self.clone(), Instant::now());
+        ReconcileTimer { metrics, started }
+    }
+
+    pub fn reconcile_failed(&self, error: &str) {
+        self.0.s.errors.get_or_create(&label("error", error)).inc();
+    }
+
+    pub fn rotated(&self, reason: &str) {
+        let series = label("reason", reason);
+        self.0.s.rotations.get_or_create(&series).inc();
+    }
+
+    pub fn revoked(&self) {
+        self.0.s.revocations.inc();
+    }
+
+    pub fn drift_repaired(&self) {
+        self.0.s.drift_repairs.inc();
+    }
+
+    pub fn issuer_request(&self, operation: &str, outcome: &str) {
+        let labels = [("operation", operation.into()), ("outcome", outcome.into())];
+        self.0.s.issuer.get_or_create(&labels).inc();
+    }
+
+    pub fn set_ready_tokens(&self, ready: i64, not_ready: i64) {
+        for (value, count) in [("true", ready), ("false", not_ready)] {
+            let series = label("ready", value);
+            self.0.s.tokens.get_or_create(&series).set(count);
+        }
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.0.s.leader.set(i64::from(leader));
+    }
+
+    /// OpenMetrics text exposition, terminated by `# EOF`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; only a metric's own encoder
+        // could, and a partial page beats a panicking scrape handler.
+        if let Err(err) = encode(&mut out, &self.0.registry) {
+            tracing::warn!(error = %err, "failed to encode metrics");
+        }
+        out
+    }
+}
+
+/// Measures one reconcile; dropping it without `finish` records nothing, so
+/// a reconcile cancelled by shutdown is not miscounted as an error.
+#[must_use = "call finish() to record the reconcile"]
+pub struct ReconcileTimer {
+    metrics: Metrics,
+    started: Instant,
+}
+
+impl ReconcileTimer {
+    pub fn finish(self, ok: bool) {
+        let inner = &self.metrics.0;
+        let result = label("result", if ok { "ok" } else { "error" });
+        inner.s.reconciles.get_or_create(&result).inc();
+        inner.duration.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Readiness the /readyz endpoint reports.
+#[derive(Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Serves /metrics, /healthz and /readyz on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    health: Health,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .with_state(metrics)
+        // Liveness must not depend on caches or leadership, or the kubelet
+        // would restart a healthy standby.
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readiness))
+        .with_state(health);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving metrics and health probes");
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics_page(State(metrics): State<Metrics>) -> impl IntoResponse {
+    let content_type = [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)];
+    (content_type, metrics.render())
+}
+
+async fn readiness(State(health): State<Health>) -> (StatusCode, &'static str) {
+    if health.is_ready() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(Self::Json),
+            "text" => Ok(Self::Text),
+            _ => Err(format!("invalid log format {s:?}: expected json or text")),
+        }
+    }
+}
+
+/// Installs the global tracing subscriber on stderr; later calls are no-ops.
+pub fn init_logging(format: LogFormat) {
+    // stdout is reserved for audit lines, so logs must never land there.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // try_init fails only if a subscriber already exists (tests, repeated
+    // setup); keeping the first one is the intended behaviour.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// One audit record. Deliberately has no field able to carry a token.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord<'a> {
+    pub timestamp: String,
+    pub trace_id: &'a str,
+    pub workspace_id: &'a str,
+    pub user_id: Option<&'a str>,
+    pub profile_id: Option<&'a str>,
+    pub token_version: Option<String>,
+    pub event: &'a str,
+    pub status: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub token_prefix: Option<&'a str>,
+}
+
+/// Current time in the audit format: RFC 3339, UTC, milliseconds, `Z`.
+pub fn audit_timestamp() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Writes the record as one line to stdout; failures are logged, not raised,
+/// because a broken stdout must not stop token rotation.
+pub fn audit(record: &AuditRecord<'_>) {
+    // The stdout lock is process-wide, so concurrent reconciles cannot
+    // interleave lines.
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = write_audit(&mut out, record).and_then(|()| out.flush()) {
+        tracing::warn!(error = %err, event = record.event, "failed to write audit record");
+    }
+}
+
+pub fn write_audit(out: &mut impl Write, record: &AuditRecord<'_>) -> std::io::Result<()> {
+    // Serialize first and write once, so a failure never leaves half a line.
+    let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    fn assert_has(text: &str, needle: &str) {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+
+    #[test]
+    fn metrics_render_with_tokenwarden_prefix_and_documented_labels() {
+        let m = Metrics::new();
+        m.reconcile_failed("IssuerUnavailable");
+        m.rotated("SpecChanged");
+        m.revoked();
+        m.drift_repaired();
+        m.issuer_request("mint", "ok");
+        m.set_ready_tokens(4, 1);
+        m.set_leader(true);
+        let text = m.render();
+        for expected in [
+            "tokenwarden_reconcile_errors_total{error=\"IssuerUnavailable\"} 1",
+            "tokenwarden_rotations_total{reason=\"SpecChanged\"} 1",
+            "tokenwarden_rotations_total{reason=\"TokenLost\"} 0",
+            "tokenwarden_revocations_total 1",
+            "tokenwarden_drift_repairs_total 1",
+            "tokenwarden_issuer_requests_total{operation=\"mint\",outcome=\"ok\"} 1",
+            "tokenwarden_tokens{ready=\"true\"} 4",
+            "tokenwarden_tokens{ready=\"false\"} 1",
+            "tokenwarden_leader 1",
+        ] {
+            assert_has(&text, expected);
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn reconcile_timer_counts_ok_and_error_and_observes_duration() {
+        let m = Metrics::new();
+        m.reconcile_started().finish(true);
+        m.reconcile_started().finish(true);
+        m.reconcile_started().finish(false);
+        let text = m.render();
+        assert_has(&text, "tokenwarden_reconcile_total{result=\"ok\"} 2");
+        assert_has(&text, "tokenwarden_reconcile_total{result=\"error\"} 1");
+        assert_has(&text, "tokenwarden_reconcile_duration_seconds_count 3");
+        assert_has(
+            &text,
+            "tokenwarden_reconcile_duration_seconds_bucket{le=\"10.0\"} 3",
+        );
+    }
+
+    #[test]
+    fn audit_line_is_json_with_exactly_the_listed_keys_in_order_and_z_timestamp() {
+        let record = AuditRecord {
+            timestamp: audit_timestamp(),
+            trace_id: "trace-1",
+            workspace_id: "ws-1",
+            user_id: Some("user-1"),
+            profile_id: None,
+            token_version: Some("3".to_owned()),
+            event: "minted",
+            status: "success",
+            namespace: "team-a",
+            name: "ci-token",
+            token_prefix: None,
+        };
+        let mut out = Vec::new();
+        write_audit(&mut out, &record).expect("write");
+        let line = String::from_utf8(out).expect("utf8");
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let value: serde_json::Value = serde_json::from_str(&line).expect("valid json");
+        let keys = "timestamp trace_id workspace_id user_id profile_id token_version \
+                    event status namespace name token_prefix";
+        let keys: Vec<&str> = keys.split_whitespace().collect();
+        assert_eq!(value.as_object().expect("object").len(), keys.len());
+        let find = |k: &&str| line.find(&format!("\"{k}\":")).expect("key present");
+        let positions: Vec<usize> = keys.iter().map(find).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{line}");
+        assert!(value["profile_id"].is_null() && value["token_prefix"].is_null());
+        let ts = value["timestamp"].as_str().expect("string");
+        assert!(ts.ends_with('Z'), "{ts}");
+        assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
+    }
+
+    /// Minimal blocking HTTP/1.1 client, so the test needs no HTTP client crate.
+    async fn get(addr: SocketAddr, path: &'static str) -> (u16, String) {
+        let fetch = move || {
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            let timeout = Some(Duration::from_secs(5));
+            stream.set_read_timeout(timeout).expect("timeout");
+            let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).expect("send");
+            let mut response = String::new();
+            stream.read_to_string(&mut response).expect("read");
+            let status = response.split(' ').nth(1).and_then(|s| s.parse().ok());
+            (status.expect("status line"), response)
+        };
+        tokio::task::spawn_blocking(fetch).await.expect("client")
+    }
+
+    #[tokio::test]
+    async fn http_server_answers_healthz_readyz_after_set_ready_and_metrics() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
+        let listener = listener.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (metrics, health) = (Metrics::new(), Health::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let server = tokio::spawn(serve(listener, metrics, health.clone(), shutdown));
+
+        let (status, body) = get(addr, "/healthz").await;
+        assert_eq!(status, 200);
+        assert!(body.ends_with("\r\n\r\nok"), "{body}");
+        let (status, body) = get(addr, "/readyz").await;
+        assert_eq!(status, 503);
+        assert!(body.ends_with("not ready"), "{body}");
+        health.set_ready(true);
+        assert_eq!(get(addr, "/readyz").await.0, 200);
+        let (status, body) = get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        assert_has(&body, OPENMETRICS_CONTENT_TYPE);
+        assert_has(&body, "tokenwarden_leader 0");
+
+        stop.send(()).expect("server alive");
+        server.await.expect("join").expect("clean shutdown");
+    }
+
+    #[test]
+    fn log_format_parses_json_and_text_and_rejects_xml_naming_allowed_values() {
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert_eq!("Text".parse::<LogFormat>(), Ok(LogFormat::Text));
+        let err = "xml".parse::<LogFormat>().expect_err("xml is not a format");
+        assert!(
+            ["json", "text", "xml"].iter().all(|w| err.contains(w)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn init_logging_twice_is_a_noop() {
+        init_logging(LogFormat::Json);
+        init_logging(LogFormat::Text);
+    }
+}
