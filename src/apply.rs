@@ -340,7 +340,8 @@ impl Applier<'_> {
     }
 
     async fn restart_targets(&self, version: u32) -> Result<()> {
-        let at = self.now.to_rfc3339_opts(SecondsFormat::Secs, true);
+        // Sub-second precision: two cutovers within one second must still roll the pods.
+        let at = Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true);
         let patch = json!({ "spec": { "template": { "metadata": { "annotations": {
             RESTARTED_AT_ANNOTATION: at,
         }}}}});

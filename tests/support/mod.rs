@@ -1,0 +1,259 @@
+//! What the integration tests share: the operator as a real child process, the CRD, waiting,
+//! and the artifacts (logs, events, statuses, metrics) the leak scan reads afterwards.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, CustomResourceExt};
+use tokenwarden::api::WorkspaceToken;
+use tokenwarden_testenv::{ControlPlane, reaper};
+
+/// Where this test binary leaves its logs and dumps for `make test`'s leak scan.
+pub fn artifacts_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let binary = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "tests".into());
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("artifacts")
+            .join(format!("{binary}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create artifacts dir");
+        dir
+    })
+    .clone()
+}
+
+/// The control plane of this test binary, with the CRD installed.
+pub async fn control_plane() -> &'static ControlPlane {
+    let cp = tokenwarden_testenv::shared();
+    static CRD: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    CRD.get_or_init(|| async {
+        let client = cp.admin_client().await;
+        install_crd(&client).await;
+    })
+    .await;
+    cp
+}
+
+pub async fn install_crd(client: &Client) {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let crd = WorkspaceToken::crd();
+    crds.patch(
+        "workspacetokens.tokenwarden.dev",
+        &PatchParams::apply("tokenwarden-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("install the WorkspaceToken CRD");
+    let established = await_condition(crds, "workspacetokens.tokenwarden.dev", conditions::is_crd_established());
+    tokio::time::timeout(Duration::from_secs(30), established)
+        .await
+        .expect("CRD established within 30 s")
+        .expect("watch CRD");
+}
+
+/// `tokenwarden run` as a child process, logging into the artifacts dir.
+pub struct Operator {
+    child: Child,
+    pub metrics_addr: String,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+static OPERATOR_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Operator {
+    pub fn start(cp: &ControlPlane, args: &[&str]) -> Operator {
+        Self::start_as(cp, cp.admin_kubeconfig(), args)
+    }
+
+    pub fn start_as(cp: &ControlPlane, kubeconfig: &Path, args: &[&str]) -> Operator {
+        let _ = cp;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let seq = OPERATOR_SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = artifacts_dir();
+        let stdout = dir.join(format!("operator-{seq}.stdout.log"));
+        let stderr = dir.join(format!("operator-{seq}.stderr.log"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tokenwarden"));
+        command
+            .arg("run")
+            .args(["--metrics-addr", &metrics_addr, "--log-format", "json"])
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("operator stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("operator stderr file"));
+        let child = reaper::spawn(command).expect("start tokenwarden run");
+        Operator {
+            child,
+            metrics_addr,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// SIGKILL: a crash, no cleanup.
+    pub fn kill(&mut self) {
+        reaper::kill(&mut self.child);
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// GET a path of the operator's metrics/health server: (status code, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(&self.metrics_addr, path)
+    }
+
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.stdout)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback (no client library needed for a probe).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// The operator this test binary shares between its tests.
+pub async fn shared_operator() -> &'static Operator {
+    let cp = control_plane().await;
+    static OPERATOR: OnceLock<Operator> = OnceLock::new();
+    OPERATOR.get_or_init(|| Operator::start(cp, &["--concurrency", "8"]))
+}
+
+/// Polls `check` every 100 ms until it returns Some, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn wst(name: &str, spec: serde_json::Value) -> WorkspaceToken {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "tokenwarden.dev/v1alpha1",
+        "kind": "WorkspaceToken",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .expect("WorkspaceToken manifest")
+}
+
+pub async fn create(api: &Api<WorkspaceToken>, name: &str, spec: serde_json::Value) -> WorkspaceToken {
+    api.create(&PostParams::default(), &wst(name, spec))
+        .await
+        .unwrap_or_else(|e| panic!("create WorkspaceToken {name}: {e}"))
+}
+
+/// Waits until the WorkspaceToken is Ready with `version` current, and returns it.
+pub async fn wait_version(api: &Api<WorkspaceToken>, name: &str, version: u32, timeout: Duration) -> WorkspaceToken {
+    eventually(timeout, &format!("{name} Ready at v{version}"), || async {
+        let w = api.get(name).await.ok()?;
+        let s = w.status.as_ref()?;
+        let ready = s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        (ready && s.current_version == Some(version)).then_some(w)
+    })
+    .await
+}
+
+pub async fn condition(api: &Api<WorkspaceToken>, name: &str, type_: &str) -> Option<(String, String, String)> {
+    let w = api.get(name).await.ok()?;
+    let c = w.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
+    Some((c.status, c.reason, c.message))
+}
+
+pub fn data(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+}
+
+pub async fn secret(client: &Client, ns: &str, name: &str) -> Option<Secret> {
+    Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await.expect("get Secret")
+}
+
+pub async fn secret_names(client: &Client, ns: &str) -> Vec<String> {
+    let mut names: Vec<String> = Api::<Secret>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list Secrets")
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+pub async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Dumps what a test's namespace holds that could leak a token (events, WorkspaceTokens,
+/// Secret metadata) plus the operator's metrics page, for the leak scan. Every test calls it
+/// at the end.
+pub async fn dump(client: &Client, ns: &str, operator: Option<&Operator>) {
+    let dir = artifacts_dir();
+    let events = Api::<Event>::namespaced(client.clone(), ns).list(&ListParams::default()).await;
+    let wsts = Api::<WorkspaceToken>::namespaced(client.clone(), ns).list(&ListParams::default()).await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns).list_metadata(&ListParams::default()).await;
+    let mut out = BTreeMap::new();
+    out.insert("events", serde_json::to_value(events.map(|l| l.items).unwrap_or_default()).unwrap());
+    out.insert("workspacetokens", serde_json::to_value(wsts.map(|l| l.items).unwrap_or_default()).unwrap());
+    out.insert("secretMetadata", serde_json::to_value(secrets.map(|l| l.items).unwrap_or_default()).unwrap());
+    std::fs::write(dir.join(format!("{ns}.json")), serde_json::to_vec_pretty(&out).unwrap()).expect("write dump");
+    if let Some(operator) = operator {
+        if let Some((_, metrics)) = operator.get("/metrics") {
+            std::fs::write(dir.join(format!("{ns}.metrics.txt")), metrics).expect("write metrics");
+        }
+    }
+}
