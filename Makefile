@@ -23,7 +23,15 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Unit tests, then integration tests against a real control plane (one per test binary).
+ARTIFACTS := target/tmp/artifacts
+
+# Unit tests, then integration tests against a real control plane (one per test binary),
+# then the leak scan over everything they produced (logs, events, statuses, metrics, output).
 test: lint
+	@rm -rf $(ARTIFACTS) && mkdir -p $(ARTIFACTS)
 	@bin=$$(bash hack/controlplane/build.sh | tail -n 1); \
-	TOKENWARDEN_CONTROLPLANE_BIN="$$bin" $(CARGO) test --workspace --no-fail-fast
+	status=0; \
+	TOKENWARDEN_CONTROLPLANE_BIN="$$bin" $(CARGO) test --workspace --no-fail-fast 2>&1 \
+	  | tee $(ARTIFACTS)/cargo-test.log || status=$$?; \
+	$(CARGO) run --quiet -p tokenwarden-testenv --bin leak-scan $(ARTIFACTS) || status=1; \
+	exit $$status

@@ -11,6 +11,7 @@
 pub mod binaries;
 mod controlplane;
 mod pki;
+pub mod leak;
 pub mod reaper;
 
 use std::sync::OnceLock;

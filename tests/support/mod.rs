@@ -257,3 +257,21 @@ pub async fn dump(client: &Client, ns: &str, operator: Option<&Operator>) {
         }
     }
 }
+
+/// Mutating requests (POST/PUT/PATCH/DELETE) on Secrets and WorkspaceTokens the API server
+/// has served, from its own `apiserver_request_total`.
+pub async fn mutating_requests(client: &Client) -> u64 {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.expect("API server /metrics");
+    count_mutating_requests(&text)
+}
+
+pub fn count_mutating_requests(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.contains("resource=\"secrets\"") || l.contains("resource=\"workspacetokens\""))
+        .filter(|l| ["POST", "PUT", "PATCH", "DELETE"].iter().any(|v| l.contains(&format!("verb=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
