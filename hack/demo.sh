@@ -43,14 +43,17 @@ if target/debug/tokenwarden run --help >/dev/null 2>&1; then
   target/debug/tokenwarden run --metrics-addr 127.0.0.1:0 --log-format text >"$demo_dir/operator.log" 2>&1 &
   pids+=($!)
   echo "demo: operator running (log: $demo_dir/operator.log)"
-  "${kubectl[@]}" apply -f examples/demo.yaml
+  "${kubectl[@]}" create namespace tokenwarden-demo
+  "${kubectl[@]}" apply -n tokenwarden-demo -f examples/demo.yaml
   echo "demo: watching WorkspaceTokens and their Secrets (Ctrl-C to stop)"
   "${kubectl[@]}" get wst -A -w &
   pids+=($!)
   (
-    while sleep 5; do
-      "${kubectl[@]}" get secrets -A -l app.kubernetes.io/managed-by=tokenwarden \
-        -L tokenwarden.dev/version --no-headers 2>/dev/null | sed 's/^/secrets: /' || true
+    while sleep 10; do
+      echo "--- $(date -u +%H:%M:%S) tokenwarden status -n tokenwarden-demo agent-alpha"
+      target/debug/tokenwarden status -n tokenwarden-demo agent-alpha 2>&1 || true
+      "${kubectl[@]}" get secrets -n tokenwarden-demo -l app.kubernetes.io/managed-by=tokenwarden \
+        -L tokenwarden.dev/version 2>/dev/null || true
     done
   ) &
   pids+=($!)
