@@ -18,6 +18,8 @@ pub const ROTATE_ANNOTATION: &str = "tokenwarden.dev/rotate";
 pub const REVOKE_VERSION_ANNOTATION: &str = "tokenwarden.dev/revoke-version";
 
 /// Desired state of one workspace bearer token.
+// The derive's repeated `printcolumn(type_ = ...)` arguments look like duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "tokenwarden.dev",
@@ -35,8 +37,16 @@ pub const REVOKE_VERSION_ANNOTATION: &str = "tokenwarden.dev/revoke-version";
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Next Rotation", type_ = "string", json_path = ".status.nextRotationTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Next Rotation",
+        type_ = "string",
+        json_path = ".status.nextRotationTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -64,7 +74,10 @@ pub struct WorkspaceTokenSpec {
     pub profile_id: Option<String>,
     /// Environment (staging, production, ...): a label on every Secret and an audit field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
     pub environment: Option<String>,
     /// Name of the Secret pods mount; versions go to `<secretName>-v<N>`. Default
     /// `metadata.name`. Immutable.
@@ -208,7 +221,10 @@ pub struct IssuerSpec {
 #[serde(rename_all = "camelCase")]
 pub struct HttpIssuerSpec {
     /// Base URL of the platform, e.g. http://platform.team-a.svc:8080
-    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"))]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    )]
     pub url: String,
     /// The Secret (in the WorkspaceToken's namespace) holding the platform admin token.
     pub admin_token_secret_ref: SecretKeyRef,
@@ -326,7 +342,9 @@ pub struct VersionStatus {
     pub issuer_token_id: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 pub enum VersionState {
     Pending,
     Active,
@@ -368,15 +386,24 @@ mod tests {
     #[test]
     fn crd_names_match_the_contract() {
         let crd = WorkspaceToken::crd();
-        assert_eq!(crd.metadata.name.as_deref(), Some("workspacetokens.tokenwarden.dev"));
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("workspacetokens.tokenwarden.dev")
+        );
         assert_eq!(crd.spec.names.short_names, Some(vec!["wst".to_string()]));
-        assert_eq!(crd.spec.names.categories, Some(vec!["tokenwarden".to_string()]));
+        assert_eq!(
+            crd.spec.names.categories,
+            Some(vec!["tokenwarden".to_string()])
+        );
         let columns: Vec<_> = crd.spec.versions[0]
             .additional_printer_columns
             .iter()
             .flatten()
             .map(|c| c.name.to_uppercase())
             .collect();
-        assert_eq!(columns, ["WORKSPACE", "VERSION", "READY", "NEXT ROTATION", "AGE"]);
+        assert_eq!(
+            columns,
+            ["WORKSPACE", "VERSION", "READY", "NEXT ROTATION", "AGE"]
+        );
     }
 }

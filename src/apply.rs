@@ -64,6 +64,8 @@ struct Applier<'a> {
     issuer: Issuer,
     now: DateTime<Utc>,
     outcome: Outcome,
+    /// `S` when it is ours but missing from the label-selected cache.
+    unlabelled_mounted: Option<Arc<Secret>>,
 }
 
 pub async fn run(
@@ -85,6 +87,7 @@ pub async fn run(
         issuer: Issuer::for_spec(&wst.spec),
         now,
         outcome: Outcome::default(),
+        unlabelled_mounted: None,
     };
     if let Err(e) = applier.check_mounted_name_free().await {
         applier.failed(e).await;
@@ -105,18 +108,37 @@ impl Applier<'_> {
     }
 
     /// Before minting into a name we don't hold yet, make sure `S` isn't someone else's:
-    /// the cache only shows Secrets labelled as ours.
-    async fn check_mounted_name_free(&self) -> Result<()> {
-        let writes_mounted = self.plan.steps.iter().any(|s| matches!(s, Step::Mint { .. } | Step::WriteMounted { .. }));
+    /// the cache only shows Secrets labelled as ours. One of ours whose labels were stripped
+    /// is remembered, so it is repaired in place rather than created.
+    async fn check_mounted_name_free(&mut self) -> Result<()> {
+        let writes_mounted = self
+            .plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Mint { .. } | Step::WriteMounted { .. }));
         let name = self.mounted_name();
         if !writes_mounted || self.view.objects.contains_key(&name) {
             return Ok(());
         }
-        match self.secrets.get_metadata_opt(&name).await.map_err(Error::kube("get Secret"))? {
-            Some(existing) if !controlled_by_meta(&existing.metadata, &self.wst.uid().unwrap_or_default()) => {
+        match self
+            .secrets
+            .get_metadata_opt(&name)
+            .await
+            .map_err(Error::kube("get Secret"))?
+        {
+            Some(existing)
+                if !controlled_by_meta(&existing.metadata, &self.wst.uid().unwrap_or_default()) =>
+            {
                 Err(Error::SecretConflict { name })
             }
-            _ => Ok(()),
+            Some(ours) => {
+                self.unlabelled_mounted = Some(Arc::new(Secret {
+                    metadata: ours.metadata,
+                    ..Secret::default()
+                }));
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
@@ -182,11 +204,18 @@ impl Applier<'_> {
         let secret = self.versioned_secret(version, &minted.token, &facts);
         let name = versioned_secret_name(&self.mounted_name(), version);
         match self.secrets.create(&PostParams::default(), &secret).await {
-            Ok(created) => self.outcome.written.push((name, created.resource_version())),
+            Ok(created) => self
+                .outcome
+                .written
+                .push((name, created.resource_version())),
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 // Someone holds the name: ours from a pass the cache hasn't shown yet, or foreign.
                 // Either way the fresh token is dropped unused and nothing is overwritten.
-                let existing = self.secrets.get(&name).await.map_err(Error::kube("get Secret"))?;
+                let existing = self
+                    .secrets
+                    .get(&name)
+                    .await
+                    .map_err(Error::kube("get Secret"))?;
                 if !controlled_by(&existing, &self.wst.uid().unwrap_or_default()) {
                     return Err(Error::SecretConflict { name });
                 }
@@ -198,12 +227,21 @@ impl Applier<'_> {
             Err(e) => return Err(Error::kube("create versioned Secret")(e)),
         }
         self.ctx.metrics.rotated(reason);
-        self.audit("minted", "success", Some(version), &trace_id, Some(&facts.token_prefix));
+        self.audit(
+            "minted",
+            "success",
+            Some(version),
+            &trace_id,
+            Some(&facts.token_prefix),
+        );
         self.event(
             EventType::Normal,
             "Minted",
             "Mint",
-            format!("minted version {version} ({reason}), prefix {}", facts.token_prefix),
+            format!(
+                "minted version {version} ({reason}), prefix {}",
+                facts.token_prefix
+            ),
         )
         .await;
         self.outcome.minted.insert(version, facts);
@@ -225,23 +263,38 @@ impl Applier<'_> {
             .create(&PostParams::default(), &secret)
             .await
             .map_err(Error::kube("restore versioned Secret"))?;
-        self.outcome
-            .written
-            .push((versioned_secret_name(&self.mounted_name(), version), created.resource_version()));
+        self.outcome.written.push((
+            versioned_secret_name(&self.mounted_name(), version),
+            created.resource_version(),
+        ));
         self.ctx.metrics.drift_repaired();
-        self.audit("drift_repaired", "success", Some(version), &trace_id, Some(&facts.token_prefix));
+        self.audit(
+            "drift_repaired",
+            "success",
+            Some(version),
+            &trace_id,
+            Some(&facts.token_prefix),
+        );
         self.event(
             EventType::Normal,
             "DriftRepaired",
             "Restore",
-            format!("restored {} from the mounted Secret", versioned_secret_name(&self.mounted_name(), version)),
+            format!(
+                "restored {} from the mounted Secret",
+                versioned_secret_name(&self.mounted_name(), version)
+            ),
         )
         .await;
         self.outcome.minted.insert(version, facts);
         Ok(())
     }
 
-    async fn write_mounted(&mut self, current: u32, previous: Option<u32>, why: MountedWrite) -> Result<()> {
+    async fn write_mounted(
+        &mut self,
+        current: u32,
+        previous: Option<u32>,
+        why: MountedWrite,
+    ) -> Result<()> {
         let mounted_name = self.mounted_name();
         let token = self
             .read_token(&versioned_secret_name(&mounted_name, current), TOKEN_KEY)
@@ -257,27 +310,47 @@ impl Applier<'_> {
         let mut data = BTreeMap::new();
         data.insert(TOKEN_KEY.to_string(), Some(token.expose().to_string()));
         data.insert(TOKEN_VERSION_KEY.to_string(), Some(format!("v{current}")));
-        data.insert(WORKSPACE_ID_KEY.to_string(), Some(self.wst.spec.workspace_id.clone()));
+        data.insert(
+            WORKSPACE_ID_KEY.to_string(),
+            Some(self.wst.spec.workspace_id.clone()),
+        );
         data.insert(
             PREVIOUS_TOKEN_KEY.to_string(),
             previous_token.as_ref().map(|t| t.expose().to_string()),
         );
-        data.insert(PREVIOUS_TOKEN_VERSION_KEY.to_string(), previous.map(|p| format!("v{p}")));
+        data.insert(
+            PREVIOUS_TOKEN_VERSION_KEY.to_string(),
+            previous.map(|p| format!("v{p}")),
+        );
         let mut extra = BTreeMap::new();
         extra.insert(TOKEN_SHA256_ANNOTATION.to_string(), token.sha256_hex());
         extra.insert(TRACE_ID_ANNOTATION.to_string(), trace_id.clone());
 
-        match self.view.objects.get(&mounted_name) {
+        let existing = self
+            .view
+            .objects
+            .get(&mounted_name)
+            .or(self.unlabelled_mounted.as_ref())
+            .cloned();
+        match existing {
             Some(existing) => {
-                let mut patch = self.metadata_patch(existing, None, &extra);
+                let mut patch = self.metadata_patch(&existing, None, &extra);
                 patch["metadata"]["resourceVersion"] = json!(existing.resource_version());
-                patch["data"] = json!(data
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_ref().map(|v| ByteString(v.clone().into_bytes()))))
-                    .collect::<BTreeMap<_, _>>());
+                patch["data"] = json!(
+                    data.iter()
+                        .map(|(k, v)| (
+                            k.clone(),
+                            v.as_ref().map(|v| ByteString(v.clone().into_bytes()))
+                        ))
+                        .collect::<BTreeMap<_, _>>()
+                );
                 let patched = self
                     .secrets
-                    .patch(&mounted_name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(
+                        &mounted_name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
                     .await
                     .map_err(Error::kube("update mounted Secret"))?;
                 self.outcome
@@ -311,21 +384,37 @@ impl Applier<'_> {
         let prefix = token.prefix();
         match why {
             MountedWrite::Cutover => {
-                self.audit("activated", "success", Some(current), &trace_id, Some(&prefix));
+                self.audit(
+                    "activated",
+                    "success",
+                    Some(current),
+                    &trace_id,
+                    Some(&prefix),
+                );
                 self.event(
                     EventType::Normal,
                     "Activated",
                     "Cutover",
-                    format!("version {current} is active (prefix {prefix}){}", match previous {
-                        Some(p) => format!("; version {p} stays valid until its grace period ends"),
-                        None => String::new(),
-                    }),
+                    format!(
+                        "version {current} is active (prefix {prefix}){}",
+                        match previous {
+                            Some(p) =>
+                                format!("; version {p} stays valid until its grace period ends"),
+                            None => String::new(),
+                        }
+                    ),
                 )
                 .await;
             }
             MountedWrite::DriftRepaired => {
                 self.ctx.metrics.drift_repaired();
-                self.audit("drift_repaired", "success", Some(current), &trace_id, Some(&prefix));
+                self.audit(
+                    "drift_repaired",
+                    "success",
+                    Some(current),
+                    &trace_id,
+                    Some(&prefix),
+                );
                 self.event(
                     EventType::Warning,
                     "DriftRepaired",
@@ -368,7 +457,10 @@ impl Applier<'_> {
                         EventType::Normal,
                         "Restarted",
                         "Restart",
-                        format!("restarted {:?} {} for version {version}", target.kind, target.name),
+                        format!(
+                            "restarted {:?} {} for version {version}",
+                            target.kind, target.name
+                        ),
                     )
                     .await;
                 }
@@ -390,7 +482,11 @@ impl Applier<'_> {
 
     async fn revoke(&mut self, version: u32, reason: &str) -> Result<()> {
         let name = versioned_secret_name(&self.mounted_name(), version);
-        let issuer_token_id = self.plan.versions.get(&version).and_then(|v| v.issuer_token_id.clone());
+        let issuer_token_id = self
+            .plan
+            .versions
+            .get(&version)
+            .and_then(|v| v.issuer_token_id.clone());
         self.issuer.revoke(issuer_token_id.as_deref()).await?;
         if let Some(existing) = self.view.objects.get(&name) {
             let params = DeleteParams {
@@ -408,9 +504,23 @@ impl Applier<'_> {
             self.outcome.written.push((name, None));
         }
         self.ctx.metrics.revoked();
-        let trace_id = self.plan.current.map(|c| self.trace_id_of(c)).unwrap_or_default();
-        let prefix = self.plan.versions.get(&version).and_then(|v| v.token_prefix.clone());
-        self.audit("revoked", "success", Some(version), &trace_id, prefix.as_deref());
+        let trace_id = self
+            .plan
+            .current
+            .map(|c| self.trace_id_of(c))
+            .unwrap_or_default();
+        let prefix = self
+            .plan
+            .versions
+            .get(&version)
+            .and_then(|v| v.token_prefix.clone());
+        self.audit(
+            "revoked",
+            "success",
+            Some(version),
+            &trace_id,
+            prefix.as_deref(),
+        );
         self.event(
             EventType::Normal,
             "Revoked",
@@ -435,7 +545,9 @@ impl Applier<'_> {
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(Error::kube("update Secret metadata"))?;
-        self.outcome.written.push((name, patched.resource_version()));
+        self.outcome
+            .written
+            .push((name, patched.resource_version()));
         Ok(())
     }
 
@@ -505,14 +617,22 @@ impl Applier<'_> {
             .minted
             .get(&version)
             .map(|f| f.trace_id.clone())
-            .or_else(|| self.plan.versions.get(&version).and_then(|v| v.trace_id.clone()))
+            .or_else(|| {
+                self.plan
+                    .versions
+                    .get(&version)
+                    .and_then(|v| v.trace_id.clone())
+            })
             .unwrap_or_else(new_trace_id)
     }
 
     fn versioned_secret(&self, version: u32, token: &Token, facts: &MintedFacts) -> Secret {
         let desired = desired_metadata(&self.wst.spec, &self.name, Some(version));
         let mut extra = BTreeMap::new();
-        extra.insert(TOKEN_SHA256_ANNOTATION.to_string(), facts.token_sha256.clone());
+        extra.insert(
+            TOKEN_SHA256_ANNOTATION.to_string(),
+            facts.token_sha256.clone(),
+        );
         extra.insert(TRACE_ID_ANNOTATION.to_string(), facts.trace_id.clone());
         extra.insert(SPEC_HASH_ANNOTATION.to_string(), spec_hash(&self.wst.spec));
         if let Some(id) = &facts.issuer_token_id {
@@ -520,8 +640,14 @@ impl Applier<'_> {
         }
         let name = versioned_secret_name(&self.mounted_name(), version);
         let mut data = BTreeMap::new();
-        data.insert(TOKEN_KEY.to_string(), ByteString(token.expose().as_bytes().to_vec()));
-        data.insert(TOKEN_VERSION_KEY.to_string(), ByteString(format!("v{version}").into_bytes()));
+        data.insert(
+            TOKEN_KEY.to_string(),
+            ByteString(token.expose().as_bytes().to_vec()),
+        );
+        data.insert(
+            TOKEN_VERSION_KEY.to_string(),
+            ByteString(format!("v{version}").into_bytes()),
+        );
         data.insert(
             WORKSPACE_ID_KEY.to_string(),
             ByteString(self.wst.spec.workspace_id.clone().into_bytes()),
@@ -535,7 +661,12 @@ impl Applier<'_> {
         }
     }
 
-    fn object_meta(&self, name: String, desired: SecretMetadata, extra: BTreeMap<String, String>) -> ObjectMeta {
+    fn object_meta(
+        &self,
+        name: String,
+        desired: SecretMetadata,
+        extra: BTreeMap<String, String>,
+    ) -> ObjectMeta {
         let mut annotations = desired.annotations;
         annotations.extend(extra);
         ObjectMeta {
@@ -550,10 +681,18 @@ impl Applier<'_> {
 
     /// A merge patch setting the desired labels and annotations and removing the ones an
     /// earlier `secretTemplate` (or `environment`) put there.
-    fn metadata_patch(&self, existing: &Arc<Secret>, version: Option<u32>, extra: &BTreeMap<String, String>) -> Value {
+    fn metadata_patch(
+        &self,
+        existing: &Arc<Secret>,
+        version: Option<u32>,
+        extra: &BTreeMap<String, String>,
+    ) -> Value {
         let desired = desired_metadata(&self.wst.spec, &self.name, version);
-        let mut labels: BTreeMap<String, Option<String>> =
-            desired.labels.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+        let mut labels: BTreeMap<String, Option<String>> = desired
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
         let mut annotations: BTreeMap<String, Option<String>> = desired
             .annotations
             .iter()
@@ -578,7 +717,14 @@ impl Applier<'_> {
         json!({ "metadata": { "labels": labels, "annotations": annotations } })
     }
 
-    fn audit(&self, event: &str, status: &str, version: Option<u32>, trace_id: &str, prefix: Option<&str>) {
+    fn audit(
+        &self,
+        event: &str,
+        status: &str,
+        version: Option<u32>,
+        trace_id: &str,
+        prefix: Option<&str>,
+    ) {
         audit(&AuditRecord {
             timestamp: self.now.to_rfc3339_opts(SecondsFormat::Millis, true),
             trace_id,
@@ -602,7 +748,12 @@ impl Applier<'_> {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.ctx.recorder.publish(&event, &self.wst.object_ref(&())).await {
+        if let Err(e) = self
+            .ctx
+            .recorder
+            .publish(&event, &self.wst.object_ref(&()))
+            .await
+        {
             tracing::warn!(namespace = %self.ns, name = %self.name, error = %e, "event not recorded");
         }
     }
@@ -615,7 +766,8 @@ impl Applier<'_> {
             _ => ("failed", error.reason()),
         };
         self.audit(event_name, "failure", version, &trace_id, None);
-        self.event(EventType::Warning, reason, "Reconcile", error.to_string()).await;
+        self.event(EventType::Warning, reason, "Reconcile", error.to_string())
+            .await;
         self.outcome.error = Some(error);
     }
 }

@@ -13,7 +13,11 @@ use crate::controller::{self, Settings};
 use crate::telemetry::{self, Health, LogFormat, Metrics};
 
 #[derive(Parser, Debug)]
-#[command(name = "tokenwarden", version, about = "Mints, rotates and revokes workspace bearer tokens in Kubernetes")]
+#[command(
+    name = "tokenwarden",
+    version,
+    about = "Mints, rotates and revokes workspace bearer tokens in Kubernetes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -125,12 +129,17 @@ async fn run(args: RunArgs) -> CliResult {
         .await
         .map_err(|e| format!("listen on {}: {e}", args.metrics_addr))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(telemetry::serve(listener, metrics.clone(), health.clone(), {
-        let mut stop = stop_rx.clone();
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }
-    }));
+    let server = tokio::spawn(telemetry::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        {
+            let mut stop = stop_rx.clone();
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        },
+    ));
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -154,13 +163,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -192,16 +202,26 @@ fn not_found(name: &str, ns: &str) -> impl FnOnce(kube::Error) -> String {
     }
 }
 
-async fn status(name: Option<String>, namespace: Option<String>, all: bool, output: Output) -> CliResult {
+async fn status(
+    name: Option<String>,
+    namespace: Option<String>,
+    all: bool,
+    output: Output,
+) -> CliResult {
     let (client, ns) = client_and_namespace(namespace).await?;
-    let api: Api<WorkspaceToken> = if all { Api::all(client) } else { Api::namespaced(client, &ns) };
+    let api: Api<WorkspaceToken> = if all {
+        Api::all(client)
+    } else {
+        Api::namespaced(client, &ns)
+    };
     let items = match &name {
         Some(name) => vec![api.get(name).await.map_err(not_found(name, &ns))?],
-        None => api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| format!("list WorkspaceTokens: {e}"))?
-            .items,
+        None => {
+            api.list(&ListParams::default())
+                .await
+                .map_err(|e| format!("list WorkspaceTokens: {e}"))?
+                .items
+        }
     };
     match output {
         Output::Json => {
@@ -216,7 +236,11 @@ async fn status(name: Option<String>, namespace: Option<String>, all: bool, outp
                     })
                 })
                 .collect();
-            let shown = if name.is_some() { shown.into_iter().next().unwrap_or_default() } else { serde_json::Value::Array(shown) };
+            let shown = if name.is_some() {
+                shown.into_iter().next().unwrap_or_default()
+            } else {
+                serde_json::Value::Array(shown)
+            };
             println!("{}", serde_json::to_string_pretty(&shown)?);
         }
         Output::Table if name.is_some() => print!("{}", version_table(&items[0])),
@@ -253,8 +277,12 @@ pub fn token_table(items: &[WorkspaceToken], with_namespace: bool) -> String {
             s.token_version.unwrap_or_else(|| "-".into()),
             s.token_prefix.unwrap_or_else(|| "-".into()),
             ready,
-            s.last_rotation_time.map(|t| t.0.to_string()).unwrap_or_else(|| "-".into()),
-            s.next_rotation_time.map(|t| t.0.to_string()).unwrap_or_else(|| "-".into()),
+            s.last_rotation_time
+                .map(|t| t.0.to_string())
+                .unwrap_or_else(|| "-".into()),
+            s.next_rotation_time
+                .map(|t| t.0.to_string())
+                .unwrap_or_else(|| "-".into()),
         ];
         if with_namespace {
             row.insert(0, w.namespace().unwrap_or_default());
@@ -278,38 +306,63 @@ pub fn version_table(w: &WorkspaceToken) -> String {
         "REVOKED".into(),
     ]];
     let time = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
-        t.as_ref().map(|t| t.0.to_string()).unwrap_or_else(|| "-".into())
+        t.as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_else(|| "-".into())
     };
     for v in &s.versions {
         rows.push(vec![
             format!("v{}", v.version),
             format!("{:?}", v.state),
             v.token_prefix.clone().unwrap_or_else(|| "-".into()),
-            v.token_sha256.as_deref().map(|h| format!("{}…", &h[..h.len().min(12)])).unwrap_or_else(|| "-".into()),
+            v.token_sha256
+                .as_deref()
+                .map(|h| format!("{}…", &h[..h.len().min(12)]))
+                .unwrap_or_else(|| "-".into()),
             time(&v.created_at),
             time(&v.activated_at),
             time(&v.retire_at),
             time(&v.revoked_at),
         ]);
     }
-    format!("{}/{} (workspace {})\n{}", w.namespace().unwrap_or_default(), w.name_any(), w.spec.workspace_id, render_table(&rows))
+    format!(
+        "{}/{} (workspace {})\n{}",
+        w.namespace().unwrap_or_default(),
+        w.name_any(),
+        w.spec.workspace_id,
+        render_table(&rows)
+    )
 }
 
 fn render_table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |v| v.chars().count())).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |v| v.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in rows {
-        let line: Vec<String> = row.iter().enumerate().map(|(c, v)| format!("{v:<width$}", width = widths[c])).collect();
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, v)| format!("{v:<width$}", width = widths[c]))
+            .collect();
         out.push_str(line.join("   ").trim_end());
         out.push('\n');
     }
     out
 }
 
-async fn annotate(api: &Api<WorkspaceToken>, name: &str, key: &str, value: &str) -> Result<(), String> {
+async fn annotate(
+    api: &Api<WorkspaceToken>,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), String> {
     let patch = serde_json::json!({ "metadata": { "annotations": { key: value } } });
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -331,15 +384,16 @@ async fn rotate(name: &str, namespace: Option<String>, wait: bool, timeout: Dura
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let now = api.get(name).await.map_err(not_found(name, &ns))?;
-        if let Some(s) = &now.status {
-            if s.last_rotate_request.as_deref() == Some(request.as_str()) && s.current_version != from {
-                println!(
-                    "{ns}/{name} rotated to {} (prefix {})",
-                    s.token_version.as_deref().unwrap_or("-"),
-                    s.token_prefix.as_deref().unwrap_or("-")
-                );
-                return Ok(());
-            }
+        if let Some(s) = &now.status
+            && s.last_rotate_request.as_deref() == Some(request.as_str())
+            && s.current_version != from
+        {
+            println!(
+                "{ns}/{name} rotated to {} (prefix {})",
+                s.token_version.as_deref().unwrap_or("-"),
+                s.token_prefix.as_deref().unwrap_or("-")
+            );
+            return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
             return Err(format!("{ns}/{name} did not rotate within {}s", timeout.as_secs()).into());
@@ -359,7 +413,9 @@ async fn revoke(name: &str, version: u32, namespace: Option<String>) -> CliResul
         .map(|v| v.state);
     match state {
         None => return Err(format!("{ns}/{name} has no version {version}").into()),
-        Some(VersionState::Revoked) => return Err(format!("version {version} of {ns}/{name} is already revoked").into()),
+        Some(VersionState::Revoked) => {
+            return Err(format!("version {version} of {ns}/{name} is already revoked").into());
+        }
         Some(_) => {}
     }
     annotate(&api, name, REVOKE_VERSION_ANNOTATION, &version.to_string()).await?;

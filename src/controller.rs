@@ -58,7 +58,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (tokens, secrets): (Api<WorkspaceToken>, Api<Secret>) = match &settings.namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let index = SecretIndex::default();
@@ -80,25 +83,30 @@ pub async fn run(
     // Secrets are hashed as they arrive, so plaintext never sits in the cache.
     let feed = index.clone();
     let ready = health.clone();
-    let secret_triggers = watcher(secrets, watcher::Config::default().labels(&managed_selector()).page_size(500))
-        .default_backoff()
-        .map(|event| event.map(|e| e.modify(hash_in_place)))
-        .filter_map(move |event| {
-            let trigger = match event {
-                Ok(event) => {
-                    let key = feed.apply(&event);
-                    if matches!(event, watcher::Event::InitDone) {
-                        ready.set_ready(true);
-                    }
-                    key.map(|(ns, name)| ObjectRef::<WorkspaceToken>::new(&name).within(&ns))
+    let secret_triggers = watcher(
+        secrets,
+        watcher::Config::default()
+            .labels(&managed_selector())
+            .page_size(500),
+    )
+    .default_backoff()
+    .map(|event| event.map(|e| e.modify(hash_in_place)))
+    .filter_map(move |event| {
+        let trigger = match event {
+            Ok(event) => {
+                let key = feed.apply(&event);
+                if matches!(event, watcher::Event::InitDone) {
+                    ready.set_ready(true);
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Secret watch failed; retrying");
-                    None
-                }
-            };
-            future::ready(trigger)
-        });
+                key.map(|(ns, name)| ObjectRef::<WorkspaceToken>::new(&name).within(&ns))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Secret watch failed; retrying");
+                None
+            }
+        };
+        future::ready(trigger)
+    });
 
     Controller::new(tokens, watcher::Config::default().page_size(500))
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
@@ -162,13 +170,22 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == status::READY))
             .is_none_or(|c| c.reason != "SecretConflict");
         if changed {
-            warn_event(&ctx, &wst, "SecretConflict", &format!("Secret {conflict} is not owned by this WorkspaceToken; it is left untouched")).await;
+            warn_event(
+                &ctx,
+                &wst,
+                "SecretConflict",
+                &format!(
+                    "Secret {conflict} is not owned by this WorkspaceToken; it is left untouched"
+                ),
+            )
+            .await;
         }
     }
 
     // apply: client required
     let outcome = apply::run(&ctx, &wst, &plan, &view, now).await;
-    let removed_finalizer = outcome.error.is_none() && plan.steps.contains(&plan::Step::RemoveFinalizer);
+    let removed_finalizer =
+        outcome.error.is_none() && plan.steps.contains(&plan::Step::RemoveFinalizer);
     let mut written_rv = outcome.wst_resource_version.clone();
     if !removed_finalizer {
         let api: Api<WorkspaceToken> = Api::namespaced(ctx.client.clone(), &ns);
@@ -179,7 +196,12 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     }
     ctx.expect(key.clone(), written_rv, outcome.written.clone());
     if !plan.steps.is_empty() {
-        tracing::info!(steps = plan.steps.len(), current = plan.current, ready = plan.readiness.ready, "reconciled");
+        tracing::info!(
+            steps = plan.steps.len(),
+            current = plan.current,
+            ready = plan.readiness.ready,
+            "reconciled"
+        );
     }
 
     match outcome.error {
@@ -234,7 +256,8 @@ fn error_policy(wst: Arc<WorkspaceToken>, error: &Error, ctx: Arc<Context>) -> A
 
 /// 1 s, 2 s, 4 s ... capped at 5 min, plus up to 10% jitter so failures don't synchronise.
 pub fn backoff(attempt: u32, jitter: f64) -> Duration {
-    let base = Duration::from_secs(1u64 << attempt.saturating_sub(1).min(9)).min(Duration::from_secs(300));
+    let base =
+        Duration::from_secs(1u64 << attempt.saturating_sub(1).min(9)).min(Duration::from_secs(300));
     base + base.mul_f64(0.1 * jitter.clamp(0.0, 1.0))
 }
 
@@ -243,7 +266,12 @@ fn parse_rv(rv: &str) -> Option<u64> {
 }
 
 impl Context {
-    fn expect(&self, key: ObjectRef<WorkspaceToken>, wst_rv: Option<String>, secrets: Vec<(String, Option<String>)>) {
+    fn expect(
+        &self,
+        key: ObjectRef<WorkspaceToken>,
+        wst_rv: Option<String>,
+        secrets: Vec<(String, Option<String>)>,
+    ) {
         let mut expectations = self.expectations.lock().expect("expectations lock");
         if wst_rv.is_none() && secrets.is_empty() {
             expectations.remove(&key);
@@ -267,14 +295,19 @@ impl Context {
         let Some(expected) = expectations.get(key) else {
             return true;
         };
-        let seen = |rv: Option<&String>, want: u64| rv.and_then(|r| parse_rv(r)).is_some_and(|have| have >= want);
+        let seen = |rv: Option<&String>, want: u64| {
+            rv.and_then(|r| parse_rv(r))
+                .is_some_and(|have| have >= want)
+        };
         let wst_ok = expected
             .wst_resource_version
             .is_none_or(|want| seen(wst.metadata.resource_version.as_ref(), want));
         let ns = wst.namespace().unwrap_or_default();
         let cached = self.index.secrets_of(&ns, &wst.name_any());
         let secrets_ok = expected.secrets.iter().all(|(name, want)| {
-            let found = cached.iter().find(|s| s.metadata.name.as_deref() == Some(name));
+            let found = cached
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(name));
             match (want, found) {
                 (None, found) => found.is_none(),
                 (Some(want), Some(s)) => seen(s.metadata.resource_version.as_ref(), *want),

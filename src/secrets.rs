@@ -38,7 +38,10 @@ pub fn managed_selector() -> String {
 pub fn hash_in_place(secret: &mut Secret) {
     secret.metadata.managed_fields = None;
     if let Some(data) = secret.data.as_mut() {
-        for (key, prefix_key) in [(TOKEN_KEY, PREFIX_KEY), (PREVIOUS_TOKEN_KEY, PREVIOUS_PREFIX_KEY)] {
+        for (key, prefix_key) in [
+            (TOKEN_KEY, PREFIX_KEY),
+            (PREVIOUS_TOKEN_KEY, PREVIOUS_PREFIX_KEY),
+        ] {
             if let Some(value) = data.get(key) {
                 let prefix = prefix_of(&String::from_utf8_lossy(&value.0));
                 let hashed = sha256_hex(&value.0);
@@ -190,8 +193,15 @@ pub fn view(wst: &WorkspaceToken, secrets: &[Arc<Secret>]) -> SecretsView {
                         token_prefix: data_str(secret, PREFIX_KEY),
                         trace_id: secret.annotations().get(TRACE_ID_ANNOTATION).cloned(),
                         spec_hash: secret.annotations().get(SPEC_HASH_ANNOTATION).cloned(),
-                        issuer_token_id: secret.annotations().get(ISSUER_TOKEN_ID_ANNOTATION).cloned(),
-                        created_at: secret.metadata.creation_timestamp.as_ref().map(crate::time::from_time),
+                        issuer_token_id: secret
+                            .annotations()
+                            .get(ISSUER_TOKEN_ID_ANNOTATION)
+                            .cloned(),
+                        created_at: secret
+                            .metadata
+                            .creation_timestamp
+                            .as_ref()
+                            .map(crate::time::from_time),
                         metadata,
                     },
                 );
@@ -232,5 +242,9 @@ pub fn parse_version(s: &str) -> Option<u32> {
 }
 
 pub fn created_at(secret: &Secret) -> Option<DateTime<Utc>> {
-    secret.metadata.creation_timestamp.as_ref().map(crate::time::from_time)
+    secret
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(crate::time::from_time)
 }

@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use crate::api::{VersionState, VersionStatus, WorkspaceToken, WorkspaceTokenStatus, versioned_secret_name};
+use crate::api::{
+    VersionState, VersionStatus, WorkspaceToken, WorkspaceTokenStatus, versioned_secret_name,
+};
 use crate::apply::Outcome;
 use crate::plan::Plan;
 use crate::{Error, Result};
@@ -15,7 +17,12 @@ pub const DEGRADED: &str = "Degraded";
 
 /// The status this pass leaves behind. Pure: the same inputs give the same status, so an
 /// unchanged world writes nothing.
-pub fn render(wst: &WorkspaceToken, plan: &Plan, outcome: &Outcome, now: DateTime<Utc>) -> WorkspaceTokenStatus {
+pub fn render(
+    wst: &WorkspaceToken,
+    plan: &Plan,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> WorkspaceTokenStatus {
     let previous = wst.status.clone().unwrap_or_default();
     let secret_name = wst.spec.secret_name(&wst.name_any()).to_string();
     // A failed step leaves the world as observed, which the next pass sees; until then,
@@ -26,20 +33,31 @@ pub fn render(wst: &WorkspaceToken, plan: &Plan, outcome: &Outcome, now: DateTim
         .versions
         .iter()
         .rev()
-        .filter(|(n, v)| !failed || v.state == VersionState::Revoked || outcome.minted.contains_key(n) || v.token_sha256.is_some())
+        .filter(|(n, v)| {
+            !failed
+                || v.state == VersionState::Revoked
+                || outcome.minted.contains_key(n)
+                || v.token_sha256.is_some()
+        })
         .map(|(n, v)| {
             let facts = outcome.minted.get(n);
             VersionStatus {
                 version: *n,
                 secret_name: versioned_secret_name(&secret_name, *n),
                 state: v.state,
-                token_prefix: facts.map(|f| f.token_prefix.clone()).or_else(|| v.token_prefix.clone()),
-                token_sha256: facts.map(|f| f.token_sha256.clone()).or_else(|| v.token_sha256.clone()),
+                token_prefix: facts
+                    .map(|f| f.token_prefix.clone())
+                    .or_else(|| v.token_prefix.clone()),
+                token_sha256: facts
+                    .map(|f| f.token_sha256.clone())
+                    .or_else(|| v.token_sha256.clone()),
                 created_at: v.created_at.map(crate::time::to_time),
                 activated_at: v.activated_at.map(crate::time::to_time),
                 retire_at: v.retire_at.map(crate::time::to_time),
                 revoked_at: v.revoked_at.map(crate::time::to_time),
-                trace_id: facts.map(|f| f.trace_id.clone()).or_else(|| v.trace_id.clone()),
+                trace_id: facts
+                    .map(|f| f.trace_id.clone())
+                    .or_else(|| v.trace_id.clone()),
                 issuer_token_id: facts
                     .and_then(|f| f.issuer_token_id.clone())
                     .or_else(|| v.issuer_token_id.clone()),
@@ -57,11 +75,17 @@ pub fn render(wst: &WorkspaceToken, plan: &Plan, outcome: &Outcome, now: DateTim
 
     let mut status = if failed {
         WorkspaceTokenStatus {
-            versions: if previous.versions.is_empty() { versions } else { previous.versions.clone() },
+            versions: if previous.versions.is_empty() {
+                versions
+            } else {
+                previous.versions.clone()
+            },
             ..previous.clone()
         }
     } else {
-        let current = plan.current.and_then(|c| versions.iter().find(|v| v.version == c).cloned());
+        let current = plan
+            .current
+            .and_then(|c| versions.iter().find(|v| v.version == c).cloned());
         WorkspaceTokenStatus {
             observed_generation: wst.metadata.generation,
             current_version: current.as_ref().map(|c| c.version),
@@ -71,7 +95,10 @@ pub fn render(wst: &WorkspaceToken, plan: &Plan, outcome: &Outcome, now: DateTim
             last_rotation_time: current.as_ref().and_then(|c| c.activated_at.clone()),
             next_rotation_time: plan.next_rotation.map(crate::time::to_time),
             last_trace_id: current.as_ref().and_then(|c| c.trace_id.clone()),
-            last_rotate_request: plan.rotate_request.clone().or(previous.last_rotate_request.clone()),
+            last_rotate_request: plan
+                .rotate_request
+                .clone()
+                .or(previous.last_rotate_request.clone()),
             versions,
             conditions: Vec::new(),
         }
@@ -79,15 +106,39 @@ pub fn render(wst: &WorkspaceToken, plan: &Plan, outcome: &Outcome, now: DateTim
 
     let (ready, ready_reason, ready_message) = match &outcome.error {
         Some(e @ Error::SecretConflict { .. }) => (false, e.reason(), e.to_string()),
-        _ => (plan.readiness.ready, plan.readiness.reason, plan.readiness.message.clone()),
+        _ => (
+            plan.readiness.ready,
+            plan.readiness.reason,
+            plan.readiness.message.clone(),
+        ),
     };
     let (degraded, degraded_reason, degraded_message) = match &outcome.error {
         Some(e) => (true, e.reason(), e.to_string()),
-        None => (false, "AsExpected", "the last reconcile succeeded".to_string()),
+        None => (
+            false,
+            "AsExpected",
+            "the last reconcile succeeded".to_string(),
+        ),
     };
     status.conditions = vec![
-        condition(&previous, READY, ready, ready_reason, &ready_message, wst.metadata.generation, now),
-        condition(&previous, DEGRADED, degraded, degraded_reason, &degraded_message, wst.metadata.generation, now),
+        condition(
+            &previous,
+            READY,
+            ready,
+            ready_reason,
+            &ready_message,
+            wst.metadata.generation,
+            now,
+        ),
+        condition(
+            &previous,
+            DEGRADED,
+            degraded,
+            degraded_reason,
+            &degraded_message,
+            wst.metadata.generation,
+            now,
+        ),
     ];
     status
 }

@@ -24,7 +24,9 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_seconds() {
-        let at = DateTime::parse_from_rfc3339("2026-11-24T01:02:03Z").unwrap().to_utc();
+        let at = DateTime::parse_from_rfc3339("2026-11-24T01:02:03Z")
+            .unwrap()
+            .to_utc();
         assert_eq!(from_time(&to_time(at)), at);
     }
 }

@@ -27,7 +27,10 @@ impl Token {
             Encoding::Base64url => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes),
             Encoding::Hex => hex::encode(&bytes),
         };
-        Ok(Token(format!("{}{body}", spec.prefix.as_deref().unwrap_or(""))))
+        Ok(Token(format!(
+            "{}{body}",
+            spec.prefix.as_deref().unwrap_or("")
+        )))
     }
 
     /// Wraps a token read from a Secret or an issuer's answer.
@@ -63,7 +66,9 @@ impl Token {
             }
             Encoding::Hex => {
                 body.len() == spec.bytes as usize * 2
-                    && body.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    && body
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             }
         }
     }

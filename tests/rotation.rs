@@ -7,8 +7,8 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use support::*;
 use tokenwarden::api::WorkspaceToken;
@@ -44,36 +44,78 @@ async fn first_version_is_minted_into_versioned_and_mounted_secrets_as_the_contr
     let wst = wait_version(&api, "agent-alpha", 1, WAIT).await;
     let status = wst.status.clone().unwrap();
 
-    let versioned = secret(&client, &ns, "agent-alpha-token-v1").await.expect("S-v1");
+    let versioned = secret(&client, &ns, "agent-alpha-token-v1")
+        .await
+        .expect("S-v1");
     let mounted = secret(&client, &ns, "agent-alpha-token").await.expect("S");
     let token = data(&versioned, "token").expect("token key");
     assert_eq!(token.len(), 4 + 43, "prefix + 43 base64url chars");
     assert!(token.starts_with("wst_"));
-    assert_eq!(fingerprint(&mounted, "token"), fingerprint(&versioned, "token"));
+    assert_eq!(
+        fingerprint(&mounted, "token"),
+        fingerprint(&versioned, "token")
+    );
     for s in [&versioned, &mounted] {
         assert_eq!(data(s, "token-version").as_deref(), Some("v1"));
-        assert_eq!(data(s, "workspace-id").as_deref(), Some("948bab9a-2cad-4a3f-af1f-01bfe260f85b"));
+        assert_eq!(
+            data(s, "workspace-id").as_deref(),
+            Some("948bab9a-2cad-4a3f-af1f-01bfe260f85b")
+        );
         let owner = &s.owner_references()[0];
-        assert_eq!((owner.kind.as_str(), owner.controller), ("WorkspaceToken", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("WorkspaceToken", Some(true))
+        );
         assert_eq!(owner.uid, wst.uid().unwrap());
         let labels = s.labels();
-        assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("tokenwarden"));
-        assert_eq!(labels.get("tokenwarden.dev/token").map(String::as_str), Some("agent-alpha"));
-        assert_eq!(labels.get("tokenwarden.dev/environment").map(String::as_str), Some("staging"));
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("tokenwarden")
+        );
+        assert_eq!(
+            labels.get("tokenwarden.dev/token").map(String::as_str),
+            Some("agent-alpha")
+        );
+        assert_eq!(
+            labels
+                .get("tokenwarden.dev/environment")
+                .map(String::as_str),
+            Some("staging")
+        );
         assert_eq!(labels.get("team").map(String::as_str), Some("a"));
         let annotations = s.annotations();
-        assert_eq!(annotations.get("owner").map(String::as_str), Some("platform"));
-        assert_eq!(annotations.get("tokenwarden.dev/token-sha256"), status.token_sha256.as_ref());
-        assert_eq!(annotations.get("tokenwarden.dev/trace-id"), status.last_trace_id.as_ref());
+        assert_eq!(
+            annotations.get("owner").map(String::as_str),
+            Some("platform")
+        );
+        assert_eq!(
+            annotations.get("tokenwarden.dev/token-sha256"),
+            status.token_sha256.as_ref()
+        );
+        assert_eq!(
+            annotations.get("tokenwarden.dev/trace-id"),
+            status.last_trace_id.as_ref()
+        );
     }
     assert_eq!(versioned.immutable, Some(true));
-    assert_eq!(versioned.labels().get("tokenwarden.dev/version").map(String::as_str), Some("1"));
+    assert_eq!(
+        versioned
+            .labels()
+            .get("tokenwarden.dev/version")
+            .map(String::as_str),
+        Some("1")
+    );
     assert!(data(&mounted, "previous-token").is_none());
 
     // Status: hash and prefix only.
     assert_eq!(status.token_version.as_deref(), Some("v1"));
     assert_eq!(status.token_prefix.as_deref(), Some(&token[..8]));
-    assert_eq!(status.token_sha256.as_deref(), Some(sha256_hex(token.as_bytes()).as_str()));
+    assert_eq!(
+        status.token_sha256.as_deref(),
+        Some(sha256_hex(token.as_bytes()).as_str())
+    );
     assert_eq!(status.versions.len(), 1);
     assert_eq!(status.observed_generation, wst.metadata.generation);
     let trace_id = status.last_trace_id.clone().unwrap();
@@ -92,7 +134,16 @@ async fn first_version_is_minted_into_versioned_and_mounted_secrets_as_the_contr
     let events: Vec<&str> = lines.iter().filter_map(|l| l["event"].as_str()).collect();
     assert_eq!(events, ["minted", "activated"]);
     for line in &lines {
-        for key in ["timestamp", "trace_id", "workspace_id", "user_id", "profile_id", "token_version", "event", "status"] {
+        for key in [
+            "timestamp",
+            "trace_id",
+            "workspace_id",
+            "user_id",
+            "profile_id",
+            "token_version",
+            "event",
+            "status",
+        ] {
             assert!(!line[key].is_null(), "audit field {key} missing in {line}");
         }
         assert_eq!(line["trace_id"], trace_id.as_str());
@@ -101,7 +152,10 @@ async fn first_version_is_minted_into_versioned_and_mounted_secrets_as_the_contr
         assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
     }
     let reasons = event_reasons(&client, &ns).await;
-    assert!(reasons.contains(&"Minted".to_string()) && reasons.contains(&"Activated".to_string()), "{reasons:?}");
+    assert!(
+        reasons.contains(&"Minted".to_string()) && reasons.contains(&"Activated".to_string()),
+        "{reasons:?}"
+    );
     dump(&client, &ns, Some(operator)).await;
 }
 
@@ -112,7 +166,12 @@ async fn rotation_on_every_keeps_the_previous_token_through_grace_then_revokes_i
     let client = cp.admin_client().await;
     let ns = tokenwarden_testenv::namespace(&client, "every").await;
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
-    create(&api, "t", json!({ "workspaceId": "ws-every", "rotation": { "every": "4s", "gracePeriod": "3s" } })).await;
+    create(
+        &api,
+        "t",
+        json!({ "workspaceId": "ws-every", "rotation": { "every": "4s", "gracePeriod": "3s" } }),
+    )
+    .await;
     wait_version(&api, "t", 1, WAIT).await;
     let v1 = secret(&client, &ns, "t-v1").await.expect("t-v1");
 
@@ -122,9 +181,22 @@ async fn rotation_on_every_keeps_the_previous_token_through_grace_then_revokes_i
     assert_eq!(fingerprint(&mounted, "token"), fingerprint(&v2, "token"));
     if secret(&client, &ns, "t-v1").await.is_some() {
         // Inside the grace period the old token is still mounted as previous-token.
-        assert_eq!(fingerprint(&mounted, "previous-token"), fingerprint(&v1, "token"));
-        assert_eq!(data(&mounted, "previous-token-version").as_deref(), Some("v1"));
-        let retiring = w.status.as_ref().unwrap().versions.iter().find(|v| v.version == 1).unwrap();
+        assert_eq!(
+            fingerprint(&mounted, "previous-token"),
+            fingerprint(&v1, "token")
+        );
+        assert_eq!(
+            data(&mounted, "previous-token-version").as_deref(),
+            Some("v1")
+        );
+        let retiring = w
+            .status
+            .as_ref()
+            .unwrap()
+            .versions
+            .iter()
+            .find(|v| v.version == 1)
+            .unwrap();
         assert!(retiring.retire_at.is_some());
     }
 
@@ -133,7 +205,11 @@ async fn rotation_on_every_keeps_the_previous_token_through_grace_then_revokes_i
         let gone = secret(&client, &ns, "t-v1").await.is_none();
         let mounted = secret(&client, &ns, "t").await?;
         let w = api.get("t").await.ok()?;
-        let v1_revoked = w.status?.versions.iter().any(|v| v.version == 1 && format!("{:?}", v.state) == "Revoked");
+        let v1_revoked = w
+            .status?
+            .versions
+            .iter()
+            .any(|v| v.version == 1 && format!("{:?}", v.state) == "Revoked");
         (gone && data(&mounted, "previous-token").is_none() && v1_revoked).then_some(())
     })
     .await;
@@ -148,35 +224,53 @@ async fn spec_change_rotates_but_a_secret_template_change_updates_in_place() {
     let client = cp.admin_client().await;
     let ns = tokenwarden_testenv::namespace(&client, "change").await;
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
-    create(&api, "t", json!({ "workspaceId": "ws-change", "secretTemplate": { "labels": { "tier": "one" } } })).await;
+    create(
+        &api,
+        "t",
+        json!({ "workspaceId": "ws-change", "secretTemplate": { "labels": { "tier": "one" } } }),
+    )
+    .await;
     wait_version(&api, "t", 1, WAIT).await;
     let before = secret(&client, &ns, "t").await.unwrap();
 
     // secretTemplate only: same token, new label, old label removed, no v2.
     let patch = json!({ "spec": { "secretTemplate": { "labels": { "tier2": "two" } } } });
-    api.patch("t", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    api.patch("t", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let patch = json!({ "spec": { "secretTemplate": { "labels": { "tier": null } } } });
-    api.patch("t", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    api.patch("t", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     eventually(WAIT, "template applied to both Secrets", || async {
         let mounted = secret(&client, &ns, "t").await?;
         let versioned = secret(&client, &ns, "t-v1").await?;
         let ok = [&mounted, &versioned].iter().all(|s| {
-            s.labels().get("tier2").map(String::as_str) == Some("two") && !s.labels().contains_key("tier")
+            s.labels().get("tier2").map(String::as_str) == Some("two")
+                && !s.labels().contains_key("tier")
         });
         ok.then_some(())
     })
     .await;
     let after = secret(&client, &ns, "t").await.unwrap();
     assert_eq!(fingerprint(&after, "token"), fingerprint(&before, "token"));
-    assert!(secret(&client, &ns, "t-v2").await.is_none(), "a template change must not mint");
+    assert!(
+        secret(&client, &ns, "t-v2").await.is_none(),
+        "a template change must not mint"
+    );
 
     // Token shape: a new token of the new shape.
     let patch = json!({ "spec": { "token": { "bytes": 16, "encoding": "hex" } } });
-    api.patch("t", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    api.patch("t", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     wait_version(&api, "t", 2, WAIT).await;
     let v2 = secret(&client, &ns, "t-v2").await.unwrap();
     let token = data(&v2, "token").unwrap();
-    assert!(token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()), "16 bytes as hex");
+    assert!(
+        token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "16 bytes as hex"
+    );
     dump(&client, &ns, Some(operator)).await;
 }
 
@@ -187,7 +281,12 @@ async fn cli_rotate_and_revoke_drive_rotation_through_annotations() {
     let client = cp.admin_client().await;
     let ns = tokenwarden_testenv::namespace(&client, "cli").await;
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
-    create(&api, "t", json!({ "workspaceId": "ws-cli", "rotation": { "gracePeriod": "1h" } })).await;
+    create(
+        &api,
+        "t",
+        json!({ "workspaceId": "ws-cli", "rotation": { "gracePeriod": "1h" } }),
+    )
+    .await;
     wait_version(&api, "t", 1, WAIT).await;
 
     let cli = |args: &[&str]| {
@@ -196,8 +295,16 @@ async fn cli_rotate_and_revoke_drive_rotation_through_annotations() {
             .env("KUBECONFIG", cp.admin_kubeconfig())
             .output()
             .expect("run tokenwarden");
-        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-        std::fs::write(artifacts_dir().join(format!("{ns}-cli-{}.txt", args[0])), &text).unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::write(
+            artifacts_dir().join(format!("{ns}-cli-{}.txt", args[0])),
+            &text,
+        )
+        .unwrap();
         (output.status.success(), text)
     };
 
@@ -205,15 +312,25 @@ async fn cli_rotate_and_revoke_drive_rotation_through_annotations() {
     assert!(ok, "{out}");
     assert!(out.contains("rotated to v2"), "{out}");
     let w = wait_version(&api, "t", 2, WAIT).await;
-    assert!(secret(&client, &ns, "t-v3").await.is_none(), "one request, one rotation");
-    assert!(w.status.unwrap().versions.iter().any(|v| v.version == 1 && format!("{:?}", v.state) == "Retiring"));
+    assert!(
+        secret(&client, &ns, "t-v3").await.is_none(),
+        "one request, one rotation"
+    );
+    assert!(
+        w.status
+            .unwrap()
+            .versions
+            .iter()
+            .any(|v| v.version == 1 && format!("{:?}", v.state) == "Retiring")
+    );
 
     // Revoke the retiring version now, ahead of its 1h grace.
     let (ok, out) = cli(&["revoke", "t", "--version", "1", "-n", &ns]);
     assert!(ok, "{out}");
     eventually(WAIT, "v1 revoked on request", || async {
         let mounted = secret(&client, &ns, "t").await?;
-        (secret(&client, &ns, "t-v1").await.is_none() && data(&mounted, "previous-token").is_none()).then_some(())
+        (secret(&client, &ns, "t-v1").await.is_none() && data(&mounted, "previous-token").is_none())
+            .then_some(())
     })
     .await;
 
@@ -227,12 +344,41 @@ async fn cli_rotate_and_revoke_drive_rotation_through_annotations() {
     .await;
 
     let (ok, out) = cli(&["status", "t", "-n", &ns]);
-    assert!(ok && out.contains("v3") && out.contains("Active") && out.contains("Revoked"), "{out}");
+    assert!(
+        ok && out.contains("v3") && out.contains("Active") && out.contains("Revoked"),
+        "{out}"
+    );
     let (ok, out) = cli(&["status", "-n", &ns, "-o", "json"]);
     assert!(ok && out.contains("\"tokenVersion\": \"v3\""), "{out}");
     let (ok, out) = cli(&["revoke", "t", "--version", "1", "-n", &ns]);
-    assert!(!ok && out.trim().lines().count() == 1 && out.contains("already revoked"), "{out}");
+    assert!(
+        !ok && out.trim().lines().count() == 1 && out.contains("already revoked"),
+        "{out}"
+    );
     let (ok, out) = cli(&["rotate", "missing", "-n", &ns]);
     assert!(!ok && out.contains("not found"), "{out}");
+    dump(&client, &ns, Some(operator)).await;
+}
+
+#[tokio::test]
+async fn cron_schedule_in_a_time_zone_rotates_at_the_next_fire_time() {
+    let cp = control_plane().await;
+    let operator = shared_operator().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "cron").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    // Every minute, in a zone with a half-hour offset from UTC.
+    create(
+        &api,
+        "t",
+        json!({ "workspaceId": "ws-cron", "rotation": { "schedule": "* * * * *", "timeZone": "Asia/Kolkata", "gracePeriod": "0s" } }),
+    )
+    .await;
+    let w = wait_version(&api, "t", 1, WAIT).await;
+    let next = w.status.unwrap().next_rotation_time.expect("nextRotationTime");
+    assert_eq!(next.0.as_second() % 60, 0, "a minute boundary: {next:?}");
+    let w = wait_version(&api, "t", 2, Duration::from_secs(90)).await;
+    let activated = w.status.unwrap().last_rotation_time.unwrap();
+    assert!(activated.0 >= next.0, "rotated at {activated:?}, not before {next:?}");
     dump(&client, &ns, Some(operator)).await;
 }

@@ -33,28 +33,50 @@ async fn a_foreign_secret_with_the_target_name_is_left_byte_for_byte_and_reporte
         "stringData": { "token": "not-yours" }
     }))
     .unwrap();
-    let before = secrets.create(&PostParams::default(), &foreign).await.unwrap();
+    let before = secrets
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
-    create(&api, "t", json!({ "workspaceId": "ws-c", "secretName": "taken" })).await;
+    create(
+        &api,
+        "t",
+        json!({ "workspaceId": "ws-c", "secretName": "taken" }),
+    )
+    .await;
 
     let (status, _, message) = eventually(WAIT, "SecretConflict", || async {
-        condition(&api, "t", "Ready").await.filter(|(_, reason, _)| reason == "SecretConflict")
+        condition(&api, "t", "Ready")
+            .await
+            .filter(|(_, reason, _)| reason == "SecretConflict")
     })
     .await;
     assert_eq!(status, "False");
     assert!(message.contains("taken"), "{message}");
     eventually(WAIT, "SecretConflict event", || async {
-        event_reasons(&client, &ns).await.contains(&"SecretConflict".to_string()).then_some(())
+        event_reasons(&client, &ns)
+            .await
+            .contains(&"SecretConflict".to_string())
+            .then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = secrets.get("taken").await.unwrap();
-    assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "never modified");
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "never modified"
+    );
     assert_eq!(after.data, before.data);
-    assert!(secrets.get_opt("taken-v1").await.unwrap().is_none(), "nothing minted next to a conflict");
+    assert!(
+        secrets.get_opt("taken-v1").await.unwrap().is_none(),
+        "nothing minted next to a conflict"
+    );
 
     // The conflict is resolved by removing the foreign Secret: the operator then proceeds.
-    secrets.delete("taken", &DeleteParams::default()).await.unwrap();
+    secrets
+        .delete("taken", &DeleteParams::default())
+        .await
+        .unwrap();
     wait_version(&api, "t", 1, Duration::from_secs(90)).await;
     dump(&client, &ns, Some(operator)).await;
 }
@@ -73,7 +95,10 @@ async fn drift_of_the_mounted_secret_is_repaired_without_a_new_token() {
 
     // Edited: restored from S-v1.
     let edit = json!({ "stringData": { "token": "tampered" } });
-    secrets.patch("t", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    secrets
+        .patch("t", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .unwrap();
     eventually(WAIT, "edited S restored", || async {
         (fingerprint(&secrets.get("t").await.ok()?, "token") == record).then_some(())
     })
@@ -87,20 +112,33 @@ async fn drift_of_the_mounted_secret_is_repaired_without_a_new_token() {
     .await;
 
     // The record deleted while S holds the token: S-v1 restored from S.
-    secrets.delete("t-v1", &DeleteParams::default()).await.unwrap();
+    secrets
+        .delete("t-v1", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually(WAIT, "deleted S-v1 restored", || async {
         (fingerprint(&secrets.get_opt("t-v1").await.ok()??, "token") == record).then_some(())
     })
     .await;
 
-    assert!(secrets.get_opt("t-v2").await.unwrap().is_none(), "drift never mints");
+    assert!(
+        secrets.get_opt("t-v2").await.unwrap().is_none(),
+        "drift never mints"
+    );
     let w = api.get("t").await.unwrap();
     assert_eq!(w.status.unwrap().current_version, Some(1));
-    assert!(event_reasons(&client, &ns).await.contains(&"DriftRepaired".to_string()));
+    assert!(
+        event_reasons(&client, &ns)
+            .await
+            .contains(&"DriftRepaired".to_string())
+    );
 
     // Both gone: the token is lost, so a new version is minted (TokenLost).
     secrets.delete("t", &DeleteParams::default()).await.unwrap();
-    secrets.delete("t-v1", &DeleteParams::default()).await.unwrap();
+    secrets
+        .delete("t-v1", &DeleteParams::default())
+        .await
+        .unwrap();
     wait_version(&api, "t", 2, WAIT).await;
     dump(&client, &ns, Some(operator)).await;
 }
@@ -113,7 +151,12 @@ async fn a_pending_version_left_by_a_crash_is_adopted_not_minted_again() {
     let ns = tokenwarden_testenv::namespace(&client, "adopt").await;
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let w = create(&api, "t", json!({ "workspaceId": "ws-a", "rotation": { "gracePeriod": "0s" } })).await;
+    let w = create(
+        &api,
+        "t",
+        json!({ "workspaceId": "ws-a", "rotation": { "gracePeriod": "0s" } }),
+    )
+    .await;
     wait_version(&api, "t", 1, WAIT).await;
 
     // What a crash right after the mint of v2 leaves behind: S-v2 written, S still at v1.
@@ -130,18 +173,34 @@ async fn a_pending_version_left_by_a_crash_is_adopted_not_minted_again() {
         "stringData": { "token": planted, "token-version": "v2", "workspace-id": "ws-a" }
     }))
     .unwrap();
-    secrets.create(&PostParams::default(), &pending).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &pending)
+        .await
+        .unwrap();
 
     wait_version(&api, "t", 2, WAIT).await;
     let mounted = secrets.get("t").await.unwrap();
-    assert_eq!(fingerprint(&mounted, "token"), Some(sha256_hex(planted.as_bytes())), "the pending token was adopted");
+    assert_eq!(
+        fingerprint(&mounted, "token"),
+        Some(sha256_hex(planted.as_bytes())),
+        "the pending token was adopted"
+    );
     eventually(WAIT, "v1 revoked at cutover (grace 0)", || async {
         secrets.get_opt("t-v1").await.ok()?.is_none().then_some(())
     })
     .await;
-    assert!(secrets.get_opt("t-v3").await.unwrap().is_none(), "adoption mints nothing");
+    assert!(
+        secrets.get_opt("t-v3").await.unwrap().is_none(),
+        "adoption mints nothing"
+    );
     let w = api.get("t").await.unwrap();
-    let active: Vec<_> = w.status.unwrap().versions.into_iter().filter(|v| format!("{:?}", v.state) == "Active").collect();
+    let active: Vec<_> = w
+        .status
+        .unwrap()
+        .versions
+        .into_iter()
+        .filter(|v| format!("{:?}", v.state) == "Active")
+        .collect();
     assert_eq!(active.len(), 1);
     dump(&client, &ns, Some(operator)).await;
 }
@@ -153,22 +212,48 @@ async fn suspend_stops_rotation_and_says_so() {
     let client = cp.admin_client().await;
     let ns = tokenwarden_testenv::namespace(&client, "suspend").await;
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
-    create(&api, "t", json!({ "workspaceId": "ws-s", "rotation": { "every": "2s" } })).await;
+    create(
+        &api,
+        "t",
+        json!({ "workspaceId": "ws-s", "rotation": { "every": "2s" } }),
+    )
+    .await;
     wait_version(&api, "t", 1, WAIT).await;
-    api.patch("t", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "suspend": true } })))
-        .await
-        .unwrap();
+    api.patch(
+        "t",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": { "suspend": true } })),
+    )
+    .await
+    .unwrap();
     eventually(WAIT, "Suspended condition", || async {
-        condition(&api, "t", "Ready").await.filter(|(_, reason, _)| reason == "Suspended")
+        condition(&api, "t", "Ready")
+            .await
+            .filter(|(_, reason, _)| reason == "Suspended")
     })
     .await;
-    let version = api.get("t").await.unwrap().status.unwrap().current_version.unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(api.get("t").await.unwrap().status.unwrap().current_version, Some(version), "no rotation while suspended");
-
-    api.patch("t", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "suspend": false } })))
+    let version = api
+        .get("t")
         .await
+        .unwrap()
+        .status
+        .unwrap()
+        .current_version
         .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        api.get("t").await.unwrap().status.unwrap().current_version,
+        Some(version),
+        "no rotation while suspended"
+    );
+
+    api.patch(
+        "t",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": { "suspend": false } })),
+    )
+    .await
+    .unwrap();
     wait_version(&api, "t", version + 1, WAIT).await;
     dump(&client, &ns, Some(operator)).await;
 }
@@ -183,7 +268,10 @@ async fn history_limit_trims_revoked_versions_in_status() {
     create(&api, "t", json!({ "workspaceId": "ws-h", "historyLimit": 1, "rotation": { "every": "1s", "gracePeriod": "0s" } })).await;
     let w = wait_version(&api, "t", 4, WAIT).await;
     let versions = w.status.unwrap().versions;
-    let revoked = versions.iter().filter(|v| format!("{:?}", v.state) == "Revoked").count();
+    let revoked = versions
+        .iter()
+        .filter(|v| format!("{:?}", v.state) == "Revoked")
+        .count();
     assert!(revoked <= 1, "{versions:?}");
     assert_eq!(versions[0].version, 4, "newest first");
     dump(&client, &ns, Some(operator)).await;
@@ -209,25 +297,51 @@ async fn restart_targets_get_a_restarted_at_annotation_at_cutover() {
         }
     }))
     .unwrap();
-    deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
     create(&api, "t", json!({ "workspaceId": "ws-r", "restartTargets": [{ "kind": "Deployment", "name": "agent" }, { "kind": "StatefulSet", "name": "missing" }] })).await;
     wait_version(&api, "t", 1, WAIT).await;
     let restarted = |d: &Deployment| {
-        d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get("tokenwarden.dev/restartedAt").cloned()
+        d.spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get("tokenwarden.dev/restartedAt")
+            .cloned()
     };
-    let first = eventually(WAIT, "restartedAt after v1", || async { restarted(&deployments.get("agent").await.ok()?) }).await;
+    let first = eventually(WAIT, "restartedAt after v1", || async {
+        restarted(&deployments.get("agent").await.ok()?)
+    })
+    .await;
 
-    api.patch("t", &PatchParams::default(), &Patch::Merge(&json!({ "metadata": { "annotations": { "tokenwarden.dev/rotate": "r1" } } })))
-        .await
-        .unwrap();
+    api.patch(
+        "t",
+        &PatchParams::default(),
+        &Patch::Merge(
+            &json!({ "metadata": { "annotations": { "tokenwarden.dev/rotate": "r1" } } }),
+        ),
+    )
+    .await
+    .unwrap();
     wait_version(&api, "t", 2, WAIT).await;
     let second = eventually(WAIT, "restartedAt after v2", || async {
-        restarted(&deployments.get("agent").await.ok()?).filter(|at| *at != first || first.is_empty())
+        restarted(&deployments.get("agent").await.ok()?)
+            .filter(|at| *at != first || first.is_empty())
     })
     .await;
     assert!(!second.is_empty());
-    assert!(event_reasons(&client, &ns).await.contains(&"RestartTargetNotFound".to_string()), "a missing target is reported, not fatal");
+    assert!(
+        event_reasons(&client, &ns)
+            .await
+            .contains(&"RestartTargetNotFound".to_string()),
+        "a missing target is reported, not fatal"
+    );
     dump(&client, &ns, Some(operator)).await;
 }
 
@@ -240,15 +354,29 @@ async fn deletion_with_revoke_removes_the_secrets_and_retain_keeps_them_unowned(
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     create(&api, "revoke", json!({ "workspaceId": "ws-del" })).await;
-    create(&api, "retain", json!({ "workspaceId": "ws-del", "deletionPolicy": "Retain" })).await;
+    create(
+        &api,
+        "retain",
+        json!({ "workspaceId": "ws-del", "deletionPolicy": "Retain" }),
+    )
+    .await;
     let revoke = wait_version(&api, "revoke", 1, WAIT).await;
     wait_version(&api, "retain", 1, WAIT).await;
-    assert!(revoke.finalizers().contains(&"tokenwarden.dev/cleanup".to_string()));
+    assert!(
+        revoke
+            .finalizers()
+            .contains(&"tokenwarden.dev/cleanup".to_string())
+    );
 
-    api.delete("revoke", &DeleteParams::default()).await.unwrap();
-    api.delete("retain", &DeleteParams::default()).await.unwrap();
+    api.delete("revoke", &DeleteParams::default())
+        .await
+        .unwrap();
+    api.delete("retain", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually(WAIT, "both WorkspaceTokens gone", || async {
-        (api.get_opt("revoke").await.ok()?.is_none() && api.get_opt("retain").await.ok()?.is_none()).then_some(())
+        (api.get_opt("revoke").await.ok()?.is_none() && api.get_opt("retain").await.ok()?.is_none())
+            .then_some(())
     })
     .await;
     assert!(secrets.get_opt("revoke").await.unwrap().is_none());
@@ -256,7 +384,10 @@ async fn deletion_with_revoke_removes_the_secrets_and_retain_keeps_them_unowned(
     // Retained Secrets outlive their owner: no ownerReference left for the garbage collector.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for name in ["retain", "retain-v1"] {
-        let s = secrets.get(name).await.unwrap_or_else(|e| panic!("{name} retained: {e}"));
+        let s = secrets
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name} retained: {e}"));
         assert!(s.owner_references().is_empty(), "{name} released");
     }
     dump(&client, &ns, Some(operator)).await;
@@ -269,22 +400,36 @@ async fn what_the_schema_cannot_check_is_a_condition_and_an_event_not_a_crash_lo
     let client = cp.admin_client().await;
     let ns = tokenwarden_testenv::namespace(&client, "badspec").await;
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
-    create(&api, "bad-cron", json!({ "workspaceId": "ws-b", "rotation": { "schedule": "61 * * * *" } })).await;
+    create(
+        &api,
+        "bad-cron",
+        json!({ "workspaceId": "ws-b", "rotation": { "schedule": "61 * * * *" } }),
+    )
+    .await;
     create(&api, "bad-tz", json!({ "workspaceId": "ws-b", "rotation": { "schedule": "0 3 * * *", "timeZone": "Mars/Olympus" } })).await;
     create(&api, "good-cron", json!({ "workspaceId": "ws-b", "rotation": { "schedule": "0 3 * * 1", "timeZone": "Europe/Berlin" } })).await;
     for (name, needle) in [("bad-cron", "61 * * * *"), ("bad-tz", "Mars/Olympus")] {
         let (status, _, message) = eventually(WAIT, &format!("{name} InvalidSpec"), || async {
-            condition(&api, name, "Ready").await.filter(|(_, reason, _)| reason == "InvalidSpec")
+            condition(&api, name, "Ready")
+                .await
+                .filter(|(_, reason, _)| reason == "InvalidSpec")
         })
         .await;
         assert_eq!(status, "False");
         assert!(message.contains(needle), "{message}");
     }
     let good = wait_version(&api, "good-cron", 1, WAIT).await;
-    let next = good.status.unwrap().next_rotation_time.expect("nextRotationTime from cron");
+    let next = good
+        .status
+        .unwrap()
+        .next_rotation_time
+        .expect("nextRotationTime from cron");
     assert!(next.0 > k8s_openapi::jiff::Timestamp::now());
     eventually(WAIT, "InvalidSpec event", || async {
-        event_reasons(&client, &ns).await.contains(&"InvalidSpec".to_string()).then_some(())
+        event_reasons(&client, &ns)
+            .await
+            .contains(&"InvalidSpec".to_string())
+            .then_some(())
     })
     .await;
 
@@ -300,7 +445,11 @@ async fn what_the_schema_cannot_check_is_a_condition_and_an_event_not_a_crash_lo
     let before = reconciles().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = reconciles().await;
-    assert!(after - before < 200.0, "reconciles in 5 s: {}", after - before);
+    assert!(
+        after - before < 200.0,
+        "reconciles in 5 s: {}",
+        after - before
+    );
     assert_eq!(operator.get("/healthz").map(|r| r.0), Some(200));
     dump(&client, &ns, Some(operator)).await;
 }
@@ -309,16 +458,26 @@ async fn what_the_schema_cannot_check_is_a_condition_and_an_event_not_a_crash_lo
 async fn health_readiness_and_metrics_endpoints_answer() {
     let _cp = control_plane().await;
     let operator = shared_operator().await;
-    let ready = eventually(WAIT, "/readyz 200", || async { operator.get("/readyz").filter(|(code, _)| *code == 200) }).await;
+    let ready = eventually(WAIT, "/readyz 200", || async {
+        operator.get("/readyz").filter(|(code, _)| *code == 200)
+    })
+    .await;
     assert_eq!(ready.1.trim(), "ok");
     assert_eq!(operator.get("/healthz").map(|r| r.0), Some(200));
     let (code, metrics) = operator.get("/metrics").unwrap();
     assert_eq!(code, 200);
-    for name in ["tokenwarden_reconcile_total", "tokenwarden_reconcile_duration_seconds", "tokenwarden_rotations_total"] {
+    for name in [
+        "tokenwarden_reconcile_total",
+        "tokenwarden_reconcile_duration_seconds",
+        "tokenwarden_rotations_total",
+    ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
     assert!(
-        metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).all(|l| l.starts_with("tokenwarden_")),
+        metrics
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .all(|l| l.starts_with("tokenwarden_")),
         "every metric is prefixed tokenwarden_"
     );
 }

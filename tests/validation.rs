@@ -12,27 +12,111 @@ use tokenwarden::api::WorkspaceToken;
 fn invalid_specs() -> Vec<(&'static str, Value, &'static str)> {
     vec![
         ("missing workspaceId", json!({}), "workspaceId"),
-        ("empty workspaceId", json!({ "workspaceId": "" }), "workspaceId"),
-        ("workspaceId with a slash", json!({ "workspaceId": "a/b" }), "workspaceId"),
-        ("bytes below 16", json!({ "workspaceId": "w", "token": { "bytes": 15 } }), "token.bytes"),
-        ("bytes above 64", json!({ "workspaceId": "w", "token": { "bytes": 65 } }), "token.bytes"),
-        ("unknown encoding", json!({ "workspaceId": "w", "token": { "encoding": "base32" } }), "token.encoding"),
-        ("prefix with upper case", json!({ "workspaceId": "w", "token": { "prefix": "WST_" } }), "token.prefix"),
-        ("prefix too long", json!({ "workspaceId": "w", "token": { "prefix": "abcdefghijklmnopq" } }), "token.prefix"),
-        ("every and schedule", json!({ "workspaceId": "w", "rotation": { "every": "1h", "schedule": "0 3 * * *" } }), "rotation.schedule"),
-        ("timeZone without schedule", json!({ "workspaceId": "w", "rotation": { "every": "1h", "timeZone": "UTC" } }), "rotation.timeZone"),
-        ("every without unit", json!({ "workspaceId": "w", "rotation": { "every": "720" } }), "rotation.every"),
-        ("every with a week unit", json!({ "workspaceId": "w", "rotation": { "every": "1w" } }), "rotation.every"),
-        ("fractional jitter", json!({ "workspaceId": "w", "rotation": { "every": "1h", "jitter": "1.5m" } }), "rotation.jitter"),
-        ("negative gracePeriod", json!({ "workspaceId": "w", "rotation": { "gracePeriod": "-1h" } }), "rotation.gracePeriod"),
-        ("secretName not DNS-1123", json!({ "workspaceId": "w", "secretName": "Agent_Token" }), "secretName"),
-        ("unknown restart kind", json!({ "workspaceId": "w", "restartTargets": [{ "kind": "Pod", "name": "x" }] }), "restartTargets[0].kind"),
-        ("historyLimit above 100", json!({ "workspaceId": "w", "historyLimit": 101 }), "historyLimit"),
-        ("unknown deletionPolicy", json!({ "workspaceId": "w", "deletionPolicy": "Orphan" }), "deletionPolicy"),
-        ("issuer url not http", json!({ "workspaceId": "w", "issuer": { "http": { "url": "ftp://x", "adminTokenSecretRef": { "name": "a", "key": "b" } } } }), "issuer.http.url"),
-        ("issuer timeout 0", json!({ "workspaceId": "w", "issuer": { "http": { "url": "http://x", "timeoutSeconds": 0, "adminTokenSecretRef": { "name": "a", "key": "b" } } } }), "issuer.http.timeoutSeconds"),
-        ("template label owned by tokenwarden", json!({ "workspaceId": "w", "secretTemplate": { "labels": { "tokenwarden.dev/version": "9" } } }), "secretTemplate.labels"),
-        ("environment with spaces", json!({ "workspaceId": "w", "environment": "prod us" }), "environment"),
+        (
+            "empty workspaceId",
+            json!({ "workspaceId": "" }),
+            "workspaceId",
+        ),
+        (
+            "workspaceId with a slash",
+            json!({ "workspaceId": "a/b" }),
+            "workspaceId",
+        ),
+        (
+            "bytes below 16",
+            json!({ "workspaceId": "w", "token": { "bytes": 15 } }),
+            "token.bytes",
+        ),
+        (
+            "bytes above 64",
+            json!({ "workspaceId": "w", "token": { "bytes": 65 } }),
+            "token.bytes",
+        ),
+        (
+            "unknown encoding",
+            json!({ "workspaceId": "w", "token": { "encoding": "base32" } }),
+            "token.encoding",
+        ),
+        (
+            "prefix with upper case",
+            json!({ "workspaceId": "w", "token": { "prefix": "WST_" } }),
+            "token.prefix",
+        ),
+        (
+            "prefix too long",
+            json!({ "workspaceId": "w", "token": { "prefix": "abcdefghijklmnopq" } }),
+            "token.prefix",
+        ),
+        (
+            "every and schedule",
+            json!({ "workspaceId": "w", "rotation": { "every": "1h", "schedule": "0 3 * * *" } }),
+            "rotation.schedule",
+        ),
+        (
+            "timeZone without schedule",
+            json!({ "workspaceId": "w", "rotation": { "every": "1h", "timeZone": "UTC" } }),
+            "rotation.timeZone",
+        ),
+        (
+            "every without unit",
+            json!({ "workspaceId": "w", "rotation": { "every": "720" } }),
+            "rotation.every",
+        ),
+        (
+            "every with a week unit",
+            json!({ "workspaceId": "w", "rotation": { "every": "1w" } }),
+            "rotation.every",
+        ),
+        (
+            "fractional jitter",
+            json!({ "workspaceId": "w", "rotation": { "every": "1h", "jitter": "1.5m" } }),
+            "rotation.jitter",
+        ),
+        (
+            "negative gracePeriod",
+            json!({ "workspaceId": "w", "rotation": { "gracePeriod": "-1h" } }),
+            "rotation.gracePeriod",
+        ),
+        (
+            "secretName not DNS-1123",
+            json!({ "workspaceId": "w", "secretName": "Agent_Token" }),
+            "secretName",
+        ),
+        (
+            "unknown restart kind",
+            json!({ "workspaceId": "w", "restartTargets": [{ "kind": "Pod", "name": "x" }] }),
+            "restartTargets[0].kind",
+        ),
+        (
+            "historyLimit above 100",
+            json!({ "workspaceId": "w", "historyLimit": 101 }),
+            "historyLimit",
+        ),
+        (
+            "unknown deletionPolicy",
+            json!({ "workspaceId": "w", "deletionPolicy": "Orphan" }),
+            "deletionPolicy",
+        ),
+        (
+            "issuer url not http",
+            json!({ "workspaceId": "w", "issuer": { "http": { "url": "ftp://x", "adminTokenSecretRef": { "name": "a", "key": "b" } } } }),
+            "issuer.http.url",
+        ),
+        (
+            "issuer timeout 0",
+            json!({ "workspaceId": "w", "issuer": { "http": { "url": "http://x", "timeoutSeconds": 0, "adminTokenSecretRef": { "name": "a", "key": "b" } } } }),
+            "issuer.http.timeoutSeconds",
+        ),
+        (
+            "template label owned by tokenwarden",
+            json!({ "workspaceId": "w", "secretTemplate": { "labels": { "tokenwarden.dev/version": "9" } } }),
+            "secretTemplate.labels",
+        ),
+        (
+            "environment with spaces",
+            json!({ "workspaceId": "w", "environment": "prod us" }),
+            "environment",
+        ),
     ]
 }
 
@@ -62,14 +146,24 @@ async fn api_server_refuses_invalid_manifests_naming_the_field() {
             Ok(_) => failures.push(format!("{case}: accepted")),
             Err(kube::Error::Api(s)) if s.code == 422 => {
                 if !s.message.contains(&format!("spec.{field}")) {
-                    failures.push(format!("{case}: message does not name spec.{field}: {}", s.message));
+                    failures.push(format!(
+                        "{case}: message does not name spec.{field}: {}",
+                        s.message
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{case}: unexpected error {e}")),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(api.list(&Default::default()).await.unwrap().items.is_empty(), "nothing invalid was stored");
+    assert!(
+        api.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing invalid was stored"
+    );
 }
 
 #[tokio::test]
@@ -78,24 +172,46 @@ async fn workspace_id_and_secret_name_are_immutable() {
     let client = cp.admin_client().await;
     let ns = tokenwarden_testenv::namespace(&client, "immutable").await;
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
-    create(&api, "t", json!({ "workspaceId": "ws-1", "secretName": "s" })).await;
+    create(
+        &api,
+        "t",
+        json!({ "workspaceId": "ws-1", "secretName": "s" }),
+    )
+    .await;
     for (patch, field) in [
-        (json!({ "spec": { "workspaceId": "ws-2" } }), "spec.workspaceId"),
-        (json!({ "spec": { "secretName": "other" } }), "spec.secretName"),
+        (
+            json!({ "spec": { "workspaceId": "ws-2" } }),
+            "spec.workspaceId",
+        ),
+        (
+            json!({ "spec": { "secretName": "other" } }),
+            "spec.secretName",
+        ),
         (json!({ "spec": { "secretName": null } }), "spec.secretName"),
     ] {
-        match api.patch("t", &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch("t", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Err(kube::Error::Api(s)) => {
                 assert_eq!(s.code, 422, "{s:?}");
-                assert!(s.message.contains(field) && s.message.contains("immutable"), "{}", s.message);
+                assert!(
+                    s.message.contains(field) && s.message.contains("immutable"),
+                    "{}",
+                    s.message
+                );
             }
             other => panic!("{patch} was not refused: {other:?}"),
         }
     }
     // A valid change is still accepted.
-    api.patch("t", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "historyLimit": 3 } })))
-        .await
-        .expect("a valid update");
+    api.patch(
+        "t",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": { "historyLimit": 3 } })),
+    )
+    .await
+    .expect("a valid update");
 }
 
 #[test]
@@ -105,8 +221,11 @@ fn checked_in_crd_is_exactly_what_tokenwarden_crd_prints() {
         .output()
         .expect("run tokenwarden crd");
     assert!(output.status.success());
-    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/workspacetokens.tokenwarden.dev.yaml"))
-        .expect("read crds/");
+    let checked_in = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/workspacetokens.tokenwarden.dev.yaml"
+    ))
+    .expect("read crds/");
     assert!(
         String::from_utf8_lossy(&output.stdout) == checked_in,
         "crds/workspacetokens.tokenwarden.dev.yaml drifted: run `cargo run -- crd > crds/workspacetokens.tokenwarden.dev.yaml`"

@@ -30,10 +30,10 @@ pub fn scan(dir: &Path) -> std::io::Result<Report> {
     let mut texts = Vec::new();
     for file in files {
         let text = String::from_utf8_lossy(&std::fs::read(&file)?).into_owned();
-        if file.extension().is_some_and(|e| e == "json") {
-            if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
-                collect_hashes(&value, &mut minted);
-            }
+        if file.extension().is_some_and(|e| e == "json")
+            && let Ok(value) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            collect_hashes(&value, &mut minted);
         }
         texts.push((file, text));
     }
@@ -77,10 +77,10 @@ fn collect_hashes(value: &serde_json::Value, out: &mut BTreeSet<String>) {
     match value {
         serde_json::Value::Object(map) => {
             for (k, v) in map {
-                if k == "tokenSha256" || k == "tokenwarden.dev/token-sha256" {
-                    if let Some(h) = v.as_str().filter(|h| h.len() == 64) {
-                        out.insert(h.to_string());
-                    }
+                if (k == "tokenSha256" || k == "tokenwarden.dev/token-sha256")
+                    && let Some(h) = v.as_str().filter(|h| h.len() == 64)
+                {
+                    out.insert(h.to_string());
                 }
                 collect_hashes(v, out);
             }
@@ -98,7 +98,9 @@ fn sha256_hex(data: &[u8]) -> String {
 /// sub-runs split at `_` and `-` (a literal prefix like `wst_` joins the token to its body).
 fn line_leaks(line: &str, minted: &BTreeSet<String>) -> bool {
     let is_token_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-    let runs = line.split(|c: char| !is_token_char(c)).filter(|r| r.len() >= 16);
+    let runs = line
+        .split(|c: char| !is_token_char(c))
+        .filter(|r| r.len() >= 16);
     for run in runs {
         if suffixes_leak(run, minted) {
             return true;
@@ -106,7 +108,10 @@ fn line_leaks(line: &str, minted: &BTreeSet<String>) -> bool {
     }
     // Base64 (standard or url) encodings of a token, as a Secret's data field would hold it.
     let is_b64_char = |c: char| c.is_ascii_alphanumeric() || "+/=_-".contains(c);
-    for run in line.split(|c: char| !is_b64_char(c)).filter(|r| r.len() >= 20) {
+    for run in line
+        .split(|c: char| !is_b64_char(c))
+        .filter(|r| r.len() >= 20)
+    {
         let trimmed = run.trim_end_matches('=');
         for engine in [
             &base64::engine::general_purpose::STANDARD_NO_PAD,
@@ -136,7 +141,7 @@ fn suffixes_leak(run: &str, minted: &BTreeSet<String>) -> bool {
             .map(|(i, _)| start + i)
             .chain(std::iter::once(run.len()));
         for end in ends {
-            if end > start && minted.contains(&sha256_hex(run[start..end].as_bytes())) {
+            if end > start && minted.contains(&sha256_hex(&run.as_bytes()[start..end])) {
                 return true;
             }
         }
@@ -165,7 +170,13 @@ mod tests {
 
     #[test]
     fn finds_a_minted_token_in_a_log_line_and_names_file_and_line() {
-        let dir = dir_with(&[status_dump(), ("operator.log", format!("ok\n{{\"msg\":\"auth {TOKEN}\"}}\n"))]);
+        let dir = dir_with(&[
+            status_dump(),
+            (
+                "operator.log",
+                format!("ok\n{{\"msg\":\"auth {TOKEN}\"}}\n"),
+            ),
+        ]);
         let report = scan(dir.path()).unwrap();
         assert_eq!(report.minted, 1);
         assert_eq!(report.hits.len(), 1);
@@ -175,7 +186,10 @@ mod tests {
     #[test]
     fn finds_a_base64_encoded_token() {
         let encoded = base64::engine::general_purpose::STANDARD.encode(TOKEN);
-        let dir = dir_with(&[status_dump(), ("secret.yaml", format!("  token: {encoded}\n"))]);
+        let dir = dir_with(&[
+            status_dump(),
+            ("secret.yaml", format!("  token: {encoded}\n")),
+        ]);
         assert_eq!(scan(dir.path()).unwrap().hits.len(), 1);
     }
 
@@ -183,13 +197,20 @@ mod tests {
     fn finds_the_token_without_its_literal_prefix_or_glued_to_a_key() {
         let body = &TOKEN[4..];
         let dump = serde_json::json!({ "workspacetokens": [{ "status": { "tokenSha256": sha256_hex(body.as_bytes()) } }] });
-        let dir = dir_with(&[("ns.json", dump.to_string()), ("a.log", format!("token=wst_{body}\n"))]);
+        let dir = dir_with(&[
+            ("ns.json", dump.to_string()),
+            ("a.log", format!("token=wst_{body}\n")),
+        ]);
         assert_eq!(scan(dir.path()).unwrap().hits.len(), 1);
     }
 
     #[test]
     fn hashes_and_prefixes_are_not_leaks() {
-        let line = format!("prefix={} sha256={}", &TOKEN[..8], sha256_hex(TOKEN.as_bytes()));
+        let line = format!(
+            "prefix={} sha256={}",
+            &TOKEN[..8],
+            sha256_hex(TOKEN.as_bytes())
+        );
         let dir = dir_with(&[status_dump(), ("operator.log", line)]);
         let report = scan(dir.path()).unwrap();
         assert!(report.hits.is_empty());

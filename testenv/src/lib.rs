@@ -10,8 +10,8 @@
 
 pub mod binaries;
 mod controlplane;
-mod pki;
 pub mod leak;
+mod pki;
 pub mod reaper;
 
 use std::sync::OnceLock;

@@ -57,7 +57,11 @@ pub async fn install_crd(client: &Client) {
     )
     .await
     .expect("install the WorkspaceToken CRD");
-    let established = await_condition(crds, "workspacetokens.tokenwarden.dev", conditions::is_crd_established());
+    let established = await_condition(
+        crds,
+        "workspacetokens.tokenwarden.dev",
+        conditions::is_crd_established(),
+    );
     tokio::time::timeout(Duration::from_secs(30), established)
         .await
         .expect("CRD established within 30 s")
@@ -136,11 +140,18 @@ impl Operator {
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((code, body))
 }
 
@@ -179,26 +190,46 @@ pub fn wst(name: &str, spec: serde_json::Value) -> WorkspaceToken {
     .expect("WorkspaceToken manifest")
 }
 
-pub async fn create(api: &Api<WorkspaceToken>, name: &str, spec: serde_json::Value) -> WorkspaceToken {
+pub async fn create(
+    api: &Api<WorkspaceToken>,
+    name: &str,
+    spec: serde_json::Value,
+) -> WorkspaceToken {
     api.create(&PostParams::default(), &wst(name, spec))
         .await
         .unwrap_or_else(|e| panic!("create WorkspaceToken {name}: {e}"))
 }
 
 /// Waits until the WorkspaceToken is Ready with `version` current, and returns it.
-pub async fn wait_version(api: &Api<WorkspaceToken>, name: &str, version: u32, timeout: Duration) -> WorkspaceToken {
+pub async fn wait_version(
+    api: &Api<WorkspaceToken>,
+    name: &str,
+    version: u32,
+    timeout: Duration,
+) -> WorkspaceToken {
     eventually(timeout, &format!("{name} Ready at v{version}"), || async {
         let w = api.get(name).await.ok()?;
         let s = w.status.as_ref()?;
-        let ready = s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        let ready = s
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
         (ready && s.current_version == Some(version)).then_some(w)
     })
     .await
 }
 
-pub async fn condition(api: &Api<WorkspaceToken>, name: &str, type_: &str) -> Option<(String, String, String)> {
+pub async fn condition(
+    api: &Api<WorkspaceToken>,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
     let w = api.get(name).await.ok()?;
-    let c = w.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
+    let c = w
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_)?;
     Some((c.status, c.reason, c.message))
 }
 
@@ -211,7 +242,10 @@ pub fn data(secret: &Secret, key: &str) -> Option<String> {
 }
 
 pub async fn secret(client: &Client, ns: &str, name: &str) -> Option<Secret> {
-    Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await.expect("get Secret")
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("get Secret")
 }
 
 pub async fn secret_names(client: &Client, ns: &str) -> Vec<String> {
@@ -243,14 +277,33 @@ pub async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
 /// at the end.
 pub async fn dump(client: &Client, ns: &str, operator: Option<&Operator>) {
     let dir = artifacts_dir();
-    let events = Api::<Event>::namespaced(client.clone(), ns).list(&ListParams::default()).await;
-    let wsts = Api::<WorkspaceToken>::namespaced(client.clone(), ns).list(&ListParams::default()).await;
-    let secrets = Api::<Secret>::namespaced(client.clone(), ns).list_metadata(&ListParams::default()).await;
+    let events = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await;
+    let wsts = Api::<WorkspaceToken>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns)
+        .list_metadata(&ListParams::default())
+        .await;
     let mut out = BTreeMap::new();
-    out.insert("events", serde_json::to_value(events.map(|l| l.items).unwrap_or_default()).unwrap());
-    out.insert("workspacetokens", serde_json::to_value(wsts.map(|l| l.items).unwrap_or_default()).unwrap());
-    out.insert("secretMetadata", serde_json::to_value(secrets.map(|l| l.items).unwrap_or_default()).unwrap());
-    std::fs::write(dir.join(format!("{ns}.json")), serde_json::to_vec_pretty(&out).unwrap()).expect("write dump");
+    out.insert(
+        "events",
+        serde_json::to_value(events.map(|l| l.items).unwrap_or_default()).unwrap(),
+    );
+    out.insert(
+        "workspacetokens",
+        serde_json::to_value(wsts.map(|l| l.items).unwrap_or_default()).unwrap(),
+    );
+    out.insert(
+        "secretMetadata",
+        serde_json::to_value(secrets.map(|l| l.items).unwrap_or_default()).unwrap(),
+    );
+    std::fs::write(
+        dir.join(format!("{ns}.json")),
+        serde_json::to_vec_pretty(&out).unwrap(),
+    )
+    .expect("write dump");
     if let Some(operator) = operator {
         if let Some((_, metrics)) = operator.get("/metrics") {
             std::fs::write(dir.join(format!("{ns}.metrics.txt")), metrics).expect("write metrics");
@@ -262,7 +315,10 @@ pub async fn dump(client: &Client, ns: &str, operator: Option<&Operator>) {
 /// has served, from its own `apiserver_request_total`.
 pub async fn mutating_requests(client: &Client) -> u64 {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(request).await.expect("API server /metrics");
+    let text = client
+        .request_text(request)
+        .await
+        .expect("API server /metrics");
     count_mutating_requests(&text)
 }
 
@@ -270,8 +326,14 @@ pub fn count_mutating_requests(metrics: &str) -> u64 {
     metrics
         .lines()
         .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| l.contains("resource=\"secrets\"") || l.contains("resource=\"workspacetokens\""))
-        .filter(|l| ["POST", "PUT", "PATCH", "DELETE"].iter().any(|v| l.contains(&format!("verb=\"{v}\""))))
+        .filter(|l| {
+            l.contains("resource=\"secrets\"") || l.contains("resource=\"workspacetokens\"")
+        })
+        .filter(|l| {
+            ["POST", "PUT", "PATCH", "DELETE"]
+                .iter()
+                .any(|v| l.contains(&format!("verb=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }

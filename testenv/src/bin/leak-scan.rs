@@ -16,7 +16,11 @@ fn main() -> ExitCode {
         }
     };
     for hit in &report.hits {
-        println!("leak-scan: a minted token appears in {}:{}", hit.file.display(), hit.line);
+        println!(
+            "leak-scan: a minted token appears in {}:{}",
+            hit.file.display(),
+            hit.line
+        );
     }
     println!(
         "leak-scan: {} files scanned for {} minted tokens: {} hits",
@@ -28,5 +32,9 @@ fn main() -> ExitCode {
         eprintln!("leak-scan: no minted token hashes found under {dir}: nothing was scanned for");
         return ExitCode::FAILURE;
     }
-    if report.hits.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if report.hits.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
