@@ -1,0 +1,456 @@
+//! A reference implementation of the platform token API tokenwarden's HTTP issuer talks to
+//! (seeds 001 and 002): workspace-scoped bearer tokens, 32 random bytes base64url, stored as
+//! SHA-256 only, identified by an 8-character prefix, with `last_used_at` on every use.
+//!
+//! It is the integration-test peer and the platform `make demo` can show, so it also has
+//! opt-in fault injection (`--enable-faults`): 500s, hangs, malformed JSON and a wrong
+//! `workspace_id`, switched through an admin-only endpoint.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+pub const PREFIX_LEN: usize = 8;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TokenRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub token_sha256: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Workspace {
+    created_at: Option<DateTime<Utc>>,
+    tokens: Vec<TokenRow>,
+}
+
+/// Everything persisted: no plaintext token, only hashes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Data {
+    admin_token_sha256: String,
+    workspaces: BTreeMap<String, Workspace>,
+}
+
+/// A fault the server injects into token-API answers while `remaining` lasts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    #[default]
+    None,
+    /// 500 Internal Server Error.
+    Error500,
+    /// Never answer (until the client gives up).
+    Hang,
+    /// 200 with a body that is not JSON.
+    Malformed,
+    /// Mint answers with another workspace's id.
+    WrongWorkspace,
+}
+
+#[derive(Default)]
+struct Faults {
+    fault: Fault,
+    remaining: u32,
+}
+
+struct Inner {
+    path: PathBuf,
+    data: Mutex<Data>,
+    faults: Option<Mutex<Faults>>,
+}
+
+/// The platform: routes plus a file-backed store.
+#[derive(Clone)]
+pub struct Platform {
+    inner: Arc<Inner>,
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn new_token() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+fn new_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Platform {
+    /// Opens (or creates) the store at `path`. The admin token is given in plaintext once and
+    /// kept as its SHA-256.
+    pub async fn open(
+        path: &Path,
+        admin_token: &str,
+        enable_faults: bool,
+    ) -> std::io::Result<Platform> {
+        let mut data: Data = match tokio::fs::read(path).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Data::default(),
+            Err(e) => return Err(e),
+        };
+        data.admin_token_sha256 = sha256_hex(admin_token.as_bytes());
+        let platform = Platform {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                data: Mutex::new(data),
+                faults: enable_faults.then(|| Mutex::new(Faults::default())),
+            }),
+        };
+        let data = platform.inner.data.lock().await;
+        platform.persist(&data).await?;
+        drop(data);
+        Ok(platform)
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/workspaces", post(create_workspace))
+            .route("/admin/workspaces/{id}/tokens", post(admin_mint))
+            .route("/admin/faults", post(set_fault))
+            .route(
+                "/workspaces/{id}/tokens",
+                get(list_tokens).post(workspace_mint),
+            )
+            .route("/workspaces/{id}/tokens/{token_id}", delete(revoke_token))
+            .with_state(self.clone())
+    }
+
+    /// Every row the store holds (tests check hash-only storage and `last_used_at`).
+    pub async fn rows(&self) -> Vec<TokenRow> {
+        let data = self.inner.data.lock().await;
+        data.workspaces
+            .values()
+            .flat_map(|w| w.tokens.clone())
+            .collect()
+    }
+
+    async fn persist(&self, data: &Data) -> std::io::Result<()> {
+        // Write-then-rename: a crash leaves the old file or the new one, never half of one.
+        let tmp = self.inner.path.with_extension("tmp");
+        tokio::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(data).map_err(std::io::Error::other)?,
+        )
+        .await?;
+        tokio::fs::rename(&tmp, &self.inner.path).await
+    }
+
+    /// The fault to inject into this request, if any (and counts it down).
+    async fn take_fault(&self) -> Fault {
+        let Some(faults) = &self.inner.faults else {
+            return Fault::None;
+        };
+        let mut faults = faults.lock().await;
+        if faults.remaining == 0 {
+            return Fault::None;
+        }
+        faults.remaining -= 1;
+        faults.fault
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+struct ApiError(StatusCode, &'static str);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn require_admin(data: &Data, headers: &HeaderMap) -> Result<(), ApiError> {
+    match bearer(headers) {
+        Some(t) if sha256_hex(t.as_bytes()) == data.admin_token_sha256 => Ok(()),
+        _ => Err(ApiError(StatusCode::UNAUTHORIZED, "admin token required")),
+    }
+}
+
+/// The row of a live token of workspace `id` presented as bearer; records the use.
+fn authenticate_workspace(
+    data: &mut Data,
+    id: &str,
+    headers: &HeaderMap,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let unauthorized = ApiError(
+        StatusCode::UNAUTHORIZED,
+        "a valid token of this workspace is required",
+    );
+    let presented = sha256_hex(
+        bearer(headers)
+            .ok_or(ApiError(StatusCode::UNAUTHORIZED, "bearer token required"))?
+            .as_bytes(),
+    );
+    let workspace = data.workspaces.get_mut(id).ok_or(unauthorized)?;
+    let row = workspace
+        .tokens
+        .iter_mut()
+        .find(|r| r.revoked_at.is_none() && r.token_sha256 == presented)
+        .ok_or(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "a valid token of this workspace is required",
+        ))?;
+    row.last_used_at = Some(now);
+    Ok(())
+}
+
+async fn injected(fault: Fault) -> Option<Response> {
+    match fault {
+        Fault::None | Fault::WrongWorkspace => None,
+        Fault::Error500 => {
+            Some(ApiError(StatusCode::INTERNAL_SERVER_ERROR, "injected failure").into_response())
+        }
+        Fault::Malformed => Some((StatusCode::OK, "{\"auth_token\": <not json").into_response()),
+        Fault::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Some(StatusCode::GATEWAY_TIMEOUT.into_response())
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct CreateWorkspace {
+    id: Option<String>,
+}
+
+async fn create_workspace(
+    State(p): State<Platform>,
+    headers: HeaderMap,
+    body: Option<Json<CreateWorkspace>>,
+) -> ApiResult {
+    let mut data = p.inner.data.lock().await;
+    require_admin(&data, &headers)?;
+    let id = body.and_then(|Json(b)| b.id).unwrap_or_else(new_id);
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "invalid workspace id"));
+    }
+    if data.workspaces.contains_key(&id) {
+        return Err(ApiError(StatusCode::CONFLICT, "workspace exists"));
+    }
+    data.workspaces.insert(
+        id.clone(),
+        Workspace {
+            created_at: Some(Utc::now()),
+            tokens: Vec::new(),
+        },
+    );
+    p.persist(&data)
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "store"))?;
+    Ok((StatusCode::CREATED, Json(json!({ "workspace_id": id }))).into_response())
+}
+
+async fn mint(
+    p: &Platform,
+    mut data: tokio::sync::MutexGuard<'_, Data>,
+    id: &str,
+    fault: Fault,
+) -> ApiResult {
+    let wrong_workspace = fault == Fault::WrongWorkspace;
+    let now = Utc::now();
+    let token = new_token();
+    let row = TokenRow {
+        id: new_id(),
+        workspace_id: id.to_string(),
+        token_sha256: sha256_hex(token.as_bytes()),
+        prefix: token.chars().take(PREFIX_LEN).collect(),
+        created_at: now,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    data.workspaces
+        .get_mut(id)
+        .ok_or(ApiError(StatusCode::NOT_FOUND, "workspace not found"))?
+        .tokens
+        .push(row);
+    p.persist(&data)
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "store"))?;
+    let answered_id = if wrong_workspace {
+        format!("{id}-other")
+    } else {
+        id.to_string()
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "auth_token": token,
+            "workspace_id": answered_id,
+            "message": "Save this token now — it cannot be retrieved again.",
+        })),
+    )
+        .into_response())
+}
+
+async fn admin_mint(
+    State(p): State<Platform>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let fault = p.take_fault().await;
+    if let Some(answer) = injected(fault).await {
+        return Ok(answer);
+    }
+    let data = p.inner.data.lock().await;
+    require_admin(&data, &headers)?;
+    mint(&p, data, &id, fault).await
+}
+
+async fn workspace_mint(
+    State(p): State<Platform>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let fault = p.take_fault().await;
+    if let Some(answer) = injected(fault).await {
+        return Ok(answer);
+    }
+    let mut data = p.inner.data.lock().await;
+    authenticate_workspace(&mut data, &id, &headers, Utc::now())?;
+    mint(&p, data, &id, fault).await
+}
+
+async fn list_tokens(
+    State(p): State<Platform>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    if let Some(answer) = injected(p.take_fault().await).await {
+        return Ok(answer);
+    }
+    let mut data = p.inner.data.lock().await;
+    authenticate_workspace(&mut data, &id, &headers, Utc::now())?;
+    let tokens: Vec<_> = data.workspaces[&id]
+        .tokens
+        .iter()
+        .filter(|r| r.revoked_at.is_none())
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "prefix": r.prefix,
+                "created_at": rfc3339(&r.created_at),
+                "last_used_at": r.last_used_at.as_ref().map(rfc3339),
+            })
+        })
+        .collect();
+    p.persist(&data)
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "store"))?;
+    let count = tokens.len();
+    Ok(Json(json!({ "tokens": tokens, "count": count })).into_response())
+}
+
+async fn revoke_token(
+    State(p): State<Platform>,
+    UrlPath((id, token_id)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    if let Some(answer) = injected(p.take_fault().await).await {
+        return Ok(answer);
+    }
+    let mut data = p.inner.data.lock().await;
+    let now = Utc::now();
+    authenticate_workspace(&mut data, &id, &headers, now)?;
+    let row = data.workspaces.get_mut(&id).and_then(|w| {
+        w.tokens
+            .iter_mut()
+            .find(|r| r.id == token_id && r.revoked_at.is_none())
+    });
+    let Some(row) = row else {
+        // Unknown, another workspace's, or already revoked: the same answer for all three.
+        return Err(ApiError(StatusCode::NOT_FOUND, "token not found"));
+    };
+    row.revoked_at = Some(now);
+    p.persist(&data)
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "store"))?;
+    Ok(Json(json!({ "status": "revoked" })).into_response())
+}
+
+#[derive(Deserialize)]
+struct SetFault {
+    fault: Fault,
+    /// How many token-API requests get the fault (default: until changed).
+    remaining: Option<u32>,
+}
+
+async fn set_fault(
+    State(p): State<Platform>,
+    headers: HeaderMap,
+    Json(body): Json<SetFault>,
+) -> ApiResult {
+    let data = p.inner.data.lock().await;
+    require_admin(&data, &headers)?;
+    drop(data);
+    let Some(faults) = &p.inner.faults else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "fault injection is disabled (--enable-faults)",
+        ));
+    };
+    let mut faults = faults.lock().await;
+    faults.fault = body.fault;
+    faults.remaining = body.remaining.unwrap_or(u32::MAX);
+    Ok(Json(json!({ "fault": body.fault, "remaining": faults.remaining })).into_response())
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
+
+/// A fresh admin token for a new platform (same shape as workspace tokens).
+pub fn new_admin_token() -> String {
+    new_token()
+}
