@@ -311,6 +311,10 @@ pub struct WorkspaceTokenStatus {
     /// The last handled value of the `tokenwarden.dev/rotate` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotate_request: Option<String>,
+    /// The last handled value of the `tokenwarden.dev/revoke-version` annotation: a value is
+    /// acted on once, so a stale one never revokes a version that becomes current later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revoke_request: Option<String>,
     /// Newest first; revoked ones trimmed to `historyLimit`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<VersionStatus>,

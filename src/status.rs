@@ -64,24 +64,22 @@ pub fn render(
             }
         })
         .collect();
+    // Revoked versions beyond historyLimit go, except the highest-numbered version of all,
+    // which status keeps so a version number is never handed out twice.
+    let highest = versions.iter().map(|v| v.version).max();
     let mut revoked_kept = 0;
     versions.retain(|v| {
-        if v.state != VersionState::Revoked {
+        if v.state != VersionState::Revoked || Some(v.version) == highest {
             return true;
         }
         revoked_kept += 1;
         revoked_kept <= wst.spec.history_limit as usize
     });
 
+    // A failed step: the world is as observed, not as planned. Keep what status said (the
+    // next pass recomputes it) and let only the conditions change.
     let mut status = if failed {
-        WorkspaceTokenStatus {
-            versions: if previous.versions.is_empty() {
-                versions
-            } else {
-                previous.versions.clone()
-            },
-            ..previous.clone()
-        }
+        previous.clone()
     } else {
         let current = plan
             .current
@@ -95,6 +93,10 @@ pub fn render(
             last_rotation_time: current.as_ref().and_then(|c| c.activated_at.clone()),
             next_rotation_time: plan.next_rotation.map(crate::time::to_time),
             last_trace_id: current.as_ref().and_then(|c| c.trace_id.clone()),
+            last_revoke_request: plan
+                .revoke_request
+                .clone()
+                .or(previous.last_revoke_request.clone()),
             last_rotate_request: plan
                 .rotate_request
                 .clone()
@@ -104,9 +106,17 @@ pub fn render(
         }
     };
 
-    let (ready, ready_reason, ready_message) = match &outcome.error {
-        Some(e @ Error::SecretConflict { .. }) => (false, e.reason(), e.to_string()),
-        _ => (
+    let previous_ready = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY && c.status == "True");
+    let (ready, ready_reason, ready_message) = match (&outcome.error, previous_ready) {
+        (Some(e @ Error::SecretConflict { .. }), _) => (false, e.reason(), e.to_string()),
+        // The step failed but the token served before is still there: still Ready (Degraded
+        // says what failed). Without one, not Ready, for the failure's reason.
+        (Some(_), Some(was)) => (true, "Active", was.message.clone()),
+        (Some(e), None) => (false, e.reason(), e.to_string()),
+        (None, _) => (
             plan.readiness.ready,
             plan.readiness.reason,
             plan.readiness.message.clone(),

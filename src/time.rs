@@ -6,7 +6,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 pub fn to_time(at: DateTime<Utc>) -> Time {
-    Time(Timestamp::from_second(at.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH))
+    // Beyond jiff's range (year 9999) clamp, rather than show a far-future time as 1970.
+    let fallback = if at.timestamp() > 0 {
+        Timestamp::MAX
+    } else {
+        Timestamp::MIN
+    };
+    Time(Timestamp::from_second(at.timestamp()).unwrap_or(fallback))
 }
 
 pub fn from_time(time: &Time) -> DateTime<Utc> {

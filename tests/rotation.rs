@@ -375,10 +375,17 @@ async fn cron_schedule_in_a_time_zone_rotates_at_the_next_fire_time() {
     )
     .await;
     let w = wait_version(&api, "t", 1, WAIT).await;
-    let next = w.status.unwrap().next_rotation_time.expect("nextRotationTime");
+    let next = w
+        .status
+        .unwrap()
+        .next_rotation_time
+        .expect("nextRotationTime");
     assert_eq!(next.0.as_second() % 60, 0, "a minute boundary: {next:?}");
     let w = wait_version(&api, "t", 2, Duration::from_secs(90)).await;
     let activated = w.status.unwrap().last_rotation_time.unwrap();
-    assert!(activated.0 >= next.0, "rotated at {activated:?}, not before {next:?}");
+    assert!(
+        activated.0 >= next.0,
+        "rotated at {activated:?}, not before {next:?}"
+    );
     dump(&client, &ns, Some(operator)).await;
 }

@@ -14,6 +14,7 @@ struct Running {
 }
 
 async fn start_at(dir: tempfile::TempDir, faults: bool) -> Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let path = dir.path().join("platform.json");
     let platform = Platform::open(&path, ADMIN, faults).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

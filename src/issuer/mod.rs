@@ -1,5 +1,6 @@
 //! Where tokens come from and where they are revoked: one interface, one issuer per kind.
 
+pub mod http;
 pub mod local;
 
 use crate::Result;

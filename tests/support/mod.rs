@@ -304,10 +304,8 @@ pub async fn dump(client: &Client, ns: &str, operator: Option<&Operator>) {
         serde_json::to_vec_pretty(&out).unwrap(),
     )
     .expect("write dump");
-    if let Some(operator) = operator {
-        if let Some((_, metrics)) = operator.get("/metrics") {
-            std::fs::write(dir.join(format!("{ns}.metrics.txt")), metrics).expect("write metrics");
-        }
+    if let Some((_, metrics)) = operator.and_then(|o| o.get("/metrics")) {
+        std::fs::write(dir.join(format!("{ns}.metrics.txt")), metrics).expect("write metrics");
     }
 }
 
