@@ -389,3 +389,69 @@ async fn cron_schedule_in_a_time_zone_rotates_at_the_next_fire_time() {
     );
     dump(&client, &ns, Some(operator)).await;
 }
+
+#[tokio::test]
+async fn jitter_adds_a_stable_per_object_offset_to_the_schedule() {
+    let cp = control_plane().await;
+    let operator = shared_operator().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "jitter").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    for i in 0..6 {
+        create(
+            &api,
+            &format!("t{i}"),
+            json!({ "workspaceId": "ws-j", "rotation": { "every": "1h", "jitter": "30m" } }),
+        )
+        .await;
+    }
+    let mut offsets = Vec::new();
+    for i in 0..6 {
+        let w = wait_version(&api, &format!("t{i}"), 1, WAIT).await;
+        let s = w.status.unwrap();
+        let offset = s.next_rotation_time.unwrap().0.as_second()
+            - s.last_rotation_time.unwrap().0.as_second()
+            - 3600;
+        assert!(
+            (0..=1800).contains(&offset),
+            "t{i}: offset {offset}s outside [0, 30m]"
+        );
+        offsets.push(offset);
+    }
+    offsets.sort();
+    offsets.dedup();
+    assert!(
+        offsets.len() > 1,
+        "objects spread over the jitter window: {offsets:?}"
+    );
+    // Stable: the same object plans the same next rotation on every pass.
+    let before = api
+        .get("t0")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .next_rotation_time;
+    api.patch(
+        "t0",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": { "historyLimit": 5 } })),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "t0 observed generation 2", || async {
+        let s = api.get("t0").await.ok()?.status?;
+        (s.observed_generation == Some(2)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        api.get("t0")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .next_rotation_time,
+        before
+    );
+    dump(&client, &ns, Some(operator)).await;
+}
