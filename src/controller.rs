@@ -27,6 +27,8 @@ pub struct Context {
     pub index: SecretIndex,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// One connection pool for every platform (HTTP issuer).
+    pub http: crate::issuer::http::HttpClient,
     failures: Mutex<HashMap<ObjectRef<WorkspaceToken>, u32>>,
     expectations: Mutex<HashMap<ObjectRef<WorkspaceToken>, Expectation>>,
 }
@@ -76,6 +78,7 @@ pub async fn run(
         client,
         index: index.clone(),
         metrics,
+        http: crate::issuer::http::HttpClient::new(),
         failures: Mutex::default(),
         expectations: Mutex::default(),
     });
@@ -148,6 +151,10 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
         versioned: view.versioned.clone(),
         mounted: view.mounted.clone(),
         foreign: view.foreign.clone(),
+        mint_intent: wst
+            .annotations()
+            .get(crate::apply::MINT_INTENT_ANNOTATION)
+            .and_then(|v| plan::MintIntent::parse(v)),
     };
 
     // plan: no client required

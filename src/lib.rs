@@ -28,7 +28,9 @@ pub enum Error {
     #[error("mint a token: {0}")]
     Mint(String),
     #[error("issuer: {0}")]
-    Issuer(String),
+    Issuer(#[from] crate::issuer::http::IssuerError),
+    #[error("admin token: {0}")]
+    AdminSecret(String),
     #[error("Secret {name} has no usable token (key {key:?} missing)")]
     MissingTokenData { name: String, key: &'static str },
     #[error("the Secret cache is not synced yet")]
@@ -51,7 +53,8 @@ impl Error {
             },
             Error::SecretConflict { .. } => "SecretConflict",
             Error::Mint(_) => "MintFailed",
-            Error::Issuer(_) => "IssuerError",
+            Error::Issuer(e) => e.reason(),
+            Error::AdminSecret(_) => "AdminSecretMissing",
             Error::MissingTokenData { .. } => "MissingTokenData",
             Error::CacheNotReady => "CacheNotReady",
         }

@@ -23,8 +23,39 @@ pub struct VersionedSecret {
     /// Hash of the token-shaping spec this version was minted for.
     pub spec_hash: Option<String>,
     pub issuer_token_id: Option<String>,
+    /// The HTTP issuer accepted this token in a non-destructive call.
+    pub verified: bool,
     pub created_at: Option<DateTime<Utc>>,
     pub metadata: SecretMetadata,
+}
+
+/// The `tokenwarden.dev/mint-intent` annotation: an HTTP mint of `version` started at `since`.
+/// Left behind by a crash between the platform's answer and the versioned Secret, it tells the
+/// next pass to revoke tokens of that window that no Secret holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MintIntent {
+    pub version: u32,
+    pub since: DateTime<Utc>,
+}
+
+impl MintIntent {
+    /// `v3@2026-11-24T01:02:03Z`
+    pub fn parse(value: &str) -> Option<MintIntent> {
+        let (version, since) = value.split_once('@')?;
+        Some(MintIntent {
+            version: version.strip_prefix('v')?.parse().ok()?,
+            since: DateTime::parse_from_rfc3339(since).ok()?.to_utc(),
+        })
+    }
+
+    pub fn render(&self) -> String {
+        format!(
+            "v{}@{}",
+            self.version,
+            self.since
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    }
 }
 
 /// The mounted Secret `S`, as the cache shows it.
@@ -62,6 +93,8 @@ pub struct Observed<'a> {
     pub mounted: Option<MountedSecret>,
     /// Names this WorkspaceToken would write that exist but belong to someone else.
     pub foreign: Vec<String>,
+    /// An HTTP mint that may have been cut short.
+    pub mint_intent: Option<MintIntent>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,6 +200,20 @@ pub enum Step {
         version: u32,
         reason: RevokeReason,
     },
+    /// HTTP issuer: prove the new token works (non-destructive call) before its cutover.
+    Verify {
+        version: u32,
+    },
+    /// HTTP issuer: revoke tokens created since `since` that no Secret holds (a mint cut short
+    /// by a crash), then clear the mint intent.
+    ReclaimOrphans {
+        since: DateTime<Utc>,
+    },
+    /// HTTP issuer with `revokeAfterUse`: revoke this Retiring version now if the platform
+    /// shows the current token used by a consumer after the cutover.
+    RevokeIfUsed {
+        version: u32,
+    },
     /// Labels and annotations of a Secret we own differ from the desired ones.
     SyncMetadata {
         secret: SecretRef,
@@ -266,6 +313,9 @@ fn write_canonical(value: &serde_json::Value, out: &mut String) {
         scalar => out.push_str(&scalar.to_string()),
     }
 }
+
+/// How often a Retiring version under `revokeAfterUse` checks the platform for use.
+pub const USAGE_POLL_SECONDS: i64 = 15;
 
 pub fn plan(o: &Observed<'_>, now: DateTime<Utc>) -> Plan {
     let mut p = Planner::new(o, now);
@@ -497,6 +547,19 @@ impl<'o, 'a> Planner<'o, 'a> {
         let current = self
             .current
             .expect("a current version after planning a mint");
+        if o.spec.issuer.is_some() {
+            // An HTTP token is activated only once the platform accepted it; a failed
+            // verification stops the pass here, so nothing older is revoked either.
+            let verified = o.versioned.get(&current).is_some_and(|v| v.verified);
+            if rotated && !verified {
+                self.steps.push(Step::Verify { version: current });
+            }
+        }
+        if let Some(intent) = &o.mint_intent {
+            self.steps.push(Step::ReclaimOrphans {
+                since: intent.since,
+            });
+        }
         let requested = o.annotations.get(crate::api::ROTATE_ANNOTATION);
         if requested.is_some() && requested != o.status.and_then(|s| s.last_rotate_request.as_ref())
         {
@@ -552,6 +615,15 @@ impl<'o, 'a> Planner<'o, 'a> {
                     previous = Some(old);
                     if let Some(retire_at) = retire_at {
                         self.wake(retire_at);
+                    }
+                    let after_use = o
+                        .spec
+                        .issuer
+                        .as_ref()
+                        .is_some_and(|i| i.http.revoke_after_use);
+                    if after_use && !rotated {
+                        revocations.push(Step::RevokeIfUsed { version: old });
+                        self.wake(self.now + TimeDelta::seconds(USAGE_POLL_SECONDS));
                     }
                 }
             }

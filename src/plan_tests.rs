@@ -83,6 +83,8 @@ struct Outside {
     restarts: Vec<u32>,
     released: bool,
     serial: u32,
+    /// The platform shows the current token used by a consumer after its cutover.
+    used_after_cutover: bool,
 }
 
 /// One WorkspaceToken and the cluster around it, as the planner observes it.
@@ -98,6 +100,10 @@ struct World {
     deleting: bool,
     /// The finalizer was removed while deleting: the object is gone.
     gone: bool,
+    /// An HTTP mint cut short by a crash (the annotation a real pass would have left).
+    mint_intent: Option<MintIntent>,
+    /// Retiring versions the last pass revoked after use (status shows them revoked).
+    revoked_after_use: Vec<u32>,
     outside: Outside,
 }
 
@@ -113,6 +119,8 @@ impl World {
             has_finalizer: false,
             deleting: false,
             gone: false,
+            mint_intent: None,
+            revoked_after_use: Vec::new(),
             outside: Outside::default(),
         }
     }
@@ -142,6 +150,7 @@ impl World {
             versioned: self.versioned.clone(),
             mounted: self.mounted.clone(),
             foreign: self.foreign.clone(),
+            mint_intent: self.mint_intent.clone(),
         }
     }
 
@@ -186,8 +195,27 @@ impl World {
         steps: usize,
     ) -> BTreeMap<u32, VersionedSecret> {
         let mut minted = BTreeMap::new();
+        self.revoked_after_use.clear();
         for step in plan.steps.iter().take(steps) {
             match step {
+                Step::Verify { version } => {
+                    assert!(self.spec.issuer.is_some(), "Verify with the local issuer");
+                    let record = self.versioned.get_mut(version).expect("Verify reads S-vN");
+                    record.verified = true;
+                }
+                Step::ReclaimOrphans { .. } => {
+                    // Tokens the issuer accepts that no Secret holds are the window's orphans.
+                    let held: BTreeSet<u32> = self.versioned.keys().copied().collect();
+                    self.outside.valid.retain(|v| held.contains(v));
+                    self.mint_intent = None;
+                }
+                Step::RevokeIfUsed { version } => {
+                    if self.outside.used_after_cutover {
+                        self.outside.valid.remove(version);
+                        self.versioned.remove(version);
+                        self.revoked_after_use.push(*version);
+                    }
+                }
                 Step::AddFinalizer => self.has_finalizer = true,
                 Step::Mint { version, .. } => {
                     self.outside.serial += 1;
@@ -201,6 +229,7 @@ impl World {
                         trace_id: Some(format!("trace-{serial}")),
                         spec_hash: Some(spec_hash(&self.spec)),
                         issuer_token_id: Some(format!("tok-{serial}")),
+                        verified: false,
                         created_at: Some(now),
                         metadata: desired_metadata(&self.spec, NAME, Some(*version)),
                     };
@@ -225,6 +254,7 @@ impl World {
                         trace_id: None,
                         spec_hash: Some(spec_hash(&self.spec)),
                         issuer_token_id: None,
+                        verified: true,
                         created_at: Some(now),
                         metadata: desired_metadata(&self.spec, NAME, Some(*version)),
                     };
@@ -297,6 +327,7 @@ impl World {
                     (*n, facts)
                 })
                 .collect(),
+            revoked_after_use: self.revoked_after_use.clone(),
             ..Default::default()
         };
         let now = DateTime::<Utc>::UNIX_EPOCH;
@@ -333,7 +364,14 @@ impl World {
             }
             let plan = self.plan(now);
             let unchanged = self.status.as_ref() == Some(&self.render(&plan, &BTreeMap::new()));
-            if plan.steps.is_empty() && unchanged {
+            // A usage poll that finds no use writes nothing: that is a steady state too.
+            let polls_only = plan.steps.is_empty()
+                || (plan
+                    .steps
+                    .iter()
+                    .all(|s| matches!(s, Step::RevokeIfUsed { .. }))
+                    && !self.outside.used_after_cutover);
+            if polls_only && unchanged {
                 assert_eq!(
                     plan,
                     self.plan(now),
@@ -486,6 +524,7 @@ fn record(version: u32) -> VersionedSecret {
         trace_id: Some(format!("trace-v{version}")),
         spec_hash: Some(spec_hash(&spec)),
         issuer_token_id: Some(format!("tok-v{version}")),
+        verified: true,
         created_at: Some(day(version)),
         metadata: desired_metadata(&spec, NAME, Some(version)),
     }
@@ -1586,6 +1625,7 @@ fn revoked_version_is_never_adopted_again() {
         trace_id: None,
         spec_hash: Some(spec_hash(&world.spec)),
         issuer_token_id: None,
+        verified: true,
         created_at: Some(t1),
         metadata: desired_metadata(&world.spec, NAME, Some(3)),
     };
@@ -2228,4 +2268,172 @@ fn random_history(seed: u64, history: &mut Vec<u64>) {
         );
         assert_eq!((world.mounted.as_ref(), world.versioned.len()), (None, 0));
     }
+}
+
+// ----------------------------------------------------------------------------------------------
+// The HTTP issuer: verify before cutover, reclaim a cut-short mint, revoke after use
+// ----------------------------------------------------------------------------------------------
+
+fn platform(after_use: bool) -> WorkspaceTokenSpec {
+    spec(json!({
+        "rotation": { "every": "720h", "gracePeriod": "1h" },
+        "issuer": { "http": {
+            "url": "http://platform:8080", "revokeAfterUse": after_use,
+            "adminTokenSecretRef": { "name": "platform-admin", "key": "token" }
+        } }
+    }))
+}
+
+#[test]
+fn http_token_is_verified_before_its_cutover() {
+    let world = World::new(platform(false));
+    let plan = world.plan(t0());
+    assert_eq!(
+        steps_of(&plan),
+        [
+            Step::AddFinalizer,
+            mint(1, RotationReason::Initial),
+            Step::Verify { version: 1 },
+            write(1, None, MountedWrite::Cutover),
+        ]
+    );
+}
+
+#[test]
+fn local_tokens_need_no_verification() {
+    let plan = World::new(monthly()).plan(t0());
+    assert!(!plan.steps.iter().any(|s| matches!(s, Step::Verify { .. })));
+}
+
+#[test]
+fn a_pending_http_version_is_verified_then_adopted_and_a_verified_one_just_adopted() {
+    let mut world = World::steady(platform(false), t0());
+    // What a pass that died after the mint left: S-v2 unverified, S at v1.
+    let mut pending = record(2);
+    pending.verified = false;
+    pending.spec_hash = Some(spec_hash(&world.spec));
+    world.versioned.insert(2, pending);
+    world.outside.valid.insert(2);
+    let plan = world.plan(t0() + hours(1));
+    assert_eq!(
+        steps_of(&plan)[..2],
+        [
+            Step::Verify { version: 2 },
+            write(2, Some(1), MountedWrite::Cutover)
+        ]
+    );
+    assert!(
+        !plan.steps.iter().any(|s| matches!(s, Step::Mint { .. })),
+        "adopted, not minted"
+    );
+
+    // Verified already (the pass died after verification): straight to the cutover.
+    let mut world = World::steady(platform(false), t0());
+    let mut pending = record(2);
+    pending.spec_hash = Some(spec_hash(&world.spec));
+    world.versioned.insert(2, pending);
+    world.outside.valid.insert(2);
+    let plan = world.plan(t0() + hours(1));
+    assert_eq!(steps_of(&plan)[0], write(2, Some(1), MountedWrite::Cutover));
+}
+
+#[test]
+fn a_failed_verification_revokes_nothing_and_keeps_the_current_token() {
+    let mut world = World::steady(platform(false), t0());
+    world.annotate(ROTATE_ANNOTATION, "now");
+    let plan = world.plan(t0() + hours(1));
+    // Apply dies at Verify (the platform refused): only the mint happened.
+    let verify_at = plan
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::Verify { .. }))
+        .expect("Verify");
+    world.apply(&plan, t0() + hours(1), verify_at);
+    assert_eq!(
+        world.mounted.as_ref().unwrap().version,
+        Some(1),
+        "S still serves v1"
+    );
+    assert!(
+        world.outside.valid.contains(&1),
+        "v1 not revoked under an unverified v2"
+    );
+    // The next pass retries the verification of the same v2 and mints nothing new.
+    let plan = world.plan(t0() + hours(1) + minutes(1));
+    assert_eq!(steps_of(&plan)[0], Step::Verify { version: 2 });
+}
+
+#[test]
+fn a_mint_cut_short_by_a_crash_revokes_the_tokens_no_secret_holds() {
+    let mut world = World::steady(platform(false), t0());
+    // The platform minted v2, the operator died before S-v2 was written.
+    world.outside.valid.insert(2);
+    world.mint_intent = Some(MintIntent {
+        version: 2,
+        since: t0() + hours(1),
+    });
+    let plan = world.plan(t0() + hours(1) + minutes(1));
+    assert!(plan.steps.contains(&Step::ReclaimOrphans {
+        since: t0() + hours(1)
+    }));
+    world.converge(t0() + hours(1) + minutes(1));
+    assert_eq!(
+        world.outside.valid,
+        BTreeSet::from([1]),
+        "the unheld token is revoked"
+    );
+    assert!(world.mint_intent.is_none());
+}
+
+#[test]
+fn mint_intent_round_trips_through_its_annotation() {
+    let intent = MintIntent {
+        version: 7,
+        since: t0(),
+    };
+    assert_eq!(MintIntent::parse(&intent.render()), Some(intent));
+    for bad in [
+        "",
+        "7@2026-01-01T00:00:00Z",
+        "v7",
+        "v7@yesterday",
+        "vx@2026-01-01T00:00:00Z",
+    ] {
+        assert_eq!(MintIntent::parse(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn revoke_after_use_polls_and_revokes_once_a_consumer_used_the_new_token() {
+    let mut world = World::steady(platform(true), t0());
+    world.annotate(ROTATE_ANNOTATION, "now");
+    let t1 = t0() + hours(1);
+    world.converge(t1);
+    let plan = world.plan(t1 + minutes(1));
+    assert_eq!(steps_of(&plan), [Step::RevokeIfUsed { version: 1 }]);
+    assert!(
+        plan.requeue_after.unwrap() <= std::time::Duration::from_secs(USAGE_POLL_SECONDS as u64)
+    );
+    // Not used yet: v1 stays Retiring.
+    world.converge(t1 + minutes(1));
+    assert!(world.outside.valid.contains(&1));
+    // A consumer used v2 after the cutover: v1 goes before its grace ends.
+    world.outside.used_after_cutover = true;
+    world.converge(t1 + minutes(2));
+    assert_eq!(world.outside.valid, BTreeSet::from([2]));
+    assert_eq!(world.state_of(1), Some(VersionState::Revoked));
+}
+
+#[test]
+fn revoke_after_use_still_revokes_when_the_grace_period_ends() {
+    let mut world = World::steady(platform(true), t0());
+    world.annotate(ROTATE_ANNOTATION, "now");
+    let t1 = t0() + hours(1);
+    world.converge(t1);
+    world.converge(t1 + hours(1));
+    assert_eq!(
+        world.outside.valid,
+        BTreeSet::from([2]),
+        "unused, but the grace period is over"
+    );
 }

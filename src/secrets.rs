@@ -197,6 +197,9 @@ pub fn view(wst: &WorkspaceToken, secrets: &[Arc<Secret>]) -> SecretsView {
                             .annotations()
                             .get(ISSUER_TOKEN_ID_ANNOTATION)
                             .cloned(),
+                        verified: secret
+                            .annotations()
+                            .contains_key(crate::apply::VERIFIED_AT_ANNOTATION),
                         created_at: secret
                             .metadata
                             .creation_timestamp

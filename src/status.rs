@@ -44,7 +44,11 @@ pub fn render(
             VersionStatus {
                 version: *n,
                 secret_name: versioned_secret_name(&secret_name, *n),
-                state: v.state,
+                state: if outcome.revoked_after_use.contains(n) {
+                    VersionState::Revoked
+                } else {
+                    v.state
+                },
                 token_prefix: facts
                     .map(|f| f.token_prefix.clone())
                     .or_else(|| v.token_prefix.clone()),
@@ -53,13 +57,22 @@ pub fn render(
                     .or_else(|| v.token_sha256.clone()),
                 created_at: v.created_at.map(crate::time::to_time),
                 activated_at: v.activated_at.map(crate::time::to_time),
-                retire_at: v.retire_at.map(crate::time::to_time),
-                revoked_at: v.revoked_at.map(crate::time::to_time),
+                retire_at: v
+                    .retire_at
+                    .filter(|_| !outcome.revoked_after_use.contains(n))
+                    .map(crate::time::to_time),
+                revoked_at: v
+                    .revoked_at
+                    .or(outcome.revoked_after_use.contains(n).then_some(now))
+                    .map(crate::time::to_time),
                 trace_id: facts
                     .map(|f| f.trace_id.clone())
                     .or_else(|| v.trace_id.clone()),
-                issuer_token_id: facts
-                    .and_then(|f| f.issuer_token_id.clone())
+                issuer_token_id: outcome
+                    .issuer_token_ids
+                    .get(n)
+                    .cloned()
+                    .or_else(|| facts.and_then(|f| f.issuer_token_id.clone()))
                     .or_else(|| v.issuer_token_id.clone()),
             }
         })

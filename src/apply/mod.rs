@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 
 use crate::api::{FINALIZER, RestartKind, WorkspaceToken, versioned_secret_name};
 use crate::controller::Context;
-use crate::issuer::Issuer;
 use crate::plan::{
     ENVIRONMENT_LABEL, ISSUER_TOKEN_ID_ANNOTATION, MountedWrite, Plan, SPEC_HASH_ANNOTATION,
     SecretMetadata, SecretRef, Step, TEMPLATE_KEYS_ANNOTATION, TOKEN_SHA256_ANNOTATION,
@@ -38,6 +37,10 @@ pub const RESTARTED_AT_ANNOTATION: &str = "tokenwarden.dev/restartedAt";
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub minted: BTreeMap<u32, MintedFacts>,
+    /// Platform ids learned by verification, by version.
+    pub issuer_token_ids: BTreeMap<u32, String>,
+    /// Retiring versions revoked because the platform showed the new token in use.
+    pub revoked_after_use: Vec<u32>,
     pub error: Option<Error>,
     /// Secrets written (name, resourceVersion; None = deleted), for the cache expectations.
     pub written: Vec<(String, Option<String>)>,
@@ -53,7 +56,11 @@ pub struct MintedFacts {
     pub issuer_token_id: Option<String>,
 }
 
-struct Applier<'a> {
+mod platform;
+
+pub use platform::{MINT_INTENT_ANNOTATION, VERIFIED_AT_ANNOTATION};
+
+pub(crate) struct Applier<'a> {
     ctx: &'a Context,
     wst: &'a WorkspaceToken,
     plan: &'a Plan,
@@ -61,7 +68,6 @@ struct Applier<'a> {
     ns: String,
     name: String,
     secrets: Api<Secret>,
-    issuer: Issuer,
     now: DateTime<Utc>,
     outcome: Outcome,
     /// `S` when it is ours but missing from the label-selected cache.
@@ -84,7 +90,6 @@ pub async fn run(
         secrets: Api::namespaced(ctx.client.clone(), &ns),
         ns,
         name: wst.name_any(),
-        issuer: Issuer::for_spec(&wst.spec),
         now,
         outcome: Outcome::default(),
         unlabelled_mounted: None,
@@ -154,6 +159,9 @@ impl Applier<'_> {
             } => self.write_mounted(*current, *previous, *why).await,
             Step::RestartTargets { version } => self.restart_targets(*version).await,
             Step::Revoke { version, reason } => self.revoke(*version, reason.as_str()).await,
+            Step::Verify { version } => self.verify(*version).await,
+            Step::ReclaimOrphans { since } => self.reclaim_orphans(*since).await,
+            Step::RevokeIfUsed { version } => self.revoke_if_used(*version).await,
             Step::SyncMetadata { secret } => self.sync_metadata(*secret).await,
             Step::ReleaseSecrets => self.release_secrets().await,
             Step::DeleteMounted => self.delete_mounted().await,
@@ -193,15 +201,18 @@ impl Applier<'_> {
     }
 
     async fn mint(&mut self, version: u32, reason: &str) -> Result<()> {
-        let minted = self.issuer.mint(&self.wst.spec).await?;
         let trace_id = new_trace_id();
-        let facts = MintedFacts {
-            token_sha256: minted.token.sha256_hex(),
-            token_prefix: minted.token.prefix(),
-            trace_id: trace_id.clone(),
-            issuer_token_id: minted.issuer_token_id.clone(),
+        let token = match self.platform(&trace_id) {
+            None => crate::issuer::local::mint(&self.wst.spec.token)?,
+            Some(_) => self.mint_at_platform(version, &trace_id).await?,
         };
-        let secret = self.versioned_secret(version, &minted.token, &facts);
+        let facts = MintedFacts {
+            token_sha256: token.sha256_hex(),
+            token_prefix: token.prefix(),
+            trace_id: trace_id.clone(),
+            issuer_token_id: None,
+        };
+        let secret = self.versioned_secret(version, &token, &facts);
         let name = versioned_secret_name(&self.mounted_name(), version);
         match self.secrets.create(&PostParams::default(), &secret).await {
             Ok(created) => self
@@ -225,6 +236,9 @@ impl Applier<'_> {
                 });
             }
             Err(e) => return Err(Error::kube("create versioned Secret")(e)),
+        }
+        if self.uses_platform() {
+            self.clear_mint_intent().await?;
         }
         self.ctx.metrics.rotated(reason);
         self.audit(
@@ -482,12 +496,9 @@ impl Applier<'_> {
 
     async fn revoke(&mut self, version: u32, reason: &str) -> Result<()> {
         let name = versioned_secret_name(&self.mounted_name(), version);
-        let issuer_token_id = self
-            .plan
-            .versions
-            .get(&version)
-            .and_then(|v| v.issuer_token_id.clone());
-        self.issuer.revoke(issuer_token_id.as_deref()).await?;
+        if self.uses_platform() {
+            self.revoke_at_platform(version).await?;
+        }
         if let Some(existing) = self.view.objects.get(&name) {
             let params = DeleteParams {
                 preconditions: Some(Preconditions {

@@ -1,0 +1,306 @@
+//! The apply side of the HTTP issuer: mint with a recorded intent, verify before cutover,
+//! revoke by prefix, reclaim tokens a crash left unheld, and usage-aware revocation.
+
+use chrono::{TimeDelta, Utc};
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use serde_json::json;
+
+use super::Applier;
+use crate::api::{WorkspaceToken, versioned_secret_name};
+use crate::issuer::http::{HttpIssuer, IssuerError, Revocation, unheld_since, used_since_cutover};
+use crate::plan::{ISSUER_TOKEN_ID_ANNOTATION, MintIntent};
+use crate::token::Token;
+use crate::{Error, Result};
+
+pub const MINT_INTENT_ANNOTATION: &str = "tokenwarden.dev/mint-intent";
+pub const VERIFIED_AT_ANNOTATION: &str = "tokenwarden.dev/verified-at";
+
+/// Tokens created this long before the recorded intent still count as the window's: the
+/// platform's clock and ours may differ a little.
+const CLOCK_SLACK_SECONDS: i64 = 5;
+
+impl Applier<'_> {
+    /// The platform client for one call carrying `trace_id`; None for the local issuer.
+    pub(super) fn platform(&self, trace_id: &str) -> Option<HttpIssuer<'_>> {
+        let spec = &self.wst.spec.issuer.as_ref()?.http;
+        Some(HttpIssuer::new(
+            &self.ctx.http,
+            spec,
+            &self.wst.spec.workspace_id,
+            trace_id,
+        ))
+    }
+
+    pub(super) fn uses_platform(&self) -> bool {
+        self.wst.spec.issuer.is_some()
+    }
+
+    /// The admin token, read from `adminTokenSecretRef` in the WorkspaceToken's own namespace
+    /// each time it is needed: never cached, never logged.
+    async fn admin_token(&self) -> Result<Token> {
+        let reference = &self
+            .wst
+            .spec
+            .issuer
+            .as_ref()
+            .expect("HTTP issuer")
+            .http
+            .admin_token_secret_ref;
+        let secret = self
+            .secrets
+            .get_opt(&reference.name)
+            .await
+            .map_err(Error::kube("read admin token Secret"))?
+            .ok_or_else(|| {
+                Error::AdminSecret(format!(
+                    "Secret {}/{} (spec.issuer.http.adminTokenSecretRef) not found",
+                    self.ns, reference.name
+                ))
+            })?;
+        secret
+            .data
+            .and_then(|mut d| d.remove(&reference.key))
+            .and_then(|v| String::from_utf8(v.0).ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .map(Token::from_plaintext)
+            .ok_or_else(|| {
+                Error::AdminSecret(format!(
+                    "Secret {}/{} has no key {:?}",
+                    self.ns, reference.name, reference.key
+                ))
+            })
+    }
+
+    /// Sets (Some) or clears (None) the mint-intent annotation on the WorkspaceToken.
+    async fn set_mint_intent(&mut self, intent: Option<String>) -> Result<()> {
+        let api: kube::Api<WorkspaceToken> =
+            kube::Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let patch = json!({ "metadata": { "annotations": { MINT_INTENT_ANNOTATION: intent } } });
+        let patched = api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::kube("record mint intent"))?;
+        self.outcome.wst_resource_version = patched.resource_version();
+        Ok(())
+    }
+
+    /// Mints at the platform. The intent is recorded first, so a crash between the platform's
+    /// answer and the versioned Secret leaves a trace the next pass acts on.
+    pub(super) async fn mint_at_platform(&mut self, version: u32, trace_id: &str) -> Result<Token> {
+        let admin = self.admin_token().await?;
+        let intent = MintIntent {
+            version,
+            since: crate::time::now(),
+        };
+        self.set_mint_intent(Some(intent.render())).await?;
+        let platform = self.platform(trace_id).expect("HTTP issuer");
+        let result = platform.mint(&admin).await;
+        self.ctx
+            .metrics
+            .issuer_request("mint", if result.is_ok() { "ok" } else { "error" });
+        match result {
+            Ok(token) => Ok(token),
+            // Nothing is written. The intent stays recorded, so the next pass revokes whatever
+            // token this call created in the workspace that no Secret holds.
+            Err(e) => Err(Error::Issuer(e)),
+        }
+    }
+
+    /// After the versioned Secret holds the token, the intent is done.
+    pub(super) async fn clear_mint_intent(&mut self) -> Result<()> {
+        self.set_mint_intent(None).await
+    }
+
+    /// A non-destructive call with the new token; records its platform id on `S-vN`.
+    pub(super) async fn verify(&mut self, version: u32) -> Result<()> {
+        let name = versioned_secret_name(&self.mounted_name(), version);
+        let token = self.read_token(&name, crate::secrets::TOKEN_KEY).await?;
+        let trace_id = self.trace_id_of(version);
+        let platform = self.platform(&trace_id).expect("HTTP issuer");
+        let result = platform.verify(&token).await;
+        self.ctx
+            .metrics
+            .issuer_request("verify", if result.is_ok() { "ok" } else { "error" });
+        let id = result?;
+        let mut annotations = serde_json::Map::new();
+        annotations.insert(
+            VERIFIED_AT_ANNOTATION.into(),
+            json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        );
+        if let Some(id) = &id {
+            annotations.insert(ISSUER_TOKEN_ID_ANNOTATION.into(), json!(id));
+            self.outcome.issuer_token_ids.insert(version, id.clone());
+        }
+        let patch = json!({ "metadata": { "annotations": annotations } });
+        let patched = self
+            .secrets
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::kube("record verification"))?;
+        self.outcome
+            .written
+            .push((name, patched.resource_version()));
+        let prefix = token.prefix();
+        self.audit(
+            "verified",
+            "success",
+            Some(version),
+            &trace_id,
+            Some(&prefix),
+        );
+        self.event(
+            EventType::Normal,
+            "Verified",
+            "Verify",
+            format!("the platform accepted version {version} (prefix {prefix})"),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Revokes a version at the platform, authenticating with its own token (valid until
+    /// now; the platform refusing it means it is revoked already), or with the current one
+    /// when its own Secret is gone.
+    pub(super) async fn revoke_at_platform(&mut self, version: u32) -> Result<()> {
+        let own = self
+            .read_token_opt(&versioned_secret_name(&self.mounted_name(), version))
+            .await?;
+        let record = self.plan.versions.get(&version);
+        let Some(prefix) = own
+            .as_ref()
+            .map(Token::prefix)
+            .or_else(|| record.and_then(|r| r.token_prefix.clone()))
+        else {
+            tracing::warn!(namespace = %self.ns, name = %self.name, version, "no prefix known; nothing identifies the token at the platform");
+            return Ok(());
+        };
+        let known_id = record.and_then(|r| r.issuer_token_id.clone());
+        let bearer = match own {
+            Some(own) => own,
+            None => match self.plan.current.filter(|c| *c != version) {
+                Some(current) => {
+                    let name = versioned_secret_name(&self.mounted_name(), current);
+                    match self.read_token_opt(&name).await? {
+                        Some(token) => token,
+                        None => return Ok(()),
+                    }
+                }
+                None => return Ok(()),
+            },
+        };
+        let own_bearer = bearer.prefix() == prefix;
+        let trace_id = self
+            .plan
+            .current
+            .map(|c| self.trace_id_of(c))
+            .unwrap_or_default();
+        let platform = self.platform(&trace_id).expect("HTTP issuer");
+        match platform.revoke(&bearer, &prefix, known_id.as_deref()).await {
+            Ok(Revocation::Revoked) => {
+                self.ctx.metrics.issuer_request("revoke", "ok");
+                Ok(())
+            }
+            Ok(Revocation::AlreadyRevoked) => Ok(()),
+            Err(IssuerError::Status { status: 401, .. }) if own_bearer => Ok(()),
+            Err(e) => {
+                self.ctx.metrics.issuer_request("revoke", "error");
+                Err(Error::Issuer(e))
+            }
+        }
+    }
+
+    /// A mint cut short (intent recorded, no Secret): revoke the window's tokens no Secret holds.
+    pub(super) async fn reclaim_orphans(&mut self, since: chrono::DateTime<Utc>) -> Result<()> {
+        let Some(current) = self.plan.current else {
+            return Ok(());
+        };
+        let bearer = self
+            .read_token(
+                &versioned_secret_name(&self.mounted_name(), current),
+                crate::secrets::TOKEN_KEY,
+            )
+            .await?;
+        let trace_id = self.trace_id_of(current);
+        let platform = self.platform(&trace_id).expect("HTTP issuer");
+        let tokens = platform.list(&bearer, "reclaim").await?;
+        let held: Vec<String> = self
+            .plan
+            .versions
+            .values()
+            .filter_map(|v| v.token_prefix.clone())
+            .chain(self.outcome.minted.values().map(|f| f.token_prefix.clone()))
+            .collect();
+        let window = since - TimeDelta::seconds(CLOCK_SLACK_SECONDS);
+        let orphans: Vec<(String, String)> = unheld_since(&tokens, window, &held)
+            .into_iter()
+            .map(|t| (t.id.clone(), t.prefix.clone()))
+            .collect();
+        for (id, prefix) in orphans {
+            platform.revoke(&bearer, &prefix, Some(&id)).await?;
+            self.ctx.metrics.issuer_request("revoke", "ok");
+            self.audit("revoked", "success", None, &trace_id, Some(&prefix));
+            self.event(
+                EventType::Warning,
+                "OrphanRevoked",
+                "Reclaim",
+                format!(
+                    "revoked platform token {prefix}… that a mint cut short left without a Secret"
+                ),
+            )
+            .await;
+        }
+        self.clear_mint_intent().await
+    }
+
+    /// `revokeAfterUse`: the Retiring version goes once a consumer used the current token.
+    pub(super) async fn revoke_if_used(&mut self, old: u32) -> Result<()> {
+        let Some(current) = self.plan.current else {
+            return Ok(());
+        };
+        let Some(cutover) = self
+            .plan
+            .versions
+            .get(&current)
+            .and_then(|v| v.activated_at)
+        else {
+            return Ok(());
+        };
+        let old_name = versioned_secret_name(&self.mounted_name(), old);
+        let Some(old_token) = self.read_token_opt(&old_name).await? else {
+            return Ok(());
+        };
+        let current_token = self
+            .read_token(
+                &versioned_secret_name(&self.mounted_name(), current),
+                crate::secrets::TOKEN_KEY,
+            )
+            .await?;
+        let trace_id = self.trace_id_of(current);
+        let platform = self.platform(&trace_id).expect("HTTP issuer");
+        // Listed with the OLD token: the operator's own call must not mark the new one used.
+        let tokens = platform.list(&old_token, "usage").await?;
+        self.ctx.metrics.issuer_request("list", "ok");
+        if used_since_cutover(&tokens, &current_token, cutover) {
+            self.revoke(old, "UsedByConsumer").await?;
+            self.outcome.revoked_after_use.push(old);
+        }
+        Ok(())
+    }
+
+    /// A token from a Secret, or None when the Secret (or its key) is gone.
+    pub(super) async fn read_token_opt(&self, secret_name: &str) -> Result<Option<Token>> {
+        match self.secrets.get_opt(secret_name).await {
+            Ok(Some(secret)) => Ok(secret
+                .data
+                .and_then(|mut d| d.remove(crate::secrets::TOKEN_KEY))
+                .and_then(|v| String::from_utf8(v.0).ok())
+                .filter(|v| !v.is_empty())
+                .map(Token::from_plaintext)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(Error::kube("read Secret")(e)),
+        }
+    }
+}
