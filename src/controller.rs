@@ -29,7 +29,7 @@ pub struct Context {
     pub metrics: Metrics,
     /// One connection pool for every platform (HTTP issuer).
     pub http: crate::issuer::http::HttpClient,
-    failures: Mutex<HashMap<ObjectRef<WorkspaceToken>, u32>>,
+    failures: Mutex<HashMap<ObjectRef<WorkspaceToken>, Failure>>,
     expectations: Mutex<HashMap<ObjectRef<WorkspaceToken>, Expectation>>,
 }
 
@@ -39,6 +39,16 @@ struct Expectation {
     wst_resource_version: Option<u64>,
     secrets: Vec<(String, Option<u64>)>,
     since: Instant,
+}
+
+/// A WorkspaceToken whose last pass failed: when to try again, and the resourceVersion our
+/// own writes left. Our writes (status, annotations) trigger watch events; they must not cut
+/// the backoff short, while a change by anyone else (a fixed spec) is acted on at once.
+#[derive(Default)]
+struct Failure {
+    attempts: u32,
+    retry_at: Option<Instant>,
+    own_resource_version: Option<String>,
 }
 
 /// How long to wait for the caches to show our writes before planning anyway.
@@ -127,6 +137,9 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let key = ObjectRef::from_obj(&*wst);
+    if let Some(wait) = ctx.backing_off(&key, &wst) {
+        return Ok(Action::requeue(wait));
+    }
     if !ctx.expectations_met(&key, &wst) {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
@@ -201,7 +214,7 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
             written_rv = Some(rv);
         }
     }
-    ctx.expect(key.clone(), written_rv, outcome.written.clone());
+    ctx.expect(key.clone(), written_rv.clone(), outcome.written.clone());
     if !plan.steps.is_empty() {
         tracing::info!(
             steps = plan.steps.len(),
@@ -214,6 +227,13 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     match outcome.error {
         Some(error) => {
             timer.finish(false);
+            let own = written_rv.or_else(|| wst.resource_version());
+            ctx.failures
+                .lock()
+                .expect("failures lock")
+                .entry(key)
+                .or_default()
+                .own_resource_version = own;
             Err(error)
         }
         None => {
@@ -244,11 +264,13 @@ async fn warn_event(ctx: &Context, wst: &WorkspaceToken, reason: &str, note: &st
 fn error_policy(wst: Arc<WorkspaceToken>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failed(error.reason());
     let key = ObjectRef::from_obj(&*wst);
-    let attempt = {
+    let (attempt, wait) = {
         let mut failures = ctx.failures.lock().expect("failures lock");
-        let n = failures.entry(key).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
+        let failure = failures.entry(key).or_default();
+        failure.attempts = failure.attempts.saturating_add(1);
+        let wait = backoff(failure.attempts, rand::random::<f64>());
+        failure.retry_at = Some(Instant::now() + wait);
+        (failure.attempts, wait)
     };
     tracing::warn!(
         namespace = wst.namespace().unwrap_or_default(),
@@ -258,7 +280,7 @@ fn error_policy(wst: Arc<WorkspaceToken>, error: &Error, ctx: Arc<Context>) -> A
         attempt,
         "reconcile failed"
     );
-    Action::requeue(backoff(attempt, rand::random::<f64>()))
+    Action::requeue(wait)
 }
 
 /// 1 s, 2 s, 4 s ... capped at 5 min, plus up to 10% jitter so failures don't synchronise.
@@ -273,6 +295,19 @@ fn parse_rv(rv: &str) -> Option<u64> {
 }
 
 impl Context {
+    /// Time left before the next attempt after a failure, unless someone else changed the
+    /// object since (then at once).
+    fn backing_off(
+        &self,
+        key: &ObjectRef<WorkspaceToken>,
+        wst: &WorkspaceToken,
+    ) -> Option<Duration> {
+        let failures = self.failures.lock().expect("failures lock");
+        let failure = failures.get(key)?;
+        let left = failure.retry_at?.checked_duration_since(Instant::now())?;
+        (failure.own_resource_version == wst.resource_version()).then_some(left)
+    }
+
     fn expect(
         &self,
         key: ObjectRef<WorkspaceToken>,

@@ -65,6 +65,16 @@ pub enum Fault {
     Malformed,
     /// Mint answers with another workspace's id.
     WrongWorkspace,
+    /// Mint creates the token, then never answers: the crash window of a client.
+    HangAfterMint,
+}
+
+/// What the platform saw of one request (never its Authorization header).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RequestRecord {
+    pub method: String,
+    pub path: String,
+    pub traceparent: Option<String>,
 }
 
 #[derive(Default)]
@@ -77,6 +87,7 @@ struct Inner {
     path: PathBuf,
     data: Mutex<Data>,
     faults: Option<Mutex<Faults>>,
+    requests: std::sync::Mutex<Vec<RequestRecord>>,
 }
 
 /// The platform: routes plus a file-backed store.
@@ -129,6 +140,7 @@ impl Platform {
                 path: path.to_path_buf(),
                 data: Mutex::new(data),
                 faults: enable_faults.then(|| Mutex::new(Faults::default())),
+                requests: std::sync::Mutex::new(Vec::new()),
             }),
         };
         let data = platform.inner.data.lock().await;
@@ -148,7 +160,16 @@ impl Platform {
                 get(list_tokens).post(workspace_mint),
             )
             .route("/workspaces/{id}/tokens/{token_id}", delete(revoke_token))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                record_request,
+            ))
             .with_state(self.clone())
+    }
+
+    /// Every request seen so far, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.inner.requests.lock().expect("requests lock").clone()
     }
 
     /// Every row the store holds (tests check hash-only storage and `last_used_at`).
@@ -241,9 +262,27 @@ fn authenticate_workspace(
     Ok(())
 }
 
+async fn record_request(
+    State(p): State<Platform>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let record = RequestRecord {
+        method: request.method().to_string(),
+        path: request.uri().path().to_string(),
+        traceparent: request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
+    p.inner.requests.lock().expect("requests lock").push(record);
+    next.run(request).await
+}
+
 async fn injected(fault: Fault) -> Option<Response> {
     match fault {
-        Fault::None | Fault::WrongWorkspace => None,
+        Fault::None | Fault::WrongWorkspace | Fault::HangAfterMint => None,
         Fault::Error500 => {
             Some(ApiError(StatusCode::INTERNAL_SERVER_ERROR, "injected failure").into_response())
         }
@@ -318,6 +357,10 @@ async fn mint(
     p.persist(&data)
         .await
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "store"))?;
+    drop(data);
+    if fault == Fault::HangAfterMint {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
     let answered_id = if wrong_workspace {
         format!("{id}-other")
     } else {

@@ -91,11 +91,15 @@ impl Applier<'_> {
     /// answer and the versioned Secret leaves a trace the next pass acts on.
     pub(super) async fn mint_at_platform(&mut self, version: u32, trace_id: &str) -> Result<Token> {
         let admin = self.admin_token().await?;
-        let intent = MintIntent {
-            version,
-            since: crate::time::now(),
-        };
-        self.set_mint_intent(Some(intent.render())).await?;
+        // An intent left by an earlier attempt stays: its window already covers this call, and
+        // rewriting it on every retry would be a write (and a watch event) per failure.
+        if !self.wst.annotations().contains_key(MINT_INTENT_ANNOTATION) {
+            let intent = MintIntent {
+                version,
+                since: crate::time::now(),
+            };
+            self.set_mint_intent(Some(intent.render())).await?;
+        }
         let platform = self.platform(trace_id).expect("HTTP issuer");
         let result = platform.mint(&admin).await;
         self.ctx
@@ -126,9 +130,10 @@ impl Applier<'_> {
             .issuer_request("verify", if result.is_ok() { "ok" } else { "error" });
         let id = result?;
         let mut annotations = serde_json::Map::new();
+        // Milliseconds: revokeAfterUse counts only uses after this, the operator's own last.
         annotations.insert(
             VERIFIED_AT_ANNOTATION.into(),
-            json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         );
         if let Some(id) = &id {
             annotations.insert(ISSUER_TOKEN_ID_ANNOTATION.into(), json!(id));
@@ -268,6 +273,17 @@ impl Applier<'_> {
         else {
             return Ok(());
         };
+        // The operator's own use of the new token (verification) must not count: only uses
+        // after both the cutover and the verification are a consumer's.
+        let current_name = versioned_secret_name(&self.mounted_name(), current);
+        let verified_at = self
+            .view
+            .objects
+            .get(&current_name)
+            .and_then(|s| s.annotations().get(VERIFIED_AT_ANNOTATION).cloned())
+            .and_then(|v| chrono::DateTime::parse_from_rfc3339(&v).ok())
+            .map(|t| t.to_utc());
+        let since = verified_at.map_or(cutover, |v| v.max(cutover));
         let old_name = versioned_secret_name(&self.mounted_name(), old);
         let Some(old_token) = self.read_token_opt(&old_name).await? else {
             return Ok(());
@@ -283,7 +299,7 @@ impl Applier<'_> {
         // Listed with the OLD token: the operator's own call must not mark the new one used.
         let tokens = platform.list(&old_token, "usage").await?;
         self.ctx.metrics.issuer_request("list", "ok");
-        if used_since_cutover(&tokens, &current_token, cutover) {
+        if used_since_cutover(&tokens, &current_token, since) {
             self.revoke(old, "UsedByConsumer").await?;
             self.outcome.revoked_after_use.push(old);
         }

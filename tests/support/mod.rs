@@ -2,6 +2,8 @@
 //! and the artifacts (logs, events, statuses, metrics) the leak scan reads afterwards.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod platform;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;

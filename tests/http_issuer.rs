@@ -1,0 +1,428 @@
+//! The HTTP issuer against the reference platform over real HTTP and a real API server:
+//! mint, verify, rotation, revocation by prefix, deletion, every failure mode failing safe,
+//! the crash window between the platform's answer and the Secret, and revokeAfterUse.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use support::platform::TestPlatform;
+use support::*;
+use tokenwarden::api::WorkspaceToken;
+use tokenwarden::token::sha256_hex;
+
+const WAIT: Duration = Duration::from_secs(45);
+
+struct Setup {
+    client: kube::Client,
+    ns: String,
+    api: Api<WorkspaceToken>,
+    secrets: Api<Secret>,
+    platform: TestPlatform,
+}
+
+async fn setup(prefix: &str, workspace: &str) -> Setup {
+    let cp = control_plane().await;
+    shared_operator().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, prefix).await;
+    let platform = TestPlatform::start().await;
+    platform.create_workspace(workspace).await;
+    platform
+        .admin_secret(&client, &ns, &platform.admin.clone())
+        .await;
+    Setup {
+        api: Api::namespaced(client.clone(), &ns),
+        secrets: Api::namespaced(client.clone(), &ns),
+        client,
+        ns,
+        platform,
+    }
+}
+
+impl Setup {
+    async fn degraded_reason(&self, name: &str, reason: &str) -> String {
+        let (status, _, message) =
+            eventually(WAIT, &format!("{name} Degraded {reason}"), || async {
+                condition(&self.api, name, "Degraded")
+                    .await
+                    .filter(|(status, r, _)| status == "True" && r == reason)
+            })
+            .await;
+        assert_eq!(status, "True");
+        message
+    }
+
+    async fn token_sha(&self, secret: &str) -> Option<String> {
+        let s = self.secrets.get_opt(secret).await.unwrap()?;
+        data(&s, "token").map(|t| sha256_hex(t.as_bytes()))
+    }
+
+    async fn rotate(&self, name: &str, value: &str) {
+        let patch = json!({ "metadata": { "annotations": { "tokenwarden.dev/rotate": value } } });
+        self.api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    async fn finish(&self) {
+        dump(&self.client, &self.ns, Some(shared_operator().await)).await;
+    }
+}
+
+#[tokio::test]
+async fn mint_verify_rotate_and_revoke_by_prefix_at_the_platform() {
+    let s = setup("http-cycle", "ws-cycle").await;
+    create(
+        &s.api,
+        "t",
+        s.platform
+            .spec("ws-cycle", json!({ "rotation": { "gracePeriod": "3s" } })),
+    )
+    .await;
+    let w = wait_version(&s.api, "t", 1, WAIT).await;
+    let status = w.status.clone().unwrap();
+    let live = s.platform.live("ws-cycle").await;
+    assert_eq!(live.len(), 1);
+    assert_eq!(Some(&live[0].prefix), status.token_prefix.as_ref());
+    assert_eq!(
+        Some(&live[0].token_sha256),
+        status.token_sha256.as_ref(),
+        "the Secret holds the platform's token"
+    );
+    let v1 = s.secrets.get("t-v1").await.unwrap();
+    assert!(v1.annotations().contains_key("tokenwarden.dev/verified-at"));
+    assert_eq!(
+        v1.annotations().get("tokenwarden.dev/issuer-token-id"),
+        Some(&live[0].id)
+    );
+    assert_eq!(
+        status.versions[0].issuer_token_id.as_ref(),
+        Some(&live[0].id)
+    );
+    assert!(
+        w.annotations().get("tokenwarden.dev/mint-intent").is_none(),
+        "the intent is cleared"
+    );
+
+    // Every call carries the rotation's trace id.
+    let trace_id = status.last_trace_id.unwrap();
+    let requests = s.platform.platform.requests();
+    let minted = requests
+        .iter()
+        .find(|r| r.method == "POST" && r.path.ends_with("/tokens"))
+        .unwrap();
+    let verified = requests.iter().find(|r| r.method == "GET").unwrap();
+    for r in [minted, verified] {
+        let tp = r
+            .traceparent
+            .as_deref()
+            .unwrap_or_else(|| panic!("no traceparent on {r:?}"));
+        assert!(tp.starts_with(&format!("00-{trace_id}-")), "{tp}");
+    }
+
+    // Rotation: v2 from the platform; after the grace period v1 is revoked there by prefix.
+    s.rotate("t", "r1").await;
+    wait_version(&s.api, "t", 2, WAIT).await;
+    eventually(WAIT, "only v2 live at the platform", || async {
+        let live = s.platform.live("ws-cycle").await;
+        let v2 = s.token_sha("t-v2").await?;
+        (live.len() == 1
+            && live[0].token_sha256 == v2
+            && s.secrets.get_opt("t-v1").await.ok()?.is_none())
+        .then_some(())
+    })
+    .await;
+    assert!(
+        s.platform
+            .platform
+            .requests()
+            .iter()
+            .any(|r| r.method == "DELETE")
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn deletion_revokes_every_live_version_at_the_platform_before_the_finalizer_goes() {
+    let s = setup("http-delete", "ws-delete").await;
+    create(
+        &s.api,
+        "t",
+        s.platform
+            .spec("ws-delete", json!({ "rotation": { "gracePeriod": "1h" } })),
+    )
+    .await;
+    wait_version(&s.api, "t", 1, WAIT).await;
+    s.rotate("t", "r1").await;
+    wait_version(&s.api, "t", 2, WAIT).await;
+    assert_eq!(
+        s.platform.live("ws-delete").await.len(),
+        2,
+        "v1 retiring, v2 active"
+    );
+    s.api.delete("t", &DeleteParams::default()).await.unwrap();
+    eventually(WAIT, "WorkspaceToken gone", || async {
+        s.api.get_opt("t").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        s.platform.live("ws-delete").await.is_empty(),
+        "every version revoked at the platform"
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_platform_keeps_the_current_token_and_recovers_by_itself() {
+    let mut s = setup("http-down", "ws-down").await;
+    create(
+        &s.api,
+        "t",
+        s.platform
+            .spec("ws-down", json!({ "rotation": { "gracePeriod": "0s" } })),
+    )
+    .await;
+    wait_version(&s.api, "t", 1, WAIT).await;
+    let served = s.token_sha("t").await;
+
+    s.platform.stop();
+    s.rotate("t", "r1").await;
+    let message = s.degraded_reason("t", "IssuerUnreachable").await;
+    assert!(message.contains("mint"), "{message}");
+    assert_eq!(
+        s.token_sha("t").await,
+        served,
+        "the current token stays in place"
+    );
+    let (ready, _, _) = condition(&s.api, "t", "Ready").await.unwrap();
+    assert_eq!(ready, "True", "the served token still works");
+
+    s.platform.restart().await;
+    wait_version(&s.api, "t", 2, Duration::from_secs(90)).await;
+    eventually(WAIT, "Degraded cleared", || async {
+        condition(&s.api, "t", "Degraded")
+            .await
+            .filter(|(status, _, _)| status == "False")
+    })
+    .await;
+    eventually(WAIT, "exactly the served token live", || async {
+        let live = s.platform.live("ws-down").await;
+        let v2 = s.token_sha("t-v2").await?;
+        (live.len() == 1 && live[0].token_sha256 == v2).then_some(())
+    })
+    .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn errors_timeouts_and_malformed_answers_fail_safe_with_the_reason() {
+    let s = setup("http-faults", "ws-faults").await;
+    create(
+        &s.api,
+        "t",
+        s.platform
+            .spec("ws-faults", json!({ "rotation": { "gracePeriod": "0s" } })),
+    )
+    .await;
+    wait_version(&s.api, "t", 1, WAIT).await;
+    let mut served = s.token_sha("t").await;
+    for (round, (fault, reason)) in [
+        ("error500", "IssuerError"),
+        ("hang", "IssuerTimeout"),
+        ("malformed", "IssuerMalformedAnswer"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s.platform.fault(fault, None).await;
+        s.rotate("t", fault).await;
+        s.degraded_reason("t", reason).await;
+        assert_eq!(
+            s.token_sha("t").await,
+            served,
+            "{fault}: the current token stays in place"
+        );
+        let next = 2 + round as u32;
+        let minted = s.secrets.get_opt(&format!("t-v{next}")).await.unwrap();
+        assert!(minted.is_none(), "{fault}: nothing written");
+        s.platform.fault("none", None).await;
+        wait_version(&s.api, "t", next, Duration::from_secs(90)).await;
+        served = s.token_sha("t").await;
+        assert!(served.is_some());
+        assert_eq!(
+            s.api.get("t").await.unwrap().status.unwrap().token_sha256,
+            served
+        );
+    }
+    // Whatever the faults left behind, the platform ends with exactly the served token live.
+    eventually(WAIT, "exactly one live token", || async {
+        let live = s.platform.live("ws-faults").await;
+        let served = s.token_sha("t").await?;
+        (live.len() == 1 && live[0].token_sha256 == served).then_some(())
+    })
+    .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn an_answer_for_another_workspace_writes_nothing_and_leaves_no_live_token() {
+    let s = setup("http-wrongws", "ws-wrong").await;
+    create(
+        &s.api,
+        "t",
+        s.platform
+            .spec("ws-wrong", json!({ "rotation": { "gracePeriod": "0s" } })),
+    )
+    .await;
+    wait_version(&s.api, "t", 1, WAIT).await;
+    s.platform.fault("wrong_workspace", Some(1)).await;
+    s.rotate("t", "r1").await;
+    let message = s.degraded_reason("t", "IssuerWrongWorkspace").await;
+    assert!(
+        message.contains("ws-wrong-other") && message.contains("nothing was written"),
+        "{message}"
+    );
+    // The retry mints v2 properly, and the token minted for the refused answer is revoked.
+    wait_version(&s.api, "t", 2, Duration::from_secs(90)).await;
+    eventually(WAIT, "only the served token live", || async {
+        let live = s.platform.live("ws-wrong").await;
+        let served = s.token_sha("t").await?;
+        (live.len() == 1 && live[0].token_sha256 == served).then_some(())
+    })
+    .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_missing_or_refused_admin_token_is_reported_not_retried_hot() {
+    let s = setup("http-admin", "ws-admin").await;
+    let spec = |secret: &str| {
+        let mut spec = s.platform.spec("ws-admin", json!({}));
+        spec["issuer"]["http"]["adminTokenSecretRef"]["name"] = json!(secret);
+        spec
+    };
+    create(&s.api, "missing", spec("no-such-secret")).await;
+    let (ready, reason, message) = eventually(WAIT, "AdminSecretMissing", || async {
+        condition(&s.api, "missing", "Ready")
+            .await
+            .filter(|(_, r, _)| r == "AdminSecretMissing")
+    })
+    .await;
+    assert_eq!(ready, "False");
+    assert!(message.contains("no-such-secret"), "{reason}: {message}");
+
+    // A revoked (wrong) admin token: refused by the platform.
+    let wrong: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "revoked-admin" }, "stringData": { "token": "revoked-admin-token-0123456789" }
+    }))
+    .unwrap();
+    s.secrets.create(&Default::default(), &wrong).await.unwrap();
+    create(&s.api, "refused", spec("revoked-admin")).await;
+    s.degraded_reason("refused", "IssuerAdminTokenRejected")
+        .await;
+    assert!(s.platform.live("ws-admin").await.is_empty());
+    assert!(
+        event_reasons(&s.client, &s.ns)
+            .await
+            .contains(&"AdminSecretMissing".to_string())
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_token_minted_before_a_crash_that_no_secret_holds_is_revoked_on_recovery() {
+    let s = setup("http-crash", "ws-crash").await;
+    create(
+        &s.api,
+        "t",
+        s.platform
+            .spec("ws-crash", json!({ "rotation": { "gracePeriod": "0s" } })),
+    )
+    .await;
+    wait_version(&s.api, "t", 1, WAIT).await;
+
+    // The platform mints v2 but never answers; the operator times out (3 s) after the platform
+    // created the token. Its recorded intent makes the next pass revoke that unheld token.
+    s.platform.fault("hang_after_mint", Some(1)).await;
+    s.rotate("t", "r1").await;
+    s.degraded_reason("t", "IssuerTimeout").await;
+    wait_version(&s.api, "t", 2, Duration::from_secs(90)).await;
+    eventually(WAIT, "the cut-short token revoked", || async {
+        let live = s.platform.live("ws-crash").await;
+        let served = s.token_sha("t").await?;
+        (live.len() == 1 && live[0].token_sha256 == served).then_some(())
+    })
+    .await;
+    assert!(
+        event_reasons(&s.client, &s.ns)
+            .await
+            .contains(&"OrphanRevoked".to_string())
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn revoke_after_use_revokes_the_old_version_once_a_consumer_used_the_new_one() {
+    let s = setup("http-used", "ws-used").await;
+    create(
+        &s.api,
+        "t",
+        s.platform.spec("ws-used", json!({ "rotation": { "gracePeriod": "1h" }, "issuer": { "http": { "revokeAfterUse": true } } })),
+    )
+    .await;
+    wait_version(&s.api, "t", 1, WAIT).await;
+    s.rotate("t", "r1").await;
+    wait_version(&s.api, "t", 2, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        s.secrets.get_opt("t-v1").await.unwrap().is_some(),
+        "unused: v1 stays through its grace"
+    );
+
+    // A consumer (not the operator) uses the new token.
+    let v2 = data(&s.secrets.get("t").await.unwrap(), "token").unwrap();
+    let used = reqwest::Client::new()
+        .get(format!("{}/workspaces/ws-used/tokens", s.platform.url()))
+        .bearer_auth(&v2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(used.status(), 200);
+    eventually(
+        Duration::from_secs(60),
+        "v1 revoked after use, before its 1h grace",
+        || async {
+            let gone = s.secrets.get_opt("t-v1").await.ok()?.is_none();
+            let live = s.platform.live("ws-used").await;
+            (gone && live.len() == 1).then_some(())
+        },
+    )
+    .await;
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn revoke_after_use_still_revokes_when_the_grace_period_ends_unused() {
+    let s = setup("http-unused", "ws-unused").await;
+    create(
+        &s.api,
+        "t",
+        s.platform.spec("ws-unused", json!({ "rotation": { "gracePeriod": "4s" }, "issuer": { "http": { "revokeAfterUse": true } } })),
+    )
+    .await;
+    wait_version(&s.api, "t", 1, WAIT).await;
+    s.rotate("t", "r1").await;
+    wait_version(&s.api, "t", 2, WAIT).await;
+    eventually(WAIT, "v1 revoked at the end of its grace", || async {
+        let gone = s.secrets.get_opt("t-v1").await.ok()?.is_none();
+        (gone && s.platform.live("ws-unused").await.len() == 1).then_some(())
+    })
+    .await;
+    s.finish().await;
+}

@@ -1,0 +1,203 @@
+//! The reference platform for HTTP-issuer tests: real HTTP on loopback, on a runtime of its
+//! own so stopping it closes every connection (like a crashed server), and restartable on the
+//! same address with the same store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use tokenwarden_platform::{Platform, TokenRow};
+
+pub struct TestPlatform {
+    runtime: Option<tokio::runtime::Runtime>,
+    pub platform: Platform,
+    pub addr: SocketAddr,
+    pub admin: String,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestPlatform {
+    pub async fn start() -> TestPlatform {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("platform dir");
+        let path = dir.path().join("platform.json");
+        let admin = tokenwarden_platform::new_admin_token();
+        let (runtime, platform, addr) =
+            serve(path.clone(), admin.clone(), "127.0.0.1:0".parse().unwrap()).await;
+        TestPlatform {
+            runtime: Some(runtime),
+            platform,
+            addr,
+            admin,
+            path,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kills the server: the listener and every open connection go at once.
+    pub fn stop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    /// Starts it again on the same address from the same store.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let (runtime, platform, _) = serve(self.path.clone(), self.admin.clone(), self.addr).await;
+        self.runtime = Some(runtime);
+        self.platform = platform;
+    }
+
+    async fn admin_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> reqwest::StatusCode {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url()))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await
+            .expect("platform call")
+            .status()
+    }
+
+    pub async fn create_workspace(&self, id: &str) {
+        let status = self
+            .admin_call(reqwest::Method::POST, "/workspaces", json!({ "id": id }))
+            .await;
+        assert_eq!(status, 201, "create workspace {id}");
+    }
+
+    /// `fault`: none | error500 | hang | malformed | wrong_workspace | hang_after_mint.
+    pub async fn fault(&self, fault: &str, remaining: Option<u32>) {
+        let status = self
+            .admin_call(
+                reqwest::Method::POST,
+                "/admin/faults",
+                json!({ "fault": fault, "remaining": remaining }),
+            )
+            .await;
+        assert_eq!(status, 200, "set fault {fault}");
+    }
+
+    /// Tokens of `workspace` the platform still accepts.
+    pub async fn live(&self, workspace: &str) -> Vec<TokenRow> {
+        self.platform
+            .rows()
+            .await
+            .into_iter()
+            .filter(|r| r.workspace_id == workspace && r.revoked_at.is_none())
+            .collect()
+    }
+
+    /// A token minted straight through the admin route (as a client that then crashed).
+    pub async fn mint_directly(&self, workspace: &str) -> String {
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(format!(
+                "{}/admin/workspaces/{workspace}/tokens",
+                self.url()
+            ))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .expect("mint")
+            .json()
+            .await
+            .expect("mint answer");
+        answer["auth_token"]
+            .as_str()
+            .expect("auth_token")
+            .to_string()
+    }
+
+    /// The admin token as the Secret `platform-admin` (key `token`) in `ns`.
+    pub async fn admin_secret(&self, client: &Client, ns: &str, token: &str) {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": "platform-admin" },
+            "stringData": { "token": token }
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("admin Secret");
+        // The leak scan looks for the admin token too.
+        let sha = tokenwarden::token::sha256_hex(token.as_bytes());
+        std::fs::write(
+            super::artifacts_dir().join(format!("{ns}-admin-token.json")),
+            json!({ "tokenSha256": sha }).to_string(),
+        )
+        .expect("record admin token hash");
+    }
+
+    /// A WorkspaceToken spec using this platform.
+    pub fn spec(&self, workspace: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut spec = json!({
+            "workspaceId": workspace,
+            "issuer": { "http": {
+                "url": self.url(),
+                "adminTokenSecretRef": { "name": "platform-admin", "key": "token" },
+                "timeoutSeconds": 3
+            } }
+        });
+        merge(&mut spec, extra);
+        spec
+    }
+}
+
+impl Drop for TestPlatform {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
+async fn serve(
+    path: PathBuf,
+    admin: String,
+    addr: SocketAddr,
+) -> (tokio::runtime::Runtime, Platform, SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("platform runtime");
+    let (platform, addr) = runtime
+        .spawn(async move {
+            let platform = Platform::open(&path, &admin, true)
+                .await
+                .expect("open platform");
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .expect("bind platform");
+            let addr = listener.local_addr().expect("platform addr");
+            let router = platform.router();
+            tokio::spawn(async move { axum::serve(listener, router).await });
+            (platform, addr)
+        })
+        .await
+        .expect("platform start");
+    (runtime, platform, addr)
+}
