@@ -34,33 +34,45 @@ for _ in $(seq 1 600); do
 done
 [ -f "$kubeconfig" ] || { echo "demo: the control plane did not become ready" >&2; exit 1; }
 
-if ls crds/*.yaml >/dev/null 2>&1; then
-  "${kubectl[@]}" apply -f crds/
-  "${kubectl[@]}" wait --for=condition=Established --timeout=30s crd/workspacetokens.tokenwarden.dev
-fi
+"${kubectl[@]}" apply -f crds/
+"${kubectl[@]}" wait --for=condition=Established --timeout=30s crd/workspacetokens.tokenwarden.dev
 
-if target/debug/tokenwarden run --help >/dev/null 2>&1; then
-  target/debug/tokenwarden run --metrics-addr 127.0.0.1:0 --log-format text >"$demo_dir/operator.log" 2>&1 &
-  pids+=($!)
-  echo "demo: operator running (log: $demo_dir/operator.log)"
-  "${kubectl[@]}" create namespace tokenwarden-demo
-  "${kubectl[@]}" apply -n tokenwarden-demo -f examples/demo.yaml
-  echo "demo: watching WorkspaceTokens and their Secrets (Ctrl-C to stop)"
-  "${kubectl[@]}" get wst -A -w &
-  pids+=($!)
-  (
-    while sleep 10; do
-      echo "--- $(date -u +%H:%M:%S) tokenwarden status -n tokenwarden-demo agent-alpha"
-      target/debug/tokenwarden status -n tokenwarden-demo agent-alpha 2>&1 || true
-      "${kubectl[@]}" get secrets -n tokenwarden-demo -l app.kubernetes.io/managed-by=tokenwarden \
-        -L tokenwarden.dev/version 2>/dev/null || true
-    done
-  ) &
-  pids+=($!)
-else
-  echo "demo: the operator is not built yet; the control plane is up with the CRD installed."
-  echo "demo: KUBECONFIG=$kubeconfig $bin/kubectl get crds"
-fi
+# The reference platform for the HTTP issuer (tokens verified and revoked over HTTP).
+platform_port=${DEMO_PLATFORM_PORT:-18090}
+rm -f "$demo_dir/platform.json" "$demo_dir/admin.token"
+target/debug/platform --listen "127.0.0.1:$platform_port" --data "$demo_dir/platform.json" \
+  --admin-token-file "$demo_dir/admin.token" >"$demo_dir/platform.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do [ -s "$demo_dir/admin.token" ] && break; sleep 0.1; done
+
+target/debug/tokenwarden run --metrics-addr 127.0.0.1:0 --log-format text >"$demo_dir/operator.log" 2>&1 &
+pids+=($!)
+echo "demo: operator running (audit lines and logs: $demo_dir/operator.log)"
+"${kubectl[@]}" create namespace tokenwarden-demo
+"${kubectl[@]}" apply -n tokenwarden-demo -f examples/demo.yaml
+
+curl -fsS -X POST "http://127.0.0.1:$platform_port/workspaces" \
+  -H "Authorization: Bearer $(cat "$demo_dir/admin.token")" -H 'Content-Type: application/json' \
+  -d '{"id":"5f0c1e7a-93d4-4c52-9a1e-2b7d3f6a8c10"}' >/dev/null
+"${kubectl[@]}" create secret generic platform-admin -n tokenwarden-demo \
+  --from-file=token="$demo_dir/admin.token" >/dev/null
+sed "s#http://127.0.0.1:18090#http://127.0.0.1:$platform_port#" examples/demo-http.yaml |
+  "${kubectl[@]}" apply -n tokenwarden-demo -f -
+echo "demo: platform on http://127.0.0.1:$platform_port (log: $demo_dir/platform.log)"
+
+echo "demo: watching WorkspaceTokens and their Secrets (Ctrl-C to stop)"
+"${kubectl[@]}" get wst -A -w &
+pids+=($!)
+(
+  while sleep 15; do
+    echo "--- $(date -u +%H:%M:%S) tokenwarden status -n tokenwarden-demo"
+    target/debug/tokenwarden status -n tokenwarden-demo 2>&1 || true
+    target/debug/tokenwarden status -n tokenwarden-demo agent-beta 2>&1 || true
+    "${kubectl[@]}" get secrets -n tokenwarden-demo -l app.kubernetes.io/managed-by=tokenwarden \
+      -L tokenwarden.dev/version 2>/dev/null || true
+  done
+) &
+pids+=($!)
 
 if [ -n "${DEMO_SECONDS:-}" ]; then
   sleep "$DEMO_SECONDS"
