@@ -9,8 +9,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 
 use crate::api::{REVOKE_VERSION_ANNOTATION, ROTATE_ANNOTATION, VersionState, WorkspaceToken};
-use crate::controller::{self, Settings};
-use crate::telemetry::{self, Health, LogFormat, Metrics};
+use crate::telemetry::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -76,6 +75,16 @@ pub struct RunArgs {
     pub concurrency: u16,
     #[arg(long, default_value = "json")]
     pub log_format: LogFormat,
+    /// Run as one of several replicas: only the holder of the Lease `tokenwarden-leader`
+    /// reconciles.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Where the Lease lives (default: $POD_NAMESPACE, else `default`).
+    #[arg(long)]
+    pub leader_election_namespace: Option<String>,
+    /// How long a leader that stopped renewing keeps the Lease; renewals every third of it.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -88,7 +97,7 @@ pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 pub async fn execute(cli: Cli) -> CliResult {
     match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => crate::run::run(args).await,
         Command::Crd => {
             print!("{}", crd_yaml()?);
             Ok(())
@@ -116,74 +125,6 @@ pub async fn execute(cli: Cli) -> CliResult {
 /// The CRD exactly as `crds/workspacetokens.tokenwarden.dev.yaml` holds it.
 pub fn crd_yaml() -> Result<String, serde_norway::Error> {
     serde_norway::to_string(&WorkspaceToken::crd())
-}
-
-async fn run(args: RunArgs) -> CliResult {
-    telemetry::init_logging(args.log_format);
-    let client = Client::try_default()
-        .await
-        .map_err(|e| format!("connect to Kubernetes: {e}"))?;
-    let metrics = Metrics::new();
-    let health = Health::default();
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
-        .await
-        .map_err(|e| format!("listen on {}: {e}", args.metrics_addr))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(telemetry::serve(
-        listener,
-        metrics.clone(),
-        health.clone(),
-        {
-            let mut stop = stop_rx.clone();
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }
-        },
-    ));
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let settings = Settings {
-        namespace: args.namespace,
-        concurrency: args.concurrency,
-        instance: std::env::var("POD_NAME").unwrap_or_else(|_| hostname()),
-    };
-    let mut stop = stop_rx;
-    controller::run(client, settings, metrics, health, async move {
-        let _ = stop.wait_for(|s| *s).await;
-    })
-    .await;
-    let _ = server.await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "tokenwarden".to_string())
 }
 
 async fn client_and_namespace(namespace: Option<String>) -> Result<(Client, String), String> {

@@ -115,6 +115,10 @@ impl Operator {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: a crash, no cleanup.
     pub fn kill(&mut self) {
         reaper::kill(&mut self.child);

@@ -1,0 +1,176 @@
+//! `tokenwarden run`: probes and metrics, optional leader election, then the controller.
+
+use std::time::Duration;
+
+use kube::Client;
+use tokio::sync::watch;
+
+use crate::cli::{CliResult, RunArgs};
+use crate::controller::{self, Settings};
+use crate::leader::{LeaderElector, Role};
+use crate::telemetry::{self, Health, Metrics};
+
+pub async fn run(args: RunArgs) -> CliResult {
+    telemetry::init_logging(args.log_format);
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("connect to Kubernetes: {e}"))?;
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| format!("listen on {}: {e}", args.metrics_addr))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(telemetry::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let instance = std::env::var("POD_NAME").unwrap_or_else(|_| hostname());
+    let settings = Settings {
+        namespace: args.namespace.clone(),
+        concurrency: args.concurrency,
+        instance: instance.clone(),
+    };
+
+    if !args.leader_elect {
+        metrics.set_leader(true);
+        controller::run(client, settings, metrics, health, stopped(stop_rx)).await;
+        let _ = server.await;
+        tracing::info!("stopped");
+        return Ok(());
+    }
+
+    let namespace = args
+        .leader_election_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    // Replicas on one host (no POD_NAME) still need distinct identities.
+    let identity = match std::env::var("POD_NAME") {
+        Ok(pod) => pod,
+        Err(_) => format!("{instance}_{}", std::process::id()),
+    };
+    let lease_duration = Duration::from_secs(args.lease_duration_seconds.max(2));
+    let mut elector = LeaderElector::new(client.clone(), &namespace, identity, lease_duration);
+
+    // A standby is healthy and ready: it can take over at any moment. `tokenwarden_leader`
+    // tells which replica leads.
+    metrics.set_leader(false);
+    health.set_ready(true);
+    if !wait_for_leadership(&mut elector, stop_rx.clone()).await {
+        let _ = server.await;
+        return Ok(());
+    }
+    tracing::info!(identity = elector.identity(), %namespace, "became leader");
+    metrics.set_leader(true);
+    health.set_ready(false); // until the caches of the controller are synced
+
+    let (lost_tx, lost_rx) = watch::channel(false);
+    let renewal = tokio::spawn(keep_leadership(elector, lost_tx, stop_rx.clone()));
+    let lost = lost_rx.clone();
+    controller::run(client, settings, metrics, health, async move {
+        tokio::select! {
+            _ = stopped(stop_rx) => {}
+            _ = stopped(lost) => {}
+        }
+    })
+    .await;
+    if *lost_rx.borrow() {
+        // Another replica may lead now: exit, so a restart rejoins as a clean standby.
+        tracing::error!("leadership lost; exiting");
+        std::process::exit(1);
+    }
+    if let Ok(mut elector) = renewal.await
+        && let Err(e) = elector.release().await
+    {
+        tracing::warn!(error = %e, "lease not released; a standby takes over when it expires");
+    }
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Retries until this replica holds the lease (true) or the process is asked to stop (false).
+async fn wait_for_leadership(elector: &mut LeaderElector, mut stop: watch::Receiver<bool>) -> bool {
+    let mut last_holder = None;
+    loop {
+        match elector.try_acquire_or_renew().await {
+            Ok(Role::Leader) => return true,
+            Ok(Role::Standby { holder }) => {
+                if last_holder.as_ref() != Some(&holder) {
+                    tracing::info!(%holder, "standby: another replica leads");
+                    last_holder = Some(holder);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "leader election: lease not reachable"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(elector.retry_period()) => {}
+            _ = stop.wait_for(|s| *s) => return false,
+        }
+    }
+}
+
+/// Renews every retry period; signals `lost` when another replica took the lease or renewal
+/// failed for a whole lease duration (another replica may then take it).
+async fn keep_leadership(
+    mut elector: LeaderElector,
+    lost: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> LeaderElector {
+    let mut last_renewed = tokio::time::Instant::now();
+    let lease_duration = elector.retry_period() * 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(elector.retry_period()) => {}
+            _ = stop.wait_for(|s| *s) => return elector,
+        }
+        match elector.try_acquire_or_renew().await {
+            Ok(Role::Leader) => last_renewed = tokio::time::Instant::now(),
+            Ok(Role::Standby { holder }) => {
+                tracing::error!(%holder, "the lease was taken over");
+                let _ = lost.send(true);
+                return elector;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lease renewal failed");
+                // Stop before the lease can expire for the others (renew deadline).
+                if last_renewed.elapsed() + elector.retry_period() >= lease_duration {
+                    let _ = lost.send(true);
+                    return elector;
+                }
+            }
+        }
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "tokenwarden".to_string())
+}
