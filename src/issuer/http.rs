@@ -108,6 +108,9 @@ impl HttpClient {
         let http = reqwest::Client::builder()
             .user_agent(concat!("tokenwarden/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
+            // DNS in Rust (reads /etc/resolv.conf): the static binary in a distroless image
+            // has no glibc NSS modules for getaddrinfo to load.
+            .hickory_dns(true)
             .build()
             .expect("an HTTP client with the default TLS provider");
         HttpClient { http }
