@@ -22,6 +22,41 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The executable name kubectl looks up on PATH for `kubectl tokenwarden ...`.
+pub const KUBECTL_PLUGIN: &str = "kubectl-tokenwarden";
+
+impl Cli {
+    /// Parses the process's arguments, exiting with clap's message on an error or `--help`.
+    pub fn parse_args() -> Self {
+        Self::try_parse_args_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Like `Cli::try_parse_from`, except that when run as the kubectl plugin (argv[0] is
+    /// `kubectl-tokenwarden`, possibly a symlink) usage and help say `kubectl tokenwarden`.
+    pub fn try_parse_args_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let mut command = Self::command();
+        if args.first().is_some_and(|argv0| is_kubectl_plugin(argv0)) {
+            command = command.bin_name("kubectl tokenwarden");
+        }
+        let mut matches = command.try_get_matches_from_mut(args)?;
+        Self::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+    }
+}
+
+/// Whether argv[0] names the kubectl plugin executable.
+fn is_kubectl_plugin(argv0: &std::ffi::OsStr) -> bool {
+    std::path::Path::new(argv0)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .is_some_and(|f| f.trim_end_matches(".exe") == KUBECTL_PLUGIN)
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller.
@@ -32,6 +67,7 @@ pub enum Command {
     Status {
         /// One WorkspaceToken; all in the namespace when omitted.
         name: Option<String>,
+        /// Namespace (default: the kubeconfig context's).
         #[arg(short, long)]
         namespace: Option<String>,
         /// Every namespace.
@@ -42,7 +78,9 @@ pub enum Command {
     },
     /// Ask for a rotation now (sets the tokenwarden.dev/rotate annotation).
     Rotate {
+        /// The WorkspaceToken.
         name: String,
+        /// Namespace (default: the kubeconfig context's).
         #[arg(short, long)]
         namespace: Option<String>,
         /// Wait until the new version is active.
@@ -54,9 +92,12 @@ pub enum Command {
     },
     /// Revoke one version now (rotating first when it is the current one).
     Revoke {
+        /// The WorkspaceToken.
         name: String,
+        /// The version to revoke (N of vN).
         #[arg(long)]
         version: u32,
+        /// Namespace (default: the kubeconfig context's).
         #[arg(short, long)]
         namespace: Option<String>,
     },
@@ -362,4 +403,48 @@ async fn revoke(name: &str, version: u32, namespace: Option<String>) -> CliResul
     annotate(&api, name, REVOKE_VERSION_ANNOTATION, &version.to_string()).await?;
     println!("revocation of version {version} of {ns}/{name} requested");
     Ok(())
+}
+
+#[cfg(test)]
+mod plugin_name_tests {
+    use super::Cli;
+
+    fn help(args: &[&str]) -> String {
+        Cli::try_parse_args_from(args)
+            .expect_err("--help exits through clap")
+            .to_string()
+    }
+
+    #[test]
+    fn installed_as_kubectl_tokenwarden_usage_says_kubectl_tokenwarden() {
+        let argv0 = "/home/u/.local/bin/kubectl-tokenwarden";
+        assert!(help(&[argv0, "--help"]).contains("Usage: kubectl tokenwarden <COMMAND>"));
+        assert!(
+            help(&[argv0, "rotate", "--help"])
+                .contains("Usage: kubectl tokenwarden rotate [OPTIONS] <NAME>")
+        );
+    }
+
+    #[test]
+    fn as_itself_usage_says_tokenwarden() {
+        assert!(help(&["./target/release/tokenwarden", "--help"]).contains("Usage: tokenwarden"));
+        assert!(help(&["tokenwarden", "status", "--help"]).contains("Usage: tokenwarden status"));
+    }
+
+    #[test]
+    fn plugin_arguments_parse_like_the_binarys() {
+        let cli = Cli::try_parse_args_from([
+            "kubectl-tokenwarden",
+            "rotate",
+            "agent-alpha",
+            "-n",
+            "team-a",
+            "--wait",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            super::Command::Rotate { ref name, wait: true, .. } if name == "agent-alpha"
+        ));
+    }
 }

@@ -121,13 +121,40 @@ pub async fn run(
         future::ready(trigger)
     });
 
-    Controller::new(tokens, watcher::Config::default().page_size(500))
-        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+    let controller = Controller::new(tokens, watcher::Config::default().page_size(500))
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency));
+    let gauge = tokio::spawn(count_ready_tokens(controller.store(), ctx.metrics.clone()));
+    controller
         .reconcile_on(secret_triggers)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| future::ready(()))
         .await;
+    gauge.abort();
+}
+
+/// `tokenwarden_tokens{ready}` from the cache every 10 s: no API call.
+async fn count_ready_tokens(
+    store: kube::runtime::reflector::Store<WorkspaceToken>,
+    metrics: Metrics,
+) {
+    loop {
+        let (mut ready, mut not_ready) = (0, 0);
+        for wst in store.state() {
+            let is_ready = wst.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == status::READY && c.status == "True")
+            });
+            if is_ready {
+                ready += 1;
+            } else {
+                not_ready += 1;
+            }
+        }
+        metrics.set_ready_tokens(ready, not_ready);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }
 
 #[tracing::instrument(skip_all, fields(namespace = wst.namespace().unwrap_or_default(), name = wst.name_any()))]

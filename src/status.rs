@@ -92,7 +92,12 @@ pub fn render(
     // A failed step: the world is as observed, not as planned. Keep what status said (the
     // next pass recomputes it) and let only the conditions change.
     let mut status = if failed {
-        previous.clone()
+        // The spec was observed (the conditions say how it went), so tools that wait for
+        // observedGeneration (Flux, kstatus) see the failure instead of "in progress".
+        WorkspaceTokenStatus {
+            observed_generation: wst.metadata.generation,
+            ..previous.clone()
+        }
     } else {
         let current = plan
             .current
