@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: all build controlplane demo test lint unit integration crds clean-cache
+.PHONY: all build controlplane demo test lint unit integration crds clean-cache chart-check tools static-check
 
 all: build
 
@@ -23,11 +23,21 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The Helm chart: CRD copy in sync, helm lint --strict, helm template (default, namespaced, HA),
+# kubeconform -strict and the kube-linter checks on what it renders.
+chart-check:
+	@bash hack/chart-check.sh
+
+# Builds helm and kubeconform from the Go module proxy once (cached outside the clone); the
+# last line printed is the bin directory.
+tools:
+	@bash hack/tools/build.sh
+
 ARTIFACTS := target/tmp/artifacts
 
 # Unit tests, then integration tests against a real control plane (one per test binary),
 # then the leak scan over everything they produced (logs, events, statuses, metrics, output).
-test: lint
+test: lint chart-check gitops-check static-check
 	@rm -rf $(ARTIFACTS) && mkdir -p $(ARTIFACTS)
 	@bin=$$(bash hack/controlplane/build.sh | tail -n 1); \
 	status=0; \
@@ -35,3 +45,20 @@ test: lint
 	  | tee $(ARTIFACTS)/cargo-test.log || status=$$?; \
 	$(CARGO) run --quiet -p tokenwarden-testenv --bin leak-scan $(ARTIFACTS) || status=1; \
 	exit $$status
+
+# The Argo CD health check (docs/argocd-health.lua) under the Lua engine Argo CD embeds.
+.PHONY: gitops-check
+gitops-check:
+	cd hack/argocd && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=readonly go test ./...
+
+# Installs the binary as the kubectl plugin `kubectl tokenwarden` (PLUGIN_DIR must be on PATH).
+PLUGIN_DIR ?= $(HOME)/.local/bin
+.PHONY: install-plugin
+install-plugin:
+	$(CARGO) build --release --bin tokenwarden
+	install -D -m 0755 target/release/tokenwarden $(PLUGIN_DIR)/kubectl-tokenwarden
+	@echo "installed $(PLUGIN_DIR)/kubectl-tokenwarden: try 'kubectl tokenwarden status -A'"
+
+# The static binary the Dockerfile ships (no container engine here): built, checked static, run.
+static-check:
+	@bash hack/static-build.sh >/dev/null

@@ -234,14 +234,23 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     let removed_finalizer =
         outcome.error.is_none() && plan.steps.contains(&plan::Step::RemoveFinalizer);
     let mut written_rv = outcome.wst_resource_version.clone();
+    let mut status_error = None;
     if !removed_finalizer {
         let api: Api<WorkspaceToken> = Api::namespaced(ctx.client.clone(), &ns);
         let new_status = status::render(&wst, &plan, &outcome, now);
-        if let Some(rv) = status::write(&api, &wst, new_status).await? {
-            written_rv = Some(rv);
+        match status::write(&api, &wst, new_status).await {
+            Ok(Some(rv)) => written_rv = Some(rv),
+            Ok(None) => {}
+            Err(e) => status_error = Some(e),
         }
     }
+    // Recorded whatever the status write did: the next pass must not plan on caches that
+    // haven't seen this pass's Secrets.
     ctx.expect(key.clone(), written_rv.clone(), outcome.written.clone());
+    if removed_finalizer {
+        ctx.forget(&key);
+    }
+    let outcome_error = outcome.error.or(status_error);
     if !plan.steps.is_empty() {
         tracing::info!(
             steps = plan.steps.len(),
@@ -251,7 +260,7 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
         );
     }
 
-    match outcome.error {
+    match outcome_error {
         Some(error) => {
             timer.finish(false);
             let own = written_rv.or_else(|| wst.resource_version());
@@ -322,6 +331,15 @@ fn parse_rv(rv: &str) -> Option<u64> {
 }
 
 impl Context {
+    /// Drops what we keep per object once it is gone (its finalizer removed).
+    fn forget(&self, key: &ObjectRef<WorkspaceToken>) {
+        self.expectations
+            .lock()
+            .expect("expectations lock")
+            .remove(key);
+        self.failures.lock().expect("failures lock").remove(key);
+    }
+
     /// Time left before the next attempt after a failure, unless someone else changed the
     /// object since (then at once).
     fn backing_off(

@@ -555,10 +555,21 @@ impl<'o, 'a> Planner<'o, 'a> {
                 self.steps.push(Step::Verify { version: current });
             }
         }
-        if let Some(intent) = &o.mint_intent {
-            self.steps.push(Step::ReclaimOrphans {
+        if let Some(intent) = o.mint_intent.as_ref().filter(|_| o.spec.issuer.is_some()) {
+            // Before a new mint when a token to authenticate with exists (so a mint that
+            // keeps failing can't pile up unreclaimed windows), else right after it.
+            let reclaim = Step::ReclaimOrphans {
                 since: intent.since,
-            });
+            };
+            let before_mint = self
+                .steps
+                .iter()
+                .position(|s| matches!(s, Step::Mint { .. }))
+                .filter(|_| self.live().any(|n| n != current && self.usable(n)));
+            match before_mint {
+                Some(at) => self.steps.insert(at, reclaim),
+                None => self.steps.push(reclaim),
+            }
         }
         let requested = o.annotations.get(crate::api::ROTATE_ANNOTATION);
         if requested.is_some() && requested != o.status.and_then(|s| s.last_rotate_request.as_ref())
@@ -653,16 +664,17 @@ impl<'o, 'a> Planner<'o, 'a> {
             });
         }
 
-        // 6. Revocations come after S moved on: the token pods read is never revoked under
-        //    them, and a failed cutover (apply stops at the first failure) revokes nothing.
-        self.steps.extend(revocations);
-
-        // 7. Restart targets once per cutover: whenever current is not what status recorded,
+        // 6. Restart targets once per cutover: whenever current is not what status recorded,
         //    which is a cutover in this pass or one whose status write was lost (also on a
-        //    first pass that died after its cutover, when there is no status at all).
+        //    first pass that died after its cutover, when there is no status at all). Right
+        //    after the cutover, so a failing later step doesn't withhold or repeat it.
         if !o.spec.restart_targets.is_empty() && status_current != Some(current) {
             self.steps.push(Step::RestartTargets { version: current });
         }
+
+        // 7. Revocations come after S moved on: the token pods read is never revoked under
+        //    them, and a failed cutover (apply stops at the first failure) revokes nothing.
+        self.steps.extend(revocations);
 
         // 8. Metadata of the Secrets that stay.
         self.sync_metadata();

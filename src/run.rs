@@ -131,21 +131,25 @@ async fn keep_leadership(
             _ = tokio::time::sleep(elector.retry_period()) => {}
             _ = stop.wait_for(|s| *s) => return elector,
         }
-        match elector.try_acquire_or_renew().await {
-            Ok(Role::Leader) => last_renewed = tokio::time::Instant::now(),
-            Ok(Role::Standby { holder }) => {
-                tracing::error!(%holder, "the lease was taken over");
+        // A renewal that hangs must not outlive the lease: bound each call.
+        let attempt =
+            tokio::time::timeout(elector.retry_period(), elector.try_acquire_or_renew()).await;
+        match attempt {
+            Ok(Ok(Role::Leader)) => last_renewed = tokio::time::Instant::now(),
+            Ok(Ok(Role::Standby { holder })) => {
+                tracing::error!(%holder, "the lease was taken over; exiting at once");
                 let _ = lost.send(true);
-                return elector;
+                // No draining of in-flight reconciles: another replica leads now.
+                std::process::exit(1);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "lease renewal failed");
-                // Stop before the lease can expire for the others (renew deadline).
-                if last_renewed.elapsed() + elector.retry_period() >= lease_duration {
-                    let _ = lost.send(true);
-                    return elector;
-                }
-            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "lease renewal failed"),
+            Err(_) => tracing::warn!("lease renewal timed out"),
+        }
+        // Stop before the lease can expire for the others (renew deadline).
+        if last_renewed.elapsed() + elector.retry_period() >= lease_duration {
+            tracing::error!("lease not renewed within its duration; exiting at once");
+            let _ = lost.send(true);
+            std::process::exit(1);
         }
     }
 }

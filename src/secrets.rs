@@ -134,6 +134,20 @@ impl SecretIndex {
             .unwrap_or_default()
     }
 
+    /// The 8-char prefixes of every token any owned Secret holds (current and previous).
+    pub fn held_prefixes(&self) -> std::collections::BTreeSet<String> {
+        let state = self.inner.read().expect("secret index lock");
+        state
+            .by_token
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter_map(|s| s.data.as_ref())
+            .flat_map(|d| [d.get(PREFIX_KEY), d.get(PREVIOUS_PREFIX_KEY)])
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         let state = self.inner.read().expect("secret index lock");
         state.by_token.values().map(BTreeMap::len).sum()

@@ -7,7 +7,7 @@ use crate::api::{
     VersionState, VersionStatus, WorkspaceToken, WorkspaceTokenStatus, versioned_secret_name,
 };
 use crate::apply::Outcome;
-use crate::plan::Plan;
+use crate::plan::{MountedWrite, Plan, Step};
 use crate::{Error, Result};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -27,7 +27,31 @@ pub fn render(
     let secret_name = wst.spec.secret_name(&wst.name_any()).to_string();
     // A failed step leaves the world as observed, which the next pass sees; until then,
     // status keeps what it said and only the conditions change.
-    let failed = outcome.error.is_some();
+    // A failure after the cutover (and its restarts) leaves the new version serving: status
+    // says so, with the versions whose revocation did not happen still Retiring.
+    let applied = &plan.steps[..outcome.applied.min(plan.steps.len())];
+    let pending = &plan.steps[outcome.applied.min(plan.steps.len())..];
+    let settled = outcome.error.is_some()
+        && applied.iter().any(|s| {
+            matches!(
+                s,
+                Step::WriteMounted {
+                    why: MountedWrite::Cutover,
+                    ..
+                }
+            )
+        })
+        && !pending
+            .iter()
+            .any(|s| matches!(s, Step::RestartTargets { .. }));
+    let unrevoked: Vec<u32> = pending
+        .iter()
+        .filter_map(|s| match s {
+            Step::Revoke { version, .. } if settled => Some(*version),
+            _ => None,
+        })
+        .collect();
+    let failed = outcome.error.is_some() && !settled;
 
     let mut versions: Vec<VersionStatus> = plan
         .versions
@@ -46,6 +70,8 @@ pub fn render(
                 secret_name: versioned_secret_name(&secret_name, *n),
                 state: if outcome.revoked_after_use.contains(n) {
                     VersionState::Revoked
+                } else if unrevoked.contains(n) {
+                    VersionState::Retiring
                 } else {
                     v.state
                 },
@@ -63,6 +89,7 @@ pub fn render(
                     .map(crate::time::to_time),
                 revoked_at: v
                     .revoked_at
+                    .filter(|_| !unrevoked.contains(n))
                     .or(outcome.revoked_after_use.contains(n).then_some(now))
                     .map(crate::time::to_time),
                 trace_id: facts
@@ -128,7 +155,8 @@ pub fn render(
         .conditions
         .iter()
         .find(|c| c.type_ == READY && c.status == "True");
-    let (ready, ready_reason, ready_message) = match (&outcome.error, previous_ready) {
+    let failure = outcome.error.as_ref().filter(|_| !settled);
+    let (ready, ready_reason, ready_message) = match (failure, previous_ready) {
         (Some(e @ Error::SecretConflict { .. }), _) => (false, e.reason(), e.to_string()),
         // The step failed but the token served before is still there: still Ready (Degraded
         // says what failed). Without one, not Ready, for the failure's reason.

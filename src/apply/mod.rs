@@ -41,6 +41,8 @@ pub struct Outcome {
     pub issuer_token_ids: BTreeMap<u32, String>,
     /// Retiring versions revoked because the platform showed the new token in use.
     pub revoked_after_use: Vec<u32>,
+    /// How many of the plan's steps completed (all of them unless `error`).
+    pub applied: usize,
     pub error: Option<Error>,
     /// Secrets written (name, resourceVersion; None = deleted), for the cache expectations.
     pub written: Vec<(String, Option<String>)>,
@@ -103,6 +105,7 @@ pub async fn run(
             applier.failed(e).await;
             break;
         }
+        applier.outcome.applied += 1;
     }
     applier.outcome
 }

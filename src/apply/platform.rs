@@ -91,15 +91,13 @@ impl Applier<'_> {
     /// answer and the versioned Secret leaves a trace the next pass acts on.
     pub(super) async fn mint_at_platform(&mut self, version: u32, trace_id: &str) -> Result<Token> {
         let admin = self.admin_token().await?;
-        // An intent left by an earlier attempt stays: its window already covers this call, and
-        // rewriting it on every retry would be a write (and a watch event) per failure.
-        if !self.wst.annotations().contains_key(MINT_INTENT_ANNOTATION) {
-            let intent = MintIntent {
-                version,
-                since: crate::time::now(),
-            };
-            self.set_mint_intent(Some(intent.render())).await?;
-        }
+        // Each attempt records its own window (a pending earlier one was reclaimed first, when
+        // a token to authenticate with exists). Our own write doesn't cut the backoff short.
+        let intent = MintIntent {
+            version,
+            since: crate::time::now(),
+        };
+        self.set_mint_intent(Some(intent.render())).await?;
         let platform = self.platform(trace_id).expect("HTTP issuer");
         let result = platform.mint(&admin).await;
         self.ctx
@@ -219,43 +217,78 @@ impl Applier<'_> {
 
     /// A mint cut short (intent recorded, no Secret): revoke the window's tokens no Secret holds.
     pub(super) async fn reclaim_orphans(&mut self, since: chrono::DateTime<Utc>) -> Result<()> {
-        let Some(current) = self.plan.current else {
-            return Ok(());
+        // Authenticate with the newest token a Secret holds (the current one, or the one just
+        // minted when the reclaim follows the first mint).
+        let mut bearer = None;
+        let mut candidates: Vec<u32> = self.plan.versions.keys().copied().collect();
+        candidates.extend(self.outcome.minted.keys().copied());
+        candidates.sort_unstable();
+        candidates.dedup();
+        for version in candidates.into_iter().rev() {
+            let name = versioned_secret_name(&self.mounted_name(), version);
+            if let Some(token) = self.read_token_opt(&name).await? {
+                bearer = Some((version, token));
+                break;
+            }
+        }
+        let Some((version, bearer)) = bearer else {
+            return Ok(()); // nothing to authenticate with yet; the intent stays
         };
-        let bearer = self
-            .read_token(
-                &versioned_secret_name(&self.mounted_name(), current),
-                crate::secrets::TOKEN_KEY,
-            )
-            .await?;
-        let trace_id = self.trace_id_of(current);
-        let platform = self.platform(&trace_id).expect("HTTP issuer");
+        let trace_id = self.trace_id_of(version);
+        let platform = self
+            .platform(&trace_id)
+            .ok_or_else(|| Error::AdminSecret("a mint intent without an HTTP issuer".into()))?;
         let tokens = platform.list(&bearer, "reclaim").await?;
-        let held: Vec<String> = self
-            .plan
-            .versions
-            .values()
-            .filter_map(|v| v.token_prefix.clone())
-            .chain(self.outcome.minted.values().map(|f| f.token_prefix.clone()))
-            .collect();
-        let window = since - TimeDelta::seconds(CLOCK_SLACK_SECONDS);
-        let orphans: Vec<(String, String)> = unheld_since(&tokens, window, &held)
+        // Held by any Secret tokenwarden owns, in any namespace: other WorkspaceTokens may
+        // share the workspace.
+        let mut held = self.ctx.index.held_prefixes();
+        held.extend(self.outcome.minted.values().map(|f| f.token_prefix.clone()));
+        let held: Vec<String> = held.into_iter().collect();
+        // Only the call the intent recorded could have created the orphan: the window ends
+        // when that call had to give up.
+        let timeout = self
+            .wst
+            .spec
+            .issuer
+            .as_ref()
+            .map_or(0, |i| i.http.timeout_seconds);
+        let from = since - TimeDelta::seconds(CLOCK_SLACK_SECONDS);
+        let until = since + TimeDelta::seconds(i64::from(timeout) + CLOCK_SLACK_SECONDS);
+        let orphans: Vec<(String, String)> = unheld_since(&tokens, from, &held)
             .into_iter()
+            .filter(|t| t.created_at <= until)
             .map(|t| (t.id.clone(), t.prefix.clone()))
             .collect();
-        for (id, prefix) in orphans {
-            platform.revoke(&bearer, &prefix, Some(&id)).await?;
-            self.ctx.metrics.issuer_request("revoke", "ok");
-            self.audit("revoked", "success", None, &trace_id, Some(&prefix));
-            self.event(
-                EventType::Warning,
-                "OrphanRevoked",
-                "Reclaim",
-                format!(
-                    "revoked platform token {prefix}… that a mint cut short left without a Secret"
-                ),
-            )
-            .await;
+        match orphans.as_slice() {
+            [] => {}
+            [(id, prefix)] => {
+                platform.revoke(&bearer, prefix, Some(id)).await?;
+                self.ctx.metrics.issuer_request("revoke", "ok");
+                self.audit("revoked", "success", None, &trace_id, Some(prefix));
+                self.event(
+                    EventType::Warning,
+                    "OrphanRevoked",
+                    "Reclaim",
+                    format!("revoked platform token {prefix}… that a mint cut short left without a Secret"),
+                )
+                .await;
+            }
+            several => {
+                // More than one unheld token in the window: someone else minted there too.
+                // Revoking the wrong one would break a consumer; leave them for a person.
+                let prefixes: Vec<&str> = several.iter().map(|(_, p)| p.as_str()).collect();
+                self.event(
+                    EventType::Warning,
+                    "OrphanAmbiguous",
+                    "Reclaim",
+                    format!(
+                        "{} platform tokens created during a cut-short mint are held by no Secret ({}); none was revoked",
+                        several.len(),
+                        prefixes.join(", ")
+                    ),
+                )
+                .await;
+            }
         }
         self.clear_mint_intent().await
     }
@@ -283,7 +316,8 @@ impl Applier<'_> {
             .and_then(|s| s.annotations().get(VERIFIED_AT_ANNOTATION).cloned())
             .and_then(|v| chrono::DateTime::parse_from_rfc3339(&v).ok())
             .map(|t| t.to_utc());
-        let since = verified_at.map_or(cutover, |v| v.max(cutover));
+        // Plus a second: the platform's clock stamps last_used_at, ours stamped verified-at.
+        let since = verified_at.map_or(cutover, |v| v.max(cutover)) + TimeDelta::seconds(1);
         let old_name = versioned_secret_name(&self.mounted_name(), old);
         let Some(old_token) = self.read_token_opt(&old_name).await? else {
             return Ok(());

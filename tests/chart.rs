@@ -1,0 +1,611 @@
+//! The Helm chart against a real API server: what `helm template` renders (ServiceAccount,
+//! RBAC, CRD) is applied as is, and the operator runs as the chart's ServiceAccount, with a
+//! bearer token the API server minted for it, never as an admin. There is no kubelet, so the
+//! Deployment is not applied: its arguments are run as a local process instead.
+//!
+//! Token values are only ever compared by their SHA-256; the ServiceAccount token stays in a
+//! temporary kubeconfig outside the artifacts.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::*;
+use tokenwarden::api::WorkspaceToken;
+use tokenwarden::token::sha256_hex;
+use tokenwarden_testenv::ControlPlane;
+
+const WAIT: Duration = Duration::from_secs(45);
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/tokenwarden");
+
+/// Operators that watch every namespace would reconcile the other tests' objects: the tests
+/// of this binary take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn fingerprint(secret: &Secret, key: &str) -> Option<String> {
+    data(secret, key).map(|t| sha256_hex(t.as_bytes()))
+}
+
+/// helm, built from the Go module proxy by hack/tools/build.sh (cached after the first time).
+fn helm() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/tools/build.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run hack/tools/build.sh");
+        assert!(out.status.success(), "hack/tools/build.sh failed");
+        let dir = String::from_utf8(out.stdout).unwrap();
+        PathBuf::from(dir.lines().last().expect("a bin dir").trim()).join("helm")
+    })
+}
+
+/// `helm template` of the chart, as JSON objects.
+fn render(release: &str, namespace: &str, sets: &[&str]) -> Vec<Value> {
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", release, CHART, "--namespace", namespace]);
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    let out = cmd.output().expect("run helm template");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("rendered YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// The rendered `tokenwarden run` arguments, minus the ones `Operator::start_as` sets itself.
+fn operator_args(objects: &[Value]) -> Vec<String> {
+    let deployment = find(objects, "Deployment")[0];
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap();
+    assert_eq!(args[0], "run");
+    args[1..]
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .filter(|a| !a.starts_with("--metrics-addr") && !a.starts_with("--log-format"))
+        .collect()
+}
+
+/// `kubectl apply` of the rendered objects of these kinds, as the admin (what `helm install`
+/// would do).
+fn kubectl_apply(cp: &ControlPlane, objects: &[&Value]) {
+    let list = json!({ "apiVersion": "v1", "kind": "List", "items": objects });
+    let mut child = cp
+        .kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl apply");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(list.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Applies the chart's RBAC, ServiceAccount and CRD (not the Deployment, Service, PDB).
+async fn install(cp: &ControlPlane, objects: &[Value]) {
+    static CRD: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let crd = find(objects, "CustomResourceDefinition");
+    assert_eq!(crd.len(), 1, "the chart installs the CRD");
+    assert_eq!(
+        crd[0]["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+        "the CRD survives an uninstall by default"
+    );
+    CRD.get_or_init(|| async {
+        kubectl_apply(cp, &crd);
+        let out = cp
+            .kubectl()
+            .args([
+                "wait",
+                "--for=condition=Established",
+                "--timeout=30s",
+                "crd/workspacetokens.tokenwarden.dev",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "CRD established");
+    })
+    .await;
+    let rbac: Vec<&Value> = objects
+        .iter()
+        .filter(|o| {
+            [
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+            ]
+            .contains(&o["kind"].as_str().unwrap())
+        })
+        .collect();
+    kubectl_apply(cp, &rbac);
+}
+
+/// A kubeconfig for the ServiceAccount: the API server's CA and a bearer token it minted.
+fn service_account_kubeconfig(cp: &ControlPlane, namespace: &str, sa: &str) -> tempfile::TempPath {
+    let out = cp
+        .kubectl()
+        .args(["create", "token", sa, "-n", namespace, "--duration", "2h"])
+        .output()
+        .expect("kubectl create token");
+    assert!(out.status.success(), "kubectl create token {sa}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let admin: Value =
+        serde_json::from_slice(&std::fs::read(cp.admin_kubeconfig()).unwrap()).unwrap();
+    let ca = admin["clusters"][0]["cluster"]["certificate-authority"].clone();
+    let kubeconfig = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "testenv", "cluster": { "server": cp.server, "certificate-authority": ca } }],
+        "users": [{ "name": sa, "user": { "token": token } }],
+        "contexts": [{ "name": sa, "context": { "cluster": "testenv", "user": sa, "namespace": namespace } }],
+        "current-context": sa,
+    });
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(kubeconfig.to_string().as_bytes()).unwrap();
+    file.into_temp_path()
+}
+
+/// `kubectl auth can-i` as the ServiceAccount.
+fn can_i(cp: &ControlPlane, sa: &str, verb: &str, resource: &str, ns: &str) -> bool {
+    let out = cp
+        .kubectl()
+        .args(["auth", "can-i", verb, resource, "-n", ns, "--as", sa])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+fn stderr_lines(operator: &Operator) -> Vec<Value> {
+    std::fs::read_to_string(&operator.stderr)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+async fn restart_target(client: &kube::Client, ns: &str) {
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "agent" },
+        "spec": {
+            "selector": { "matchLabels": { "app": "agent" } },
+            "template": {
+                "metadata": { "labels": { "app": "agent" } },
+                "spec": { "containers": [{ "name": "agent", "image": "agent:1" }] }
+            }
+        }
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+}
+
+async fn restarted_at(client: &kube::Client, ns: &str) -> Option<String> {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get("agent")
+        .await
+        .ok()?;
+    d.spec?
+        .template
+        .metadata?
+        .annotations?
+        .get("tokenwarden.dev/restartedAt")
+        .cloned()
+}
+
+#[tokio::test]
+async fn as_the_charts_service_account_the_operator_mints_rotates_restarts_and_finalizes() {
+    let _turn = SERIAL.lock().await;
+    let cp = tokenwarden_testenv::shared();
+    let client = cp.admin_client().await;
+    let system = tokenwarden_testenv::namespace(&client, "tw-system").await;
+    let objects = render("tw-cluster", &system, &[]);
+    assert!(kinds(&objects).contains(&"ClusterRole".to_string()));
+    assert!(!kinds(&objects).contains(&"Role".to_string()));
+    assert!(
+        !operator_args(&objects)
+            .iter()
+            .any(|a| a.starts_with("--namespace")),
+        "cluster mode watches every namespace"
+    );
+    install(cp, &objects).await;
+    let sa = format!("system:serviceaccount:{system}:tw-cluster-tokenwarden");
+    let ns = tokenwarden_testenv::namespace(&client, "tw-app").await;
+    assert!(can_i(cp, &sa, "create", "secrets", &ns));
+    assert!(
+        !can_i(cp, &sa, "update", "secrets", &ns),
+        "only the verbs it uses"
+    );
+    assert!(!can_i(
+        cp,
+        &sa,
+        "create",
+        "workspacetokens.tokenwarden.dev",
+        &ns
+    ));
+    assert!(!can_i(cp, &sa, "list", "pods", &ns));
+
+    let kubeconfig = service_account_kubeconfig(cp, &system, "tw-cluster-tokenwarden");
+    let args = operator_args(&objects);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut operator = Operator::start_as(cp, &kubeconfig, &args);
+
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    restart_target(&client, &ns).await;
+    create(
+        &api,
+        "t",
+        json!({
+            "workspaceId": "ws-chart",
+            "rotation": { "gracePeriod": "0s" },
+            "restartTargets": [{ "kind": "Deployment", "name": "agent" }]
+        }),
+    )
+    .await;
+    let v1 = wait_version(&api, "t", 1, WAIT).await;
+    let s = v1.status.unwrap();
+    let mounted = secret(&client, &ns, "t").await.expect("S written");
+    assert_eq!(fingerprint(&mounted, "token"), s.token_sha256);
+    assert!(secret(&client, &ns, "t-v1").await.is_some(), "S-v1 written");
+
+    // A rotation on request: v2 minted, cut over, v1 revoked (grace 0), the target rolled.
+    let before = restarted_at(&client, &ns).await;
+    let rotate = json!({ "metadata": { "annotations": { "tokenwarden.dev/rotate": "chart-1" } } });
+    api.patch("t", &PatchParams::default(), &Patch::Merge(&rotate))
+        .await
+        .unwrap();
+    let v2 = wait_version(&api, "t", 2, WAIT).await;
+    assert_ne!(v2.status.as_ref().unwrap().token_sha256, s.token_sha256);
+    eventually(WAIT, "S-v1 deleted at cutover", || async {
+        secret(&client, &ns, "t-v1").await.is_none().then_some(())
+    })
+    .await;
+    eventually(WAIT, "the restart target rolled", || async {
+        let now = restarted_at(&client, &ns).await;
+        (now.is_some() && now != before).then_some(())
+    })
+    .await;
+    let reasons = event_reasons(&client, &ns).await;
+    assert!(
+        reasons.iter().any(|r| r == "Minted"),
+        "events recorded: {reasons:?}"
+    );
+
+    // Deletion: the finalizer revokes and removes itself, the Secrets go.
+    api.delete("t", &DeleteParams::default()).await.unwrap();
+    eventually(WAIT, "WorkspaceToken deleted", || async {
+        api.get_opt("t").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    eventually(WAIT, "its Secrets deleted", || async {
+        let names = secret_names(&client, &ns).await;
+        (!names.iter().any(|n| n == "t" || n.starts_with("t-v"))).then_some(())
+    })
+    .await;
+
+    assert!(operator.is_running());
+    let denied: Vec<_> = stderr_lines(&operator)
+        .into_iter()
+        .filter(|l| l.to_string().to_lowercase().contains("forbidden"))
+        .collect();
+    assert!(denied.is_empty(), "the chart's RBAC is enough: {denied:?}");
+    dump(&client, &ns, Some(&operator)).await;
+    operator.kill();
+}
+
+#[tokio::test]
+async fn namespaced_mode_works_in_its_namespace_and_reports_forbidden_outside_it() {
+    let _turn = SERIAL.lock().await;
+    let cp = tokenwarden_testenv::shared();
+    let client = cp.admin_client().await;
+    let system = tokenwarden_testenv::namespace(&client, "tw-system").await;
+    let a = tokenwarden_testenv::namespace(&client, "tw-a").await;
+    let b = tokenwarden_testenv::namespace(&client, "tw-b").await;
+    let objects = render("tw-ns", &system, &[&format!("watchNamespace={a}")]);
+    assert!(!kinds(&objects).contains(&"ClusterRole".to_string()));
+    assert!(!kinds(&objects).contains(&"ClusterRoleBinding".to_string()));
+    for role in find(&objects, "Role")
+        .into_iter()
+        .chain(find(&objects, "RoleBinding"))
+    {
+        assert_eq!(role["metadata"]["namespace"], a.as_str(), "RBAC only in A");
+    }
+    let args = operator_args(&objects);
+    assert!(args.contains(&format!("--namespace={a}")));
+    install(cp, &objects).await;
+    let sa = format!("system:serviceaccount:{system}:tw-ns-tokenwarden");
+    assert!(can_i(cp, &sa, "create", "secrets", &a));
+    assert!(!can_i(cp, &sa, "list", "secrets", &b));
+    assert!(!can_i(
+        cp,
+        &sa,
+        "list",
+        "workspacetokens.tokenwarden.dev",
+        &b
+    ));
+
+    let kubeconfig = service_account_kubeconfig(cp, &system, "tw-ns-tokenwarden");
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut operator = Operator::start_as(cp, &kubeconfig, &args_ref);
+    let in_a: Api<WorkspaceToken> = Api::namespaced(client.clone(), &a);
+    create(&in_a, "t", json!({ "workspaceId": "ws-a" })).await;
+    wait_version(&in_a, "t", 1, WAIT).await;
+
+    // The same identity pointed at B (a misconfigured --namespace): Forbidden, said clearly,
+    // nothing written, and the process stays up.
+    let in_b: Api<WorkspaceToken> = Api::namespaced(client.clone(), &b);
+    create(&in_b, "t", json!({ "workspaceId": "ws-b" })).await;
+    let mut outside = Operator::start_as(cp, &kubeconfig, &[&format!("--namespace={b}")]);
+    let line = eventually(WAIT, "a log line saying Forbidden", || async {
+        stderr_lines(&outside).into_iter().find(|l| {
+            let text = l.to_string().to_lowercase();
+            text.contains("forbidden") && text.contains(&b)
+        })
+    })
+    .await;
+    eprintln!("the operator outside its namespace logs: {line}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(outside.is_running(), "Forbidden is not a crash");
+    let untouched = in_b.get("t").await.unwrap();
+    assert!(untouched.status.is_none(), "no status written in B");
+    assert!(untouched.metadata.finalizers.is_none(), "no finalizer in B");
+    assert!(secret_names(&client, &b).await.is_empty(), "no Secret in B");
+    if let Some((code, _)) = outside.get("/readyz") {
+        assert_ne!(code, 200, "not ready while it cannot list its Secrets");
+    }
+    assert!(operator.is_running());
+    dump(&client, &a, Some(&operator)).await;
+    dump(&client, &b, Some(&outside)).await;
+    outside.kill();
+    operator.kill();
+}
+
+/// The chart's namespaced Role with `delete` withheld on Secrets, an operator running as it,
+/// and a WorkspaceToken at v1 whose rotation (grace 0) needs that delete: returns once the
+/// rotation has been attempted and `Degraded=True` says why.
+async fn degraded_by_withheld_delete(
+    cp: &ControlPlane,
+    release: &str,
+) -> (
+    kube::Client,
+    String,
+    Api<WorkspaceToken>,
+    Operator,
+    Vec<Value>,
+) {
+    let client = cp.admin_client().await;
+    let system = tokenwarden_testenv::namespace(&client, "tw-system").await;
+    let ns = tokenwarden_testenv::namespace(&client, "tw-nodelete").await;
+    let objects = render(release, &system, &[&format!("watchNamespace={ns}")]);
+    let mut withheld = objects.clone();
+    for o in withheld.iter_mut().filter(|o| o["kind"] == "Role") {
+        for rule in o["rules"].as_array_mut().unwrap() {
+            if rule["resources"] == json!(["secrets"]) {
+                rule["verbs"] = json!(["get", "list", "watch", "create", "patch"]);
+            }
+        }
+    }
+    install(cp, &withheld).await;
+    let kubeconfig = service_account_kubeconfig(cp, &system, &format!("{release}-tokenwarden"));
+    let args = operator_args(&objects);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let operator = Operator::start_as(cp, &kubeconfig, &args);
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    create(
+        &api,
+        "t",
+        json!({ "workspaceId": "ws-nd", "rotation": { "gracePeriod": "0s" } }),
+    )
+    .await;
+    wait_version(&api, "t", 1, WAIT).await;
+    let rotate = json!({ "metadata": { "annotations": { "tokenwarden.dev/rotate": "nd-1" } } });
+    api.patch("t", &PatchParams::default(), &Patch::Merge(&rotate))
+        .await
+        .unwrap();
+    let (_, reason, message) = eventually(WAIT, "Degraded=True", || async {
+        condition(&api, "t", "Degraded")
+            .await
+            .filter(|(status, _, _)| status == "True")
+    })
+    .await;
+    assert_eq!(reason, "Forbidden");
+    assert!(
+        message.contains("forbidden") && message.contains("delete"),
+        "the condition names the denied call: {message}"
+    );
+    (client, ns, api, operator, objects)
+}
+
+#[tokio::test]
+async fn without_secrets_delete_a_revocation_is_degraded_and_recovers_when_granted() {
+    let _turn = SERIAL.lock().await;
+    let cp = tokenwarden_testenv::shared();
+    let (client, ns, api, mut operator, objects) =
+        degraded_by_withheld_delete(cp, "tw-nodel").await;
+
+    // Never corrupted: the mounted Secret holds the newest minted version, exactly as its
+    // immutable record has it, and the old record is still there (not half-deleted).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mounted = secret(&client, &ns, "t").await.expect("S");
+    let version = data(&mounted, "token-version").expect("token-version");
+    let record = secret(&client, &ns, &format!("t-{version}"))
+        .await
+        .expect("the mounted version's record");
+    assert_eq!(
+        fingerprint(&mounted, "token"),
+        fingerprint(&record, "token")
+    );
+    let old = secret(&client, &ns, "t-v1").await.expect("S-v1 kept");
+    assert_ne!(fingerprint(&old, "token"), fingerprint(&mounted, "token"));
+    assert!(operator.is_running(), "Forbidden is not a crash");
+
+    // Granted again: the revocation completes by itself, status catches up, Degraded clears.
+    install(cp, &objects).await;
+    eventually(
+        Duration::from_secs(400),
+        "S-v1 deleted after the grant",
+        || async { secret(&client, &ns, "t-v1").await.is_none().then_some(()) },
+    )
+    .await;
+    let w = wait_version(&api, "t", 2, WAIT).await;
+    assert_eq!(
+        w.status.unwrap().token_sha256,
+        fingerprint(&secret(&client, &ns, "t").await.unwrap(), "token")
+    );
+    eventually(WAIT, "Degraded=False", || async {
+        condition(&api, "t", "Degraded")
+            .await
+            .filter(|(status, _, _)| status == "False")
+    })
+    .await;
+    dump(&client, &ns, Some(&operator)).await;
+    operator.kill();
+}
+
+/// When a pass cuts over to v2 and a later step of the same pass fails (here: deleting S-v1
+/// is forbidden), status describes the mounted token (v2), not the one before the cutover.
+#[tokio::test]
+async fn while_degraded_after_a_cutover_the_status_describes_the_mounted_token() {
+    let _turn = SERIAL.lock().await;
+    let cp = tokenwarden_testenv::shared();
+    let (client, ns, api, mut operator, _) = degraded_by_withheld_delete(cp, "tw-lag").await;
+    let mounted = secret(&client, &ns, "t").await.expect("S");
+    eventually(WAIT, "status agrees with the mounted Secret", || async {
+        let s = api.get("t").await.ok()?.status?;
+        (s.token_sha256 == fingerprint(&mounted, "token")).then_some(())
+    })
+    .await;
+    let s = api.get("t").await.unwrap().status.unwrap();
+    assert_eq!(s.current_version, Some(2));
+    let degraded = s.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "Forbidden")
+    );
+    dump(&client, &ns, Some(&operator)).await;
+    operator.kill();
+}
+
+#[tokio::test]
+async fn ha_values_elect_one_leader_with_the_charts_lease_role() {
+    let _turn = SERIAL.lock().await;
+    let cp = tokenwarden_testenv::shared();
+    let client = cp.admin_client().await;
+    let system = tokenwarden_testenv::namespace(&client, "tw-system").await;
+    let objects = render("tw-ha", &system, &["replicaCount=2"]);
+    let args = operator_args(&objects);
+    assert!(args.contains(&"--leader-elect".to_string()));
+    assert!(args.contains(&format!("--leader-election-namespace={system}")));
+    assert_eq!(find(&objects, "PodDisruptionBudget").len(), 1);
+    install(cp, &objects).await;
+    let sa = format!("system:serviceaccount:{system}:tw-ha-tokenwarden");
+    assert!(can_i(
+        cp,
+        &sa,
+        "create",
+        "leases.coordination.k8s.io",
+        &system
+    ));
+    assert!(
+        !can_i(
+            cp,
+            &sa,
+            "update",
+            "leases.coordination.k8s.io/other",
+            &system
+        ),
+        "only its own Lease"
+    );
+
+    let kubeconfig = service_account_kubeconfig(cp, &system, "tw-ha-tokenwarden");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut first = Operator::start_as(cp, &kubeconfig, &args);
+    let mut second = Operator::start_as(cp, &kubeconfig, &args);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &system);
+    let holder = eventually(WAIT, "the Lease held", || async {
+        leases
+            .get_opt("tokenwarden-leader")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
+    })
+    .await;
+
+    let ns = tokenwarden_testenv::namespace(&client, "tw-ha-app").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    create(&api, "t", json!({ "workspaceId": "ws-ha" })).await;
+    wait_version(&api, "t", 1, WAIT).await;
+    assert!(first.is_running() && second.is_running());
+    for operator in [&first, &second] {
+        let denied: Vec<_> = stderr_lines(operator)
+            .into_iter()
+            .filter(|l| l.to_string().to_lowercase().contains("forbidden"))
+            .collect();
+        assert!(denied.is_empty(), "the lease Role is enough: {denied:?}");
+    }
+    let minted = [&first, &second]
+        .iter()
+        .filter(|o| o.audit_lines().iter().any(|l| l["event"] == "minted"))
+        .count();
+    assert_eq!(minted, 1, "only the leader ({holder}) writes");
+    dump(&client, &ns, Some(&first)).await;
+    first.kill();
+    second.kill();
+}
+
+#[test]
+fn the_charts_crd_is_the_generated_one() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let name = "workspacetokens.tokenwarden.dev.yaml";
+    let generated = std::fs::read(format!("{root}/crds/{name}")).unwrap();
+    let copy = std::fs::read(format!("{root}/charts/tokenwarden/files/crds/{name}")).unwrap();
+    assert!(
+        generated == copy,
+        "charts/tokenwarden/files/crds/{name} differs from crds/{name}: copy it over"
+    );
+}
