@@ -502,21 +502,7 @@ impl Applier<'_> {
         if self.uses_platform() {
             self.revoke_at_platform(version).await?;
         }
-        if let Some(existing) = self.view.objects.get(&name) {
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: existing.uid(),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match self.secrets.delete(&name, &params).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(Error::kube("delete versioned Secret")(e)),
-            }
-            self.outcome.written.push((name, None));
-        }
+        self.delete_owned(&name, "delete versioned Secret").await?;
         self.ctx.metrics.revoked();
         let trace_id = self
             .plan
@@ -588,9 +574,15 @@ impl Applier<'_> {
         Ok(())
     }
 
-    async fn delete_mounted(&self) -> Result<()> {
+    async fn delete_mounted(&mut self) -> Result<()> {
         let name = self.mounted_name();
-        let Some(existing) = self.view.objects.get(&name) else {
+        self.delete_owned(&name, "delete mounted Secret").await
+    }
+
+    /// Deletes a Secret the cache shows as ours, guarded by its uid (a foreign Secret created
+    /// under the same name meanwhile is never deleted); gone already is fine.
+    async fn delete_owned(&mut self, name: &str, operation: &'static str) -> Result<()> {
+        let Some(existing) = self.view.objects.get(name) else {
             return Ok(());
         };
         let params = DeleteParams {
@@ -600,11 +592,13 @@ impl Applier<'_> {
             }),
             ..DeleteParams::default()
         };
-        match self.secrets.delete(&name, &params).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(Error::kube("delete mounted Secret")(e)),
+        match self.secrets.delete(name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::kube(operation)(e)),
         }
+        self.outcome.written.push((name.to_string(), None));
+        Ok(())
     }
 
     /// Reads a plaintext token with a GET: the cache holds hashes only.
