@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::runtime::watcher;
 
@@ -188,7 +189,7 @@ pub fn view(wst: &WorkspaceToken, secrets: &[Arc<Secret>]) -> SecretsView {
         if secret_name != mounted_name && version.is_none() {
             continue; // labelled for us but not a name we use: not ours to judge
         }
-        if !controlled_by(secret, &uid) {
+        if !controlled_by(&secret.metadata, &uid) {
             view.foreign.push(secret_name);
             continue;
         }
@@ -238,11 +239,22 @@ pub fn view(wst: &WorkspaceToken, secrets: &[Arc<Secret>]) -> SecretsView {
     view
 }
 
-pub fn controlled_by(secret: &Secret, uid: &str) -> bool {
-    secret
-        .owner_references()
+/// Whether the WorkspaceToken with `uid` is the object's controller: the only Secrets
+/// tokenwarden ever modifies or deletes.
+pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
         .iter()
+        .flatten()
         .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "WorkspaceToken")
+}
+
+/// One data value of a fetched Secret as text (the plaintext: for a step that needs it, never
+/// for the cache).
+pub fn take_string(secret: Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .and_then(|mut d| d.remove(key))
+        .and_then(|v| String::from_utf8(v.0).ok())
 }
 
 fn data_str(secret: &Secret, key: &str) -> Option<String> {

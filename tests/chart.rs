@@ -567,12 +567,7 @@ async fn ha_values_elect_one_leader_with_the_charts_lease_role() {
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(client.clone(), &system);
     let holder = eventually(WAIT, "the Lease held", || async {
-        leases
-            .get_opt("tokenwarden-leader")
-            .await
-            .ok()??
-            .spec?
-            .holder_identity
+        lease_holder(&leases).await
     })
     .await;
 

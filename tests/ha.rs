@@ -20,15 +20,6 @@ fn holder_of(operator: &Operator) -> String {
     format!("{}_{}", host.trim(), operator.pid())
 }
 
-async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases
-        .get_opt("tokenwarden-leader")
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
-}
-
 fn leader_gauge(operator: &Operator) -> Option<String> {
     let (_, metrics) = operator.get("/metrics")?;
     metrics
@@ -54,7 +45,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over_without_double_rotation
     eventually(
         Duration::from_secs(30),
         "the first replica leads",
-        || async { (holder(&leases).await? == holder_of(&first)).then_some(()) },
+        || async { (lease_holder(&leases).await? == holder_of(&first)).then_some(()) },
     )
     .await;
     let second = Operator::start(cp, &args);
@@ -78,7 +69,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over_without_double_rotation
     let killed = Instant::now();
     first.kill();
     eventually(Duration::from_secs(30), "the standby leads", || async {
-        (holder(&leases).await? == holder_of(&second)).then_some(())
+        (lease_holder(&leases).await? == holder_of(&second)).then_some(())
     })
     .await;
     let takeover = killed.elapsed();

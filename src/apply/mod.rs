@@ -62,6 +62,18 @@ mod platform;
 
 pub use platform::{MINT_INTENT_ANNOTATION, VERIFIED_AT_ANNOTATION};
 
+impl MintedFacts {
+    /// What status may know of a token written into `S-vN`: its hash and prefix.
+    fn of(token: &Token, trace_id: &str) -> Self {
+        MintedFacts {
+            token_sha256: token.sha256_hex(),
+            token_prefix: token.prefix(),
+            trace_id: trace_id.to_string(),
+            issuer_token_id: None,
+        }
+    }
+}
+
 pub(crate) struct Applier<'a> {
     ctx: &'a Context,
     wst: &'a WorkspaceToken,
@@ -135,7 +147,7 @@ impl Applier<'_> {
             .map_err(Error::kube("get Secret"))?
         {
             Some(existing)
-                if !controlled_by_meta(&existing.metadata, &self.wst.uid().unwrap_or_default()) =>
+                if !controlled_by(&existing.metadata, &self.wst.uid().unwrap_or_default()) =>
             {
                 Err(Error::SecretConflict { name })
             }
@@ -209,12 +221,7 @@ impl Applier<'_> {
             None => crate::issuer::local::mint(&self.wst.spec.token)?,
             Some(_) => self.mint_at_platform(version, &trace_id).await?,
         };
-        let facts = MintedFacts {
-            token_sha256: token.sha256_hex(),
-            token_prefix: token.prefix(),
-            trace_id: trace_id.clone(),
-            issuer_token_id: None,
-        };
+        let facts = MintedFacts::of(&token, &trace_id);
         let secret = self.versioned_secret(version, &token, &facts);
         let name = versioned_secret_name(&self.mounted_name(), version);
         match self.secrets.create(&PostParams::default(), &secret).await {
@@ -230,7 +237,7 @@ impl Applier<'_> {
                     .get(&name)
                     .await
                     .map_err(Error::kube("get Secret"))?;
-                if !controlled_by(&existing, &self.wst.uid().unwrap_or_default()) {
+                if !controlled_by(&existing.metadata, &self.wst.uid().unwrap_or_default()) {
                     return Err(Error::SecretConflict { name });
                 }
                 return Err(Error::Kube {
@@ -268,12 +275,7 @@ impl Applier<'_> {
     async fn restore_versioned(&mut self, version: u32) -> Result<()> {
         let mounted = self.read_token(&self.mounted_name(), TOKEN_KEY).await?;
         let trace_id = self.trace_id_of(version);
-        let facts = MintedFacts {
-            token_sha256: mounted.sha256_hex(),
-            token_prefix: mounted.prefix(),
-            trace_id: trace_id.clone(),
-            issuer_token_id: None,
-        };
+        let facts = MintedFacts::of(&mounted, &trace_id);
         let secret = self.versioned_secret(version, &mounted, &facts);
         let created = self
             .secrets
@@ -608,10 +610,7 @@ impl Applier<'_> {
             .get(secret_name)
             .await
             .map_err(Error::kube("read Secret"))?;
-        let value = secret
-            .data
-            .and_then(|mut d| d.remove(key))
-            .and_then(|v| String::from_utf8(v.0).ok())
+        let value = crate::secrets::take_string(secret, key)
             .filter(|v| !v.is_empty())
             .ok_or_else(|| Error::MissingTokenData {
                 name: secret_name.to_string(),
@@ -778,13 +777,6 @@ impl Applier<'_> {
             .await;
         self.outcome.error = Some(error);
     }
-}
-
-fn controlled_by_meta(meta: &ObjectMeta, uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "WorkspaceToken")
 }
 
 /// A W3C trace id: 16 random bytes, lowercase hex.

@@ -59,10 +59,7 @@ impl Applier<'_> {
                     self.ns, reference.name
                 ))
             })?;
-        secret
-            .data
-            .and_then(|mut d| d.remove(&reference.key))
-            .and_then(|v| String::from_utf8(v.0).ok())
+        crate::secrets::take_string(secret, &reference.key)
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
             .map(Token::from_plaintext)
@@ -343,12 +340,11 @@ impl Applier<'_> {
     /// A token from a Secret, or None when the Secret (or its key) is gone.
     pub(super) async fn read_token_opt(&self, secret_name: &str) -> Result<Option<Token>> {
         match self.secrets.get_opt(secret_name).await {
-            Ok(Some(secret)) => Ok(secret
-                .data
-                .and_then(|mut d| d.remove(crate::secrets::TOKEN_KEY))
-                .and_then(|v| String::from_utf8(v.0).ok())
-                .filter(|v| !v.is_empty())
-                .map(Token::from_plaintext)),
+            Ok(Some(secret)) => Ok(
+                crate::secrets::take_string(secret, crate::secrets::TOKEN_KEY)
+                    .filter(|v| !v.is_empty())
+                    .map(Token::from_plaintext),
+            ),
             Ok(None) => Ok(None),
             Err(e) => Err(Error::kube("read Secret")(e)),
         }

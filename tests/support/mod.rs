@@ -142,6 +142,18 @@ impl Operator {
     }
 }
 
+/// Who holds the leader-election Lease in `leases`' namespace.
+pub async fn lease_holder(
+    leases: &Api<k8s_openapi::api::coordination::v1::Lease>,
+) -> Option<String> {
+    leases
+        .get_opt("tokenwarden-leader")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+}
+
 /// A plain HTTP/1.1 GET on loopback (no client library needed for a probe).
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
