@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: all build controlplane demo test lint unit integration crds clean-cache chart-check tools static-check
+.PHONY: all build controlplane demo test lint unit integration crds clean-cache chart-check tools static-check bench
 
 all: build
 
@@ -45,6 +45,16 @@ test: lint chart-check gitops-check static-check
 	  | tee $(ARTIFACTS)/cargo-test.log || status=$$?; \
 	$(CARGO) run --quiet -p tokenwarden-testenv --bin leak-scan $(ARTIFACTS) || status=1; \
 	exit $$status
+
+# The benchmark (BENCHMARKS.md): BENCH_N tokens (default 1000; 10000 works) against a fresh
+# local control plane and the static release binary. A table, then one JSON line, also in
+# target/bench/result.json. BENCH_IDLE_S, BENCH_CONCURRENCY and BENCH_STORM_EVERY_S tune it.
+BENCH_N ?= 1000
+bench:
+	@bin=$$(bash hack/controlplane/build.sh | tail -n 1); \
+	operator=$$(bash hack/static-build.sh | tail -n 1); \
+	$(CARGO) build --release --locked -p tokenwarden-bench; \
+	TOKENWARDEN_CONTROLPLANE_BIN="$$bin" BENCH_N=$(BENCH_N) ./target/release/bench --operator "$$operator"
 
 # The Argo CD health check (docs/argocd-health.lua) under the Lua engine Argo CD embeds.
 .PHONY: gitops-check

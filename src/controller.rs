@@ -10,8 +10,8 @@ use futures::{StreamExt, future};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
@@ -25,7 +25,7 @@ use crate::{Error, Result, apply, plan, secrets, status};
 pub struct Context {
     pub client: Client,
     pub index: SecretIndex,
-    pub recorder: Recorder,
+    pub events: crate::events::EventPublisher,
     pub metrics: Metrics,
     /// One connection pool for every platform (HTTP issuer).
     pub http: crate::issuer::http::HttpClient,
@@ -78,13 +78,7 @@ pub async fn run(
     };
     let index = SecretIndex::default();
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "tokenwarden".into(),
-                instance: Some(settings.instance.clone()),
-            },
-        ),
+        events: crate::events::EventPublisher::new(client.clone(), settings.instance.clone()),
         client,
         index: index.clone(),
         metrics,
@@ -121,7 +115,15 @@ pub async fn run(
         future::ready(trigger)
     });
 
-    let controller = Controller::new(tokens, watcher::Config::default().page_size(500))
+    // The cache keeps what planning reads: managedFields and kubectl's last-applied copy of
+    // the object are dropped on arrival (at 10k tokens they were most of the memory).
+    let (store, writer) = reflector::store();
+    let token_events = reflector(
+        writer,
+        watcher(tokens, watcher::Config::default().page_size(500)).modify(slim_token),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(token_events, store)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let gauge = tokio::spawn(count_ready_tokens(controller.store(), ctx.metrics.clone()));
     controller
@@ -132,6 +134,16 @@ pub async fn run(
         .await;
     gauge.abort();
 }
+
+/// What the cache drops from each WorkspaceToken: fields no step reads.
+fn slim_token(wst: &mut WorkspaceToken) {
+    wst.metadata.managed_fields = None;
+    if let Some(annotations) = wst.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+}
+
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// `tokenwarden_tokens{ready}` from the cache every 10 s: no API call.
 async fn count_ready_tokens(
@@ -207,7 +219,7 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == status::READY))
             .is_none_or(|c| c.message != *error);
         if changed {
-            warn_event(&ctx, &wst, "InvalidSpec", error).await;
+            warn_event(&ctx, &wst, "InvalidSpec", error);
         }
     }
     if let Some(conflict) = view.foreign.first() {
@@ -224,8 +236,7 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
                 &format!(
                     "Secret {conflict} is not owned by this WorkspaceToken; it is left untouched"
                 ),
-            )
-            .await;
+            );
         }
     }
 
@@ -283,17 +294,10 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     }
 }
 
-async fn warn_event(ctx: &Context, wst: &WorkspaceToken, reason: &str, note: &str) {
-    let event = kube::runtime::events::Event {
-        type_: kube::runtime::events::EventType::Warning,
-        reason: reason.into(),
-        note: Some(note.into()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &apply::object_ref(wst)).await {
-        tracing::warn!(error = %e, "event not recorded");
-    }
+fn warn_event(ctx: &Context, wst: &WorkspaceToken, reason: &str, note: &str) {
+    use crate::events::EventType;
+    ctx.events
+        .publish(wst, EventType::Warning, reason, "Reconcile", note.into());
 }
 
 /// Capped exponential backoff with jitter, per WorkspaceToken, reset by a success.
@@ -412,6 +416,28 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_keeps_annotations_but_not_managed_fields_or_the_last_applied_copy() {
+        let mut wst: WorkspaceToken = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tokenwarden.dev/v1alpha1",
+            "kind": "WorkspaceToken",
+            "metadata": {
+                "name": "agent",
+                "annotations": {
+                    "tokenwarden.dev/rotate": "1",
+                    LAST_APPLIED_ANNOTATION: "{\"spec\":{}}",
+                },
+                "managedFields": [{ "manager": "kubectl", "operation": "Update" }],
+            },
+            "spec": { "workspaceId": "ws" },
+        }))
+        .expect("WorkspaceToken");
+        slim_token(&mut wst);
+        assert_eq!(wst.metadata.managed_fields, None);
+        let annotations: Vec<&String> = wst.annotations().keys().collect();
+        assert_eq!(annotations, ["tokenwarden.dev/rotate"]);
+    }
 
     #[test]
     fn backoff_doubles_from_one_second_and_caps_at_five_minutes() {

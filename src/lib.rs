@@ -5,6 +5,7 @@ pub mod api;
 pub mod apply;
 pub mod cli;
 pub mod controller;
+pub mod events;
 pub mod issuer;
 pub mod leader;
 pub mod plan;

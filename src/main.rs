@@ -2,6 +2,10 @@
 
 use std::process::ExitCode;
 
+#[cfg(all(target_os = "linux", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = tokenwarden::cli::Cli::parse_args();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::events::EventType;
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
@@ -266,8 +266,7 @@ impl Applier<'_> {
                 "minted version {version} ({reason}), prefix {}",
                 facts.token_prefix
             ),
-        )
-        .await;
+        );
         self.outcome.minted.insert(version, facts);
         Ok(())
     }
@@ -302,8 +301,7 @@ impl Applier<'_> {
                 "restored {} from the mounted Secret",
                 versioned_secret_name(&self.mounted_name(), version)
             ),
-        )
-        .await;
+        );
         self.outcome.minted.insert(version, facts);
         Ok(())
     }
@@ -422,8 +420,7 @@ impl Applier<'_> {
                             None => String::new(),
                         }
                     ),
-                )
-                .await;
+                );
             }
             MountedWrite::DriftRepaired => {
                 self.ctx.metrics.drift_repaired();
@@ -439,8 +436,7 @@ impl Applier<'_> {
                     "DriftRepaired",
                     "Repair",
                     format!("restored Secret {mounted_name} to version {current} from its versioned Secret"),
-                )
-                .await;
+                );
             }
             MountedWrite::PreviousRemoved => {}
         }
@@ -480,8 +476,7 @@ impl Applier<'_> {
                             "restarted {:?} {} for version {version}",
                             target.kind, target.name
                         ),
-                    )
-                    .await;
+                    );
                 }
                 // A missing workload is the user's to fix; it must not block rotation.
                 Err(kube::Error::Api(s)) if s.code == 404 => {
@@ -490,8 +485,7 @@ impl Applier<'_> {
                         "RestartTargetNotFound",
                         "Restart",
                         format!("{:?} {} not found", target.kind, target.name),
-                    )
-                    .await;
+                    );
                 }
                 Err(e) => return Err(Error::kube("restart target")(e)),
             }
@@ -528,8 +522,7 @@ impl Applier<'_> {
             "Revoked",
             "Revoke",
             format!("revoked version {version} ({reason})"),
-        )
-        .await;
+        );
         Ok(())
     }
 
@@ -747,22 +740,11 @@ impl Applier<'_> {
         });
     }
 
-    async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
-        let event = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = self
-            .ctx
-            .recorder
-            .publish(&event, &self.wst.object_ref(&()))
-            .await
-        {
-            tracing::warn!(namespace = %self.ns, name = %self.name, error = %e, "event not recorded");
-        }
+    /// One Event per step; posted in the background, so the reconcile does not wait.
+    fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
+        self.ctx
+            .events
+            .publish(self.wst, type_, reason, action, note);
     }
 
     async fn failed(&mut self, error: Error) {
@@ -773,8 +755,7 @@ impl Applier<'_> {
             _ => ("failed", error.reason()),
         };
         self.audit(event_name, "failure", version, &trace_id, None);
-        self.event(EventType::Warning, reason, "Reconcile", error.to_string())
-            .await;
+        self.event(EventType::Warning, reason, "Reconcile", error.to_string());
         self.outcome.error = Some(error);
     }
 }

@@ -1,10 +1,10 @@
 //! The apply side of the HTTP issuer: mint with a recorded intent, verify before cutover,
 //! revoke by prefix, reclaim tokens a crash left unheld, and usage-aware revocation.
 
+use crate::events::EventType;
 use chrono::{TimeDelta, Utc};
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::EventType;
 use serde_json::json;
 
 use super::Applier;
@@ -156,8 +156,7 @@ impl Applier<'_> {
             "Verified",
             "Verify",
             format!("the platform accepted version {version} (prefix {prefix})"),
-        )
-        .await;
+        );
         Ok(())
     }
 
@@ -267,8 +266,7 @@ impl Applier<'_> {
                     "OrphanRevoked",
                     "Reclaim",
                     format!("revoked platform token {prefix}… that a mint cut short left without a Secret"),
-                )
-                .await;
+                );
             }
             several => {
                 // More than one unheld token in the window: someone else minted there too.
@@ -283,8 +281,7 @@ impl Applier<'_> {
                         several.len(),
                         prefixes.join(", ")
                     ),
-                )
-                .await;
+                );
             }
         }
         self.clear_mint_intent().await

@@ -8,10 +8,12 @@
 //! # }
 //! ```
 
+pub mod apiserver;
 pub mod binaries;
 mod controlplane;
 pub mod leak;
 mod pki;
+pub mod probe;
 pub mod reaper;
 
 use std::sync::OnceLock;

@@ -5,8 +5,6 @@
 pub mod platform;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -154,24 +152,7 @@ pub async fn lease_holder(
         .holder_identity
 }
 
-/// A plain HTTP/1.1 GET on loopback (no client library needed for a probe).
-pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
-}
+pub use tokenwarden_testenv::probe::http_get;
 
 /// The operator this test binary shares between its tests.
 pub async fn shared_operator() -> &'static Operator {
@@ -327,29 +308,9 @@ pub async fn dump(client: &Client, ns: &str, operator: Option<&Operator>) {
     }
 }
 
-/// Mutating requests (POST/PUT/PATCH/DELETE) on Secrets and WorkspaceTokens the API server
+/// Mutating requests (server-side apply included) on Secrets and WorkspaceTokens the API server
 /// has served, from its own `apiserver_request_total`.
 pub async fn mutating_requests(client: &Client) -> u64 {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client
-        .request_text(request)
-        .await
-        .expect("API server /metrics");
-    count_mutating_requests(&text)
-}
-
-pub fn count_mutating_requests(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| {
-            l.contains("resource=\"secrets\"") || l.contains("resource=\"workspacetokens\"")
-        })
-        .filter(|l| {
-            ["POST", "PUT", "PATCH", "DELETE"]
-                .iter()
-                .any(|v| l.contains(&format!("verb=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    let metrics = tokenwarden_testenv::apiserver::metrics(client).await;
+    tokenwarden_testenv::apiserver::mutating_requests(&metrics, &["secrets", "workspacetokens"])
 }

@@ -1,0 +1,66 @@
+//! `make bench`: tokenwarden against a real control plane, measured as ratios taken in one
+//! run (these machines are noisy; absolute times alone mean little).
+//!
+//! 1. write ceiling: plain Secret creates at the operator's concurrency (W, writes/s);
+//! 2. converge: BENCH_N WorkspaceTokens from the first create to the last Ready;
+//! 3. steady state: mutating requests while idle, and across an operator restart;
+//! 4. memory: the operator's RSS with BENCH_N unrelated 10 KiB Secrets in the cluster too;
+//! 5. rotation storm: every token on the same `every`, without and with jitter.
+
+mod cluster;
+mod cpu;
+mod operator;
+mod phases;
+mod replay;
+mod report;
+mod tracker;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use phases::run;
+pub use report::Report;
+
+/// The writes one new WorkspaceToken needs: the finalizer, `S-v1`, `S` and the status.
+pub const WRITES_PER_TOKEN: u64 = 4;
+
+pub struct Config {
+    /// WorkspaceTokens (and unrelated 10 KiB Secrets).
+    pub n: usize,
+    /// The release binary of the operator.
+    pub operator: PathBuf,
+    /// The operator's `--concurrency`, and the write-ceiling client's.
+    pub concurrency: u16,
+    /// The steady-state window after convergence.
+    pub idle: Duration,
+    /// The rotation period of the storm; the jittered storm spreads over as long again.
+    pub storm_every: Duration,
+    /// Where operator logs go.
+    pub out_dir: PathBuf,
+}
+
+impl Config {
+    /// The storm period: at least a minute, and long enough for about 30 rotations a second
+    /// on average, so that one busy second stands out from chance.
+    pub fn default_storm_every(n: usize) -> Duration {
+        Duration::from_secs((n as u64 / 30).max(60))
+    }
+}
+
+/// The machine, as BENCHMARKS.md records it: CPU model, cores and memory.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!("{model}, {cores} cores, {mem_gib:.0} GiB")
+}

@@ -1,0 +1,113 @@
+//! The operator under test: the release binary as a child process, its probes, its metrics
+//! and its memory as the kernel counts it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokenwarden_testenv::{probe, reaper};
+
+pub struct OperatorProcess {
+    child: Child,
+    metrics_addr: String,
+    pub started: Instant,
+}
+
+/// Resident memory in MiB: now (`VmRSS`) and the high-water mark (`VmHWM`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rss {
+    pub now_mib: f64,
+    pub peak_mib: f64,
+}
+
+impl OperatorProcess {
+    pub fn start(binary: &Path, kubeconfig: &Path, concurrency: u16, log: PathBuf) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(&log).expect("operator log file");
+        let mut command = Command::new(binary);
+        command
+            .arg("run")
+            .args(["--metrics-addr", &metrics_addr])
+            .args(["--concurrency", &concurrency.to_string()])
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        let child = reaper::spawn(command).expect("start the operator");
+        OperatorProcess {
+            child,
+            metrics_addr,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Polls `/readyz` every 20 ms; returns the time from start to the first 200.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Duration {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((200, _)) = probe::http_get(&self.metrics_addr, "/readyz") {
+                return self.started.elapsed();
+            }
+            assert!(
+                matches!(self.child.try_wait(), Ok(None)),
+                "the operator exited before it was ready"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "operator not ready in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The sum of every sample of one metric family on the operator's `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let Some((200, page)) = probe::http_get(&self.metrics_addr, "/metrics") else {
+            return 0.0;
+        };
+        page.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn rss(&self) -> Rss {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/<operator>/status");
+        let kib = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        Rss {
+            now_mib: kib("VmRSS:") / 1024.0,
+            peak_mib: kib("VmHWM:") / 1024.0,
+        }
+    }
+
+    /// SIGTERM, then up to 30 s for a graceful exit, then SIGKILL.
+    pub async fn stop(mut self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        reaper::kill(&mut self.child);
+    }
+}

@@ -1,0 +1,243 @@
+//! The benchmark's phases, in the order the figures depend on each other.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt};
+use serde_json::json;
+use tokenwarden::api::WorkspaceToken;
+use tokenwarden_testenv::ControlPlane;
+
+use crate::cluster::{OPERATOR_RESOURCES, bulk, create_secrets, delta, writes, writes_by_kind};
+use crate::cpu;
+use crate::operator::OperatorProcess;
+use crate::report::{Figures, Storm};
+use crate::tracker::Tracker;
+use crate::{Config, WRITES_PER_TOKEN};
+
+/// Size of each unrelated Secret in the cluster during the memory figures.
+const UNRELATED_SECRET_BYTES: usize = 10 * 1024;
+/// Size of each write-ceiling Secret: about what `S-v1` holds.
+const CEILING_SECRET_BYTES: usize = 128;
+
+pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
+    let client = cp.admin_client().await;
+    install_crd(&client).await;
+    let n = cfg.n;
+    let concurrency = usize::from(cfg.concurrency);
+    let mut figures = Figures::new(cfg);
+
+    // 1. The write ceiling, in this run, on this machine.
+    let writes_needed = n as u64 * WRITES_PER_TOKEN;
+    let ns = tokenwarden_testenv::namespace(&client, "bench-ceiling").await;
+    let api = Api::<Secret>::namespaced(client.clone(), &ns);
+    let cpu_before = cpu::snapshot(&cp.bin_dir, None);
+    let took = create_secrets(
+        &api,
+        "ceiling",
+        writes_needed as usize,
+        CEILING_SECRET_BYTES,
+        concurrency,
+    )
+    .await;
+    figures.ceiling_cpu_s = cpu::delta(&cpu_before, &cpu::snapshot(&cp.bin_dir, None));
+    figures.writes_needed = writes_needed;
+    figures.write_ceiling_per_s = writes_needed as f64 / took.as_secs_f64();
+    eprintln!(
+        "bench: write ceiling {:.0}/s ({writes_needed} Secret creates in {took:.1?})",
+        figures.write_ceiling_per_s
+    );
+
+    // The same requests the operator will send, from a client with no logic: its floor.
+    let ns = tokenwarden_testenv::namespace(&client, "bench-replay").await;
+    let took = crate::replay::replay(&client, &ns, n, concurrency).await;
+    figures.replay_s = took.as_secs_f64();
+    eprintln!("bench: replay of the operator's requests for {n} tokens in {took:.1?}");
+
+    // Unrelated Secrets, there for the memory figures: the operator must not pay for them.
+    let ns = tokenwarden_testenv::namespace(&client, "bench-unrelated").await;
+    let api = Api::<Secret>::namespaced(client.clone(), &ns);
+    let took = create_secrets(&api, "unrelated", n, UNRELATED_SECRET_BYTES, concurrency).await;
+    eprintln!("bench: {n} unrelated 10 KiB Secrets in {took:.1?}");
+
+    // 2. Converge: the operator runs and is ready; then BENCH_N WorkspaceTokens arrive.
+    let ns = tokenwarden_testenv::namespace(&client, "bench").await;
+    figures.namespace = ns.clone();
+    let tokens = Api::<WorkspaceToken>::namespaced(client.clone(), &ns);
+    let tracker = Tracker::watch(tokens.clone());
+    let mut operator = start_operator(cp, cfg, 1);
+    operator.wait_ready(Duration::from_secs(60)).await;
+    let before = writes(&client, &OPERATOR_RESOURCES).await;
+    let events_before = writes(&client, &["events"]).await;
+    let kinds_before = writes_by_kind(&client).await;
+    let cpu_before = cpu::snapshot(&cp.bin_dir, Some(operator.pid()));
+    let started = Instant::now();
+    let created_in = bulk(n, concurrency, |i| {
+        let tokens = tokens.clone();
+        async move {
+            tokens
+                .create(&PostParams::default(), &workspace_token(i))
+                .await
+        }
+    })
+    .await;
+    let timeout = Duration::from_secs(120) + Duration::from_millis(100) * n as u32;
+    let last_ready = tracker.all_ready_at(n, 1, timeout).await;
+    figures.converge_s = (last_ready - started).as_secs_f64();
+    figures.created_in_s = created_in.as_secs_f64();
+    figures.converge_cpu_s = cpu::delta(
+        &cpu_before,
+        &cpu::snapshot(&cp.bin_dir, Some(operator.pid())),
+    );
+    let converged = writes(&client, &OPERATOR_RESOURCES).await;
+    figures.converge_writes_by_kind = delta(&kinds_before, &writes_by_kind(&client).await);
+    figures.converge_writes = converged - before - n as u64;
+    figures.converge_events = writes(&client, &["events"]).await - events_before;
+    eprintln!(
+        "bench: converged {n} in {:.1} s ({} operator writes, {} events)",
+        figures.converge_s, figures.converge_writes, figures.converge_events
+    );
+
+    // 3. Steady state: nothing to do, so nothing written.
+    tokio::time::sleep(cfg.idle).await;
+    figures.steady_writes = writes(&client, &OPERATOR_RESOURCES).await - converged;
+    let rss = operator.rss();
+    figures.rss_steady_mib = rss.now_mib;
+    figures.rss_peak_mib = rss.peak_mib;
+    eprintln!(
+        "bench: idle {:?}: {} writes, RSS {:.1} MiB (peak {:.1})",
+        cfg.idle, figures.steady_writes, rss.now_mib, rss.peak_mib
+    );
+
+    // ...and across a restart: ready, then every token reconciled once, and still nothing.
+    let before = writes(&client, &OPERATOR_RESOURCES).await;
+    operator.stop().await;
+    let mut operator = start_operator(cp, cfg, 2);
+    figures.restart_ready_s = operator
+        .wait_ready(Duration::from_secs(120))
+        .await
+        .as_secs_f64();
+    let deadline = Instant::now() + timeout;
+    while operator.metric("tokenwarden_reconcile_total") < n as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "restarted operator did not reconcile every token"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    figures.restart_resync_s = operator.started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    figures.restart_writes = writes(&client, &OPERATOR_RESOURCES).await - before;
+    eprintln!(
+        "bench: restart ready in {:.2} s, every token reconciled in {:.2} s, {} writes",
+        figures.restart_ready_s, figures.restart_resync_s, figures.restart_writes
+    );
+
+    // 5. Rotation storms: the same `every` for all, first without jitter, then with.
+    let every = cfg.storm_every;
+    let slack = Duration::from_secs_f64(figures.converge_s * 3.0) + Duration::from_secs(120);
+    figures.storm_no_jitter =
+        storm(&client, &tokens, &tracker, 2, every, None, every + slack).await;
+    figures.storm = storm(
+        &client,
+        &tokens,
+        &tracker,
+        3,
+        every,
+        Some(every),
+        2 * every + slack,
+    )
+    .await;
+    let rss = operator.rss();
+    figures.rss_peak_mib = figures.rss_peak_mib.max(rss.peak_mib);
+    operator.stop().await;
+    figures
+}
+
+fn start_operator(cp: &ControlPlane, cfg: &Config, seq: usize) -> OperatorProcess {
+    let log = cfg.out_dir.join(format!("operator-{seq}.log"));
+    OperatorProcess::start(&cfg.operator, cp.admin_kubeconfig(), cfg.concurrency, log)
+}
+
+async fn install_crd(client: &Client) {
+    let crds = Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(client.clone());
+    crds.patch(
+        "workspacetokens.tokenwarden.dev",
+        &PatchParams::apply("tokenwarden-bench").force(),
+        &Patch::Apply(&WorkspaceToken::crd()),
+    )
+    .await
+    .expect("install the CRD");
+    let established = kube::runtime::wait::await_condition(
+        crds,
+        "workspacetokens.tokenwarden.dev",
+        kube::runtime::wait::conditions::is_crd_established(),
+    );
+    tokio::time::timeout(Duration::from_secs(30), established)
+        .await
+        .expect("CRD established")
+        .expect("watch the CRD");
+}
+
+fn workspace_token(i: usize) -> WorkspaceToken {
+    serde_json::from_value(json!({
+        "apiVersion": "tokenwarden.dev/v1alpha1",
+        "kind": "WorkspaceToken",
+        "metadata": { "name": format!("agent-{i:05}") },
+        "spec": { "workspaceId": format!("ws-{:03}", i % 100) },
+    }))
+    .expect("WorkspaceToken manifest")
+}
+
+/// Gives every token the same `every` (and `jitter`), waits until all reached `version`, and
+/// bins the creations of their `S-v<version>` Secrets by second.
+async fn storm(
+    client: &Client,
+    tokens: &Api<WorkspaceToken>,
+    tracker: &Tracker,
+    version: u32,
+    every: Duration,
+    jitter: Option<Duration>,
+    timeout: Duration,
+) -> Storm {
+    let n = tracker.count_at(1);
+    let seconds = |d: Duration| format!("{}s", d.as_secs());
+    let rotation = json!({ "every": seconds(every), "jitter": jitter.map(seconds) });
+    let names: Vec<String> = tokens
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("list WorkspaceTokens")
+        .items
+        .into_iter()
+        .filter_map(|t| t.metadata.name)
+        .collect();
+    let started = Instant::now();
+    bulk(names.len(), 16, |i| {
+        let patch = json!({ "spec": { "rotation": rotation } });
+        let name = names[i].clone();
+        async move {
+            tokens
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+        }
+    })
+    .await;
+    tracker.all_ready_at(n, version, timeout).await;
+    let took = started.elapsed();
+    let secrets =
+        Api::<Secret>::namespaced(client.clone(), tokens.namespace().unwrap_or("default"));
+    let created = secrets
+        .list_metadata(&ListParams::default().labels(&format!("tokenwarden.dev/version={version}")))
+        .await
+        .expect("list versioned Secrets")
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.creation_timestamp.map(|t| t.0.as_second()));
+    let storm = Storm::from_creations(created, every);
+    eprintln!(
+        "bench: storm to v{version} (jitter {:?}): {} rotations in {took:.1?}, busiest second {}, mean {:.1}/s",
+        jitter, storm.rotations, storm.peak_per_s, storm.mean_per_s
+    );
+    storm
+}

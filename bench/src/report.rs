@@ -1,0 +1,288 @@
+//! The figures: a readable table, and one JSON object with the headline keys.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::Config;
+
+/// How bursty one storm was: its busiest second against the mean rate its period implies
+/// (all rotations spread evenly over `every`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Storm {
+    pub rotations: usize,
+    pub every_s: u64,
+    pub peak_per_s: usize,
+    pub mean_per_s: f64,
+    pub peak_to_mean: f64,
+    /// From the first rotation's second to the last's.
+    pub spread_s: i64,
+}
+
+impl Storm {
+    /// From the creation seconds (unix time) of the Secrets the rotations wrote.
+    pub fn from_creations(seconds: impl IntoIterator<Item = i64>, every: Duration) -> Storm {
+        let mut per_second: BTreeMap<i64, usize> = BTreeMap::new();
+        for second in seconds {
+            *per_second.entry(second).or_default() += 1;
+        }
+        let rotations: usize = per_second.values().sum();
+        let every_s = every.as_secs().max(1);
+        let mean_per_s = rotations as f64 / every_s as f64;
+        let peak_per_s = per_second.values().copied().max().unwrap_or(0);
+        let spread_s = match (per_second.keys().next(), per_second.keys().next_back()) {
+            (Some(first), Some(last)) => last - first + 1,
+            _ => 0,
+        };
+        Storm {
+            rotations,
+            every_s,
+            peak_per_s,
+            mean_per_s,
+            peak_to_mean: if rotations == 0 {
+                0.0
+            } else {
+                peak_per_s as f64 / mean_per_s
+            },
+            spread_s,
+        }
+    }
+}
+
+/// Every figure one run produced.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figures {
+    pub n: usize,
+    /// Where the benchmark's WorkspaceTokens and their Secrets live.
+    pub namespace: String,
+    pub concurrency: u16,
+    pub writes_needed: u64,
+    pub write_ceiling_per_s: f64,
+    pub created_in_s: f64,
+    pub converge_s: f64,
+    /// A logic-free client sending the operator's requests for BENCH_N new tokens.
+    pub replay_s: f64,
+    pub converge_writes: u64,
+    pub converge_events: u64,
+    /// Every mutating request during convergence (the bench's creates included), by kind.
+    pub converge_writes_by_kind: BTreeMap<String, u64>,
+    /// CPU seconds per process during the ceiling and during convergence.
+    pub ceiling_cpu_s: BTreeMap<String, f64>,
+    pub converge_cpu_s: BTreeMap<String, f64>,
+    pub idle_s: u64,
+    pub steady_writes: u64,
+    pub restart_writes: u64,
+    pub restart_ready_s: f64,
+    pub restart_resync_s: f64,
+    pub rss_peak_mib: f64,
+    pub rss_steady_mib: f64,
+    pub storm_no_jitter: Storm,
+    pub storm: Storm,
+}
+
+/// The headline: exactly the keys the issue names, the last line of the output and
+/// `target/bench/result.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub n: usize,
+    pub write_ceiling_per_s: f64,
+    pub converge_s: f64,
+    pub ratio: f64,
+    pub steady_writes: u64,
+    pub restart_writes: u64,
+    pub restart_ready_s: f64,
+    pub rss_peak_mib: f64,
+    pub rss_steady_mib: f64,
+    pub storm_peak_to_mean: f64,
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    (x * scale).round() / scale
+}
+
+impl Figures {
+    pub fn new(cfg: &Config) -> Figures {
+        Figures {
+            n: cfg.n,
+            concurrency: cfg.concurrency,
+            idle_s: cfg.idle.as_secs(),
+            ..Default::default()
+        }
+    }
+
+    /// converge_s / (writes_needed / W): 1.0 means converging cost no more than writing the
+    /// same number of plain Secrets as fast as the API server takes them.
+    pub fn ratio(&self) -> f64 {
+        let floor_s = self.writes_needed as f64 / self.write_ceiling_per_s;
+        self.converge_s / floor_s
+    }
+
+    pub fn report(&self) -> Report {
+        Report {
+            n: self.n,
+            write_ceiling_per_s: round(self.write_ceiling_per_s, 1),
+            converge_s: round(self.converge_s, 2),
+            ratio: round(self.ratio(), 3),
+            steady_writes: self.steady_writes,
+            restart_writes: self.restart_writes,
+            restart_ready_s: round(self.restart_ready_s, 2),
+            rss_peak_mib: round(self.rss_peak_mib, 1),
+            rss_steady_mib: round(self.rss_steady_mib, 1),
+            storm_peak_to_mean: round(self.storm.peak_to_mean, 2),
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let floor_s = self.writes_needed as f64 / self.write_ceiling_per_s;
+        let rows: Vec<(&str, String, &str)> = vec![
+            ("tokens (BENCH_N)", self.n.to_string(), ""),
+            (
+                "concurrency",
+                self.concurrency.to_string(),
+                "operator and ceiling client",
+            ),
+            (
+                "write ceiling W",
+                format!("{:.0} writes/s", self.write_ceiling_per_s),
+                "plain Secret creates",
+            ),
+            (
+                "writes needed",
+                self.writes_needed.to_string(),
+                "finalizer, S-v1, S, status per token",
+            ),
+            ("floor = needed / W", format!("{floor_s:.2} s"), ""),
+            (
+                "converge",
+                format!("{:.2} s", self.converge_s),
+                "first create -> last Ready",
+            ),
+            (
+                "  of which creating",
+                format!("{:.2} s", self.created_in_s),
+                "the bench's own creates",
+            ),
+            ("ratio", format!("{:.3}", self.ratio()), "target <= 1.3"),
+            (
+                "replay",
+                format!("{:.2} s", self.replay_s),
+                "the same requests, no logic",
+            ),
+            (
+                "converge / replay",
+                format!("{:.3}", self.converge_s / self.replay_s),
+                "the operator's own overhead",
+            ),
+            (
+                "operator writes",
+                self.converge_writes.to_string(),
+                "secrets + workspacetokens",
+            ),
+            ("events", self.converge_events.to_string(), ""),
+            (
+                "steady writes",
+                format!("{} in {} s", self.steady_writes, self.idle_s),
+                "target 0",
+            ),
+            (
+                "restart writes",
+                self.restart_writes.to_string(),
+                "target 0",
+            ),
+            (
+                "restart ready",
+                format!("{:.2} s", self.restart_ready_s),
+                "target <= 10 s",
+            ),
+            (
+                "restart resync",
+                format!("{:.2} s", self.restart_resync_s),
+                "every token reconciled",
+            ),
+            (
+                "RSS steady",
+                format!("{:.1} MiB", self.rss_steady_mib),
+                "target <= 64 MiB",
+            ),
+            ("RSS peak", format!("{:.1} MiB", self.rss_peak_mib), ""),
+        ];
+        let mut out = String::new();
+        for (name, value, note) in rows {
+            out += &format!("  {name:<22} {value:>18}  {note}\n");
+        }
+        let listing = |map: &BTreeMap<String, f64>| {
+            map.iter()
+                .map(|(k, v)| format!("{k} {v:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out += &format!(
+            "  {:<22} {}\n",
+            "CPU s, ceiling",
+            listing(&self.ceiling_cpu_s)
+        );
+        out += &format!(
+            "  {:<22} {}\n",
+            "CPU s, converge",
+            listing(&self.converge_cpu_s)
+        );
+        let kinds = self
+            .converge_writes_by_kind
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"));
+        out += &format!(
+            "  {:<22} {}\n",
+            "converge writes",
+            kinds.collect::<Vec<_>>().join(", ")
+        );
+        for (name, s) in [
+            ("storm, no jitter", &self.storm_no_jitter),
+            ("storm, jitter", &self.storm),
+        ] {
+            out += &format!(
+                "  {name:<22} {:>18}  {} rotations, busiest second {}, mean {:.1}/s over every={}s, spread {} s\n",
+                format!("{:.2} peak/mean", s.peak_to_mean),
+                s.rotations,
+                s.peak_per_s,
+                s.mean_per_s,
+                s.every_s,
+                s.spread_s
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storm_compares_the_busiest_second_with_the_mean_over_the_period() {
+        // 6 rotations over a 60 s period: mean 0.1/s; 3 in one second: 30x the mean.
+        let storm = Storm::from_creations([100, 100, 100, 101, 130, 159], Duration::from_secs(60));
+        assert_eq!(storm.rotations, 6);
+        assert_eq!(storm.peak_per_s, 3);
+        assert!((storm.peak_to_mean - 30.0).abs() < 1e-9);
+        assert_eq!(storm.spread_s, 60);
+    }
+
+    #[test]
+    fn an_even_storm_has_a_peak_to_mean_of_one() {
+        let storm = Storm::from_creations(0..60, Duration::from_secs(60));
+        assert!((storm.peak_to_mean - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ratio_is_converge_time_over_the_write_floor() {
+        let figures = Figures {
+            writes_needed: 4000,
+            write_ceiling_per_s: 400.0,
+            converge_s: 13.0,
+            ..Default::default()
+        };
+        assert!((figures.ratio() - 1.3).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,59 @@
+//! The benchmark at BENCH_N=50, so `make bench` cannot rot: it must converge every token,
+//! write nothing while idle or across a restart, and rotate every token in both storms.
+//! Timings are the benchmark's business (BENCHMARKS.md), never asserted here.
+
+mod support;
+
+use std::time::Duration;
+
+use tokenwarden_bench::Config;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_tokens_converge_stay_quiet_through_a_restart_and_rotate_in_both_storms() {
+    let cp = tokenwarden_testenv::shared();
+    let cfg = Config {
+        n: 50,
+        operator: env!("CARGO_BIN_EXE_tokenwarden").into(),
+        concurrency: 16,
+        idle: Duration::from_secs(10),
+        storm_every: Duration::from_secs(15),
+        out_dir: support::artifacts_dir(),
+    };
+    let figures = tokenwarden_bench::run(cp, &cfg).await;
+    eprintln!("{}", figures.table());
+    // For the leak scan: the statuses name every minted token's hash.
+    support::dump(&cp.admin_client().await, &figures.namespace, None).await;
+
+    // run() itself fails unless all 50 were seen Ready at v1, v2 and v3.
+    assert_eq!(
+        figures.converge_writes,
+        50 * tokenwarden_bench::WRITES_PER_TOKEN
+    );
+    assert_eq!(figures.steady_writes, 0, "writes while idle");
+    assert_eq!(figures.restart_writes, 0, "writes across a restart");
+    assert_eq!(figures.storm_no_jitter.rotations, 50);
+    assert_eq!(figures.storm.rotations, 50);
+    assert!(figures.rss_steady_mib > 0.0 && figures.rss_peak_mib >= figures.rss_steady_mib);
+    let report = serde_json::to_value(figures.report()).expect("report as JSON");
+    let mut keys: Vec<&str> = report
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut want = [
+        "n",
+        "write_ceiling_per_s",
+        "converge_s",
+        "ratio",
+        "steady_writes",
+        "restart_writes",
+        "restart_ready_s",
+        "rss_peak_mib",
+        "rss_steady_mib",
+        "storm_peak_to_mean",
+    ];
+    keys.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(keys, want, "the headline JSON has exactly the issue's keys");
+}
