@@ -21,7 +21,7 @@ demo:
 
 lint:
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features tokenwarden/failpoints -- -D warnings
 
 # The Helm chart: CRD copy in sync, helm lint --strict, helm template (default, namespaced, HA),
 # kubeconform -strict and the kube-linter checks on what it renders.
@@ -41,7 +41,7 @@ test: lint chart-check gitops-check static-check
 	@rm -rf $(ARTIFACTS) && mkdir -p $(ARTIFACTS)
 	@bin=$$(bash hack/controlplane/build.sh | tail -n 1); \
 	status=0; \
-	TOKENWARDEN_CONTROLPLANE_BIN="$$bin" $(CARGO) test --workspace --no-fail-fast 2>&1 \
+	TOKENWARDEN_CONTROLPLANE_BIN="$$bin" $(CARGO) test --workspace --features tokenwarden/failpoints --no-fail-fast 2>&1 \
 	  | tee $(ARTIFACTS)/cargo-test.log || status=$$?; \
 	$(CARGO) run --quiet -p tokenwarden-testenv --bin leak-scan $(ARTIFACTS) || status=1; \
 	exit $$status

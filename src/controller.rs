@@ -249,6 +249,9 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     if !removed_finalizer {
         let api: Api<WorkspaceToken> = Api::namespaced(ctx.client.clone(), &ns);
         let new_status = status::render(&wst, &plan, &outcome, now);
+        if !plan.steps.is_empty() {
+            crate::failpoint::hit(crate::failpoint::BEFORE_STATUS);
+        }
         match status::write(&api, &wst, new_status).await {
             Ok(Some(rv)) => written_rv = Some(rv),
             Ok(None) => {}

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod cli;
 pub mod controller;
 pub mod events;
+pub mod failpoint;
 pub mod issuer;
 pub mod leader;
 pub mod plan;

@@ -24,7 +24,9 @@ where
     Fut: Future<Output = kube::Result<T>>,
 {
     let started = Instant::now();
-    let mut writes = futures::stream::iter(0..N).map(&write).buffer_unordered(CONCURRENCY);
+    let mut writes = futures::stream::iter(0..N)
+        .map(&write)
+        .buffer_unordered(CONCURRENCY);
     while let Some(result) = writes.next().await {
         result.unwrap_or_else(|e| panic!("{what}: {e}"));
     }

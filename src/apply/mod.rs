@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::events::EventType;
+use crate::failpoint;
 use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -221,6 +222,7 @@ impl Applier<'_> {
             None => crate::issuer::local::mint(&self.wst.spec.token)?,
             Some(_) => self.mint_at_platform(version, &trace_id).await?,
         };
+        failpoint::hit(failpoint::AFTER_MINT);
         let facts = MintedFacts::of(&token, &trace_id);
         let secret = self.versioned_secret(version, &token, &facts);
         let name = versioned_secret_name(&self.mounted_name(), version);
@@ -247,6 +249,7 @@ impl Applier<'_> {
             }
             Err(e) => return Err(Error::kube("create versioned Secret")(e)),
         }
+        failpoint::hit(failpoint::AFTER_VERSIONED_SECRET);
         if self.uses_platform() {
             self.clear_mint_intent().await?;
         }
@@ -398,6 +401,9 @@ impl Applier<'_> {
                 }
             }
         }
+        if why == MountedWrite::Cutover {
+            failpoint::hit(failpoint::AFTER_CUTOVER);
+        }
         let prefix = token.prefix();
         match why {
             MountedWrite::Cutover => {
@@ -497,6 +503,7 @@ impl Applier<'_> {
         let name = versioned_secret_name(&self.mounted_name(), version);
         if self.uses_platform() {
             self.revoke_at_platform(version).await?;
+            failpoint::hit(failpoint::AFTER_ISSUER_REVOKE);
         }
         self.delete_owned(&name, "delete versioned Secret").await?;
         self.ctx.metrics.revoked();

@@ -84,6 +84,16 @@ impl Operator {
     }
 
     pub fn start_as(cp: &ControlPlane, kubeconfig: &Path, args: &[&str]) -> Operator {
+        Self::start_with_env(cp, kubeconfig, args, &[])
+    }
+
+    /// With extra environment variables (a failpoint to arm, for instance).
+    pub fn start_with_env(
+        cp: &ControlPlane,
+        kubeconfig: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
         let _ = cp;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -101,6 +111,7 @@ impl Operator {
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).expect("operator stdout file"))
             .stderr(std::fs::File::create(&stderr).expect("operator stderr file"));
@@ -124,6 +135,11 @@ impl Operator {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// How the process ended, once it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// GET a path of the operator's metrics/health server: (status code, body).

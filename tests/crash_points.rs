@@ -1,0 +1,140 @@
+//! Crash anywhere, lose nothing: the operator aborts at each named failpoint in the middle of
+//! a rotation (HTTP issuer, gracePeriod 0 so the old version is revoked in the same pass),
+//! and a fresh process finishes the job. After the restart:
+//! - exactly one version is Active and it is v2: numbers neither skip nor repeat;
+//! - `S` and `S-v2` hold the same token, the one status records;
+//! - a version whose Secret existed before the crash was adopted, not minted again;
+//! - the platform has exactly one live token for the workspace, the served one: nothing
+//!   minted in the crashed pass is left live without a Secret.
+//!
+//! Failpoints exist only in builds with the `failpoints` feature (the test build); each
+//! test runs its own operator on its own namespace.
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use support::platform::TestPlatform;
+use support::*;
+use tokenwarden::api::{VersionState, WorkspaceToken};
+use tokenwarden::failpoint;
+use tokenwarden::token::sha256_hex;
+
+const WAIT: Duration = Duration::from_secs(60);
+const SIGABRT: i32 = 6;
+
+async fn crash_at(point: &str) {
+    let cp = control_plane().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, &format!("crash-{point}")).await;
+    let platform = TestPlatform::start().await;
+    platform.create_workspace("ws-crash").await;
+    platform
+        .admin_secret(&client, &ns, &platform.admin.clone())
+        .await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let only_here = ["--namespace", ns.as_str()];
+    let kubeconfig = cp.admin_kubeconfig();
+
+    let mut first = Operator::start(cp, &only_here);
+    let spec = platform.spec("ws-crash", json!({ "rotation": { "gracePeriod": "0s" } }));
+    create(&api, "t", spec).await;
+    wait_version(&api, "t", 1, WAIT).await;
+    first.kill();
+
+    // The armed operator rotates and aborts at `point`.
+    let armed = [(failpoint::ENV, point)];
+    let mut crashing = Operator::start_with_env(cp, kubeconfig, &only_here, &armed);
+    let patch = json!({ "metadata": { "annotations": { "tokenwarden.dev/rotate": "r1" } } });
+    api.patch("t", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("request a rotation");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = crashing.exit_status() {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the operator did not abort at {point}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        status.signal(),
+        Some(SIGABRT),
+        "aborted by the failpoint: {status:?}"
+    );
+    let v2_before_restart = secrets.get_opt("t-v2").await.expect("get t-v2");
+
+    let recovering = Operator::start(cp, &only_here);
+    let w = wait_version(&api, "t", 2, Duration::from_secs(90)).await;
+    let status = w.status.as_ref().expect("status");
+    let active: Vec<u32> = status
+        .versions
+        .iter()
+        .filter(|v| v.state == VersionState::Active)
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(active, [2], "{point}: exactly one Active version, v2");
+
+    let mounted = secrets.get("t").await.expect("S");
+    let versioned = secrets.get("t-v2").await.expect("S-v2");
+    let served = sha256_hex(data(&mounted, "token").expect("S token").as_bytes());
+    let recorded = sha256_hex(data(&versioned, "token").expect("S-v2 token").as_bytes());
+    assert_eq!(served, recorded, "{point}: S matches S-v2");
+    assert_eq!(status.token_sha256.as_deref(), Some(served.as_str()));
+    if let Some(before) = v2_before_restart {
+        assert_eq!(
+            before.uid(),
+            versioned.uid(),
+            "{point}: S-v2 adopted, not minted again"
+        );
+    }
+
+    eventually(
+        WAIT,
+        "only the served token live at the platform",
+        || async {
+            let live = platform.live("ws-crash").await;
+            (live.len() == 1 && live[0].token_sha256 == served).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        secrets.get_opt("t-v1").await.expect("get t-v1").is_none(),
+        "{point}: v1 revoked and its Secret gone"
+    );
+    dump(&client, &ns, Some(&recovering)).await;
+}
+
+#[tokio::test]
+async fn a_crash_right_after_the_platform_minted_leaves_no_orphan() {
+    crash_at(failpoint::AFTER_MINT).await;
+}
+
+#[tokio::test]
+async fn a_crash_right_after_the_versioned_secret_adopts_it() {
+    crash_at(failpoint::AFTER_VERSIONED_SECRET).await;
+}
+
+#[tokio::test]
+async fn a_crash_right_after_the_cutover_finishes_the_rotation() {
+    crash_at(failpoint::AFTER_CUTOVER).await;
+}
+
+#[tokio::test]
+async fn a_crash_right_after_the_platform_revoked_the_old_version_finishes_the_cleanup() {
+    crash_at(failpoint::AFTER_ISSUER_REVOKE).await;
+}
+
+#[tokio::test]
+async fn a_crash_before_the_status_write_catches_status_up() {
+    crash_at(failpoint::BEFORE_STATUS).await;
+}
