@@ -397,14 +397,12 @@ impl Context {
             .wst_resource_version
             .is_none_or(|want| seen(wst.metadata.resource_version.as_ref(), want));
         let ns = wst.namespace().unwrap_or_default();
-        let cached = self.index.secrets_of(&ns, &wst.name_any());
+        let cached = self.index.resource_versions_of(&ns, &wst.name_any());
         let secrets_ok = expected.secrets.iter().all(|(name, want)| {
-            let found = cached
-                .iter()
-                .find(|s| s.metadata.name.as_deref() == Some(name));
+            let found = cached.iter().find(|(n, _)| n == name);
             match (want, found) {
                 (None, found) => found.is_none(),
-                (Some(want), Some(s)) => seen(s.metadata.resource_version.as_ref(), *want),
+                (Some(want), Some((_, have))) => have.is_some_and(|have| have >= *want),
                 (Some(_), None) => false,
             }
         });

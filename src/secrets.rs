@@ -69,24 +69,37 @@ struct IndexState {
     ready: bool,
 }
 
-/// The few Secrets of one token (`S` and one `S-vN` per live version), by name. A Vec: a
-/// map's node would cost more than the handful of entries it holds, 10k times over.
+/// The few Secrets of one token (`S` and one `S-vN` per live version), sorted by name. A
+/// Vec: a map's node would cost more than the handful of entries it holds, 10k times over.
+/// Each entry keeps its resourceVersion unpacked, so checking that the cache has seen our
+/// own writes parses nothing.
 #[derive(Default)]
-struct Group(Vec<(Box<str>, Packed)>);
+struct Group(Vec<Entry>);
+
+struct Entry {
+    name: Box<str>,
+    resource_version: Option<u64>,
+    packed: Packed,
+}
 
 impl Group {
-    fn insert(&mut self, name: String, packed: Packed) {
-        match self.0.iter_mut().find(|(n, _)| **n == *name) {
-            Some(entry) => entry.1 = packed,
-            None => {
-                self.0.push((name.into_boxed_str(), packed));
+    fn insert(&mut self, secret: &Secret) {
+        let entry = Entry {
+            name: secret.name_any().into_boxed_str(),
+            resource_version: secret.resource_version().and_then(|rv| rv.parse().ok()),
+            packed: Packed::pack(secret),
+        };
+        match self.0.binary_search_by(|e| e.name.cmp(&entry.name)) {
+            Ok(at) => self.0[at] = entry,
+            Err(at) => {
+                self.0.insert(at, entry);
                 self.0.shrink_to_fit();
             }
         }
     }
 
     fn remove(&mut self, name: &str) {
-        self.0.retain(|(n, _)| **n != *name);
+        self.0.retain(|e| *e.name != *name);
         self.0.shrink_to_fit();
     }
 
@@ -95,7 +108,7 @@ impl Group {
     }
 
     fn values(&self) -> impl Iterator<Item = &Packed> {
-        self.0.iter().map(|(_, p)| p)
+        self.0.iter().map(|e| &e.packed)
     }
 }
 
@@ -187,11 +200,7 @@ impl SecretIndex {
         match event {
             watcher::Event::Apply(s) => {
                 let key = key_of(s)?;
-                state
-                    .by_token
-                    .entry(key.clone())
-                    .or_default()
-                    .insert(s.name_any(), Packed::pack(s));
+                state.by_token.entry(key.clone()).or_default().insert(s);
                 Some(key)
             }
             watcher::Event::Delete(s) => {
@@ -215,7 +224,7 @@ impl SecretIndex {
                     .get_or_insert_with(HashMap::new)
                     .entry(key.clone())
                     .or_default()
-                    .insert(s.name_any(), Packed::pack(s));
+                    .insert(s);
                 Some(key)
             }
             watcher::Event::InitDone => {
@@ -238,10 +247,21 @@ impl SecretIndex {
         state
             .by_token
             .get(&(namespace.to_string(), token.to_string()))
+            .map(|group| group.values().map(|p| Arc::new(p.unpack())).collect())
+            .unwrap_or_default()
+    }
+
+    /// The names and resourceVersions of a token's cached Secrets, without unpacking them.
+    pub fn resource_versions_of(&self, namespace: &str, token: &str) -> Vec<(String, Option<u64>)> {
+        let state = self.inner.read().expect("secret index lock");
+        state
+            .by_token
+            .get(&(namespace.to_string(), token.to_string()))
             .map(|group| {
-                let mut sorted: Vec<&(Box<str>, Packed)> = group.0.iter().collect();
-                sorted.sort_by(|a, b| a.0.cmp(&b.0));
-                sorted.iter().map(|(_, p)| Arc::new(p.unpack())).collect()
+                let entries = group.0.iter();
+                entries
+                    .map(|e| (e.name.to_string(), e.resource_version))
+                    .collect()
             })
             .unwrap_or_default()
     }
@@ -424,6 +444,8 @@ mod tests {
         assert_eq!(data[PREFIX_KEY].0, b"tw_secre".to_vec());
         assert_eq!(cached[0].metadata.managed_fields, None);
         assert_eq!(cached[0].resource_version().as_deref(), Some("7"));
+        let versions = index.resource_versions_of("team-a", "agent");
+        assert_eq!(versions, [("agent-v1".to_string(), Some(7))]);
         assert_eq!(
             index.held_prefixes().into_iter().collect::<Vec<_>>(),
             ["tw_secre"]
@@ -447,5 +469,15 @@ mod tests {
         assert_eq!(names(&index), ["agent-v2"]);
         index.apply(&watcher::Event::Delete(secret("agent-v2", "b")));
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn a_tokens_secrets_come_back_sorted_by_name_whatever_the_order_they_arrived_in() {
+        let index = SecretIndex::default();
+        for name in ["agent-v2", "agent", "agent-v1"] {
+            index.apply(&watcher::Event::Apply(secret(name, "a")));
+        }
+        index.apply(&watcher::Event::Apply(secret("agent-v1", "b")));
+        assert_eq!(names(&index), ["agent", "agent-v1", "agent-v2"]);
     }
 }
