@@ -81,6 +81,19 @@ pub async fn writes_by_kind(client: &kube::Client) -> BTreeMap<String, u64> {
     apiserver::mutating_requests_by_kind(&page, &ALL_OPERATOR_RESOURCES)
 }
 
+/// The requests of a by-kind count that went to any of `resources`.
+pub fn total(by_kind: &BTreeMap<String, u64>, resources: &[&str]) -> u64 {
+    let resource_of = |kind: &str| {
+        let resource = kind.split_once(' ').map_or(kind, |(_, r)| r);
+        resource.split('/').next().unwrap_or(resource).to_string()
+    };
+    by_kind
+        .iter()
+        .filter(|(kind, _)| resources.contains(&resource_of(kind).as_str()))
+        .map(|(_, n)| n)
+        .sum()
+}
+
 /// `after - before`, per kind, leaving out kinds that did not change.
 pub fn delta(
     before: &BTreeMap<String, u64>,
@@ -91,4 +104,26 @@ pub fn delta(
         .map(|(kind, n)| (kind.clone(), n - before.get(kind).copied().unwrap_or(0)))
         .filter(|(_, n)| *n > 0)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_sums_the_kinds_of_the_named_resources_subresources_included() {
+        let by_kind = [
+            ("APPLY workspacetokens/status", 3),
+            ("POST secrets", 4),
+            ("POST events", 5),
+            ("PATCH workspacetokens", 1),
+        ];
+        let by_kind = by_kind
+            .map(|(k, n)| (k.to_string(), n))
+            .into_iter()
+            .collect();
+        assert_eq!(total(&by_kind, &OPERATOR_RESOURCES), 8);
+        assert_eq!(total(&by_kind, &["events"]), 5);
+        assert_eq!(total(&by_kind, &["leases"]), 0);
+    }
 }

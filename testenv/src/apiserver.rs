@@ -23,24 +23,10 @@ pub const MUTATING_VERBS: [&str; 6] = [
     "DELETECOLLECTION",
 ];
 
-/// Mutating requests (POST/PUT/PATCH/APPLY/DELETE/DELETECOLLECTION) served on any of `resources`, summed over every
-/// label combination of `apiserver_request_total`.
+/// Mutating requests (POST/PUT/PATCH/APPLY/DELETE/DELETECOLLECTION) served on any of
+/// `resources`, summed over every label combination of `apiserver_request_total`.
 pub fn mutating_requests(metrics: &str, resources: &[&str]) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| {
-            resources
-                .iter()
-                .any(|r| l.contains(&format!("resource=\"{r}\"")))
-        })
-        .filter(|l| {
-            MUTATING_VERBS
-                .iter()
-                .any(|v| l.contains(&format!("verb=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    mutating_requests_by_kind(metrics, resources).values().sum()
 }
 
 /// Mutating requests on `resources` by `"VERB resource[/subresource]"`: where writes went.
