@@ -10,11 +10,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 . "$here/versions.env"
 
-cache_root=${TOKENWARDEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenwarden}
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
 dir="$cache_root/controlplane/$K8S_VERSION-$ETCD_VERSION"
 bin="$dir/bin"
-
-export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 log() { echo "controlplane: $*" >&2; }
 
@@ -108,6 +107,7 @@ EOF
 }
 
 started=$(date +%s)
+scratch_gocache
 k8s_ready || build_kubernetes
 reports "$bin/etcd" "etcd Version: ${ETCD_VERSION#v}" || build_etcd
 

@@ -10,11 +10,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 . "$here/versions.env"
 
-cache_root=${TOKENWARDEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenwarden}
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
 tools="$cache_root/tools"
 all="$tools/bin-helm-$HELM_VERSION-kubeconform-$KUBECONFORM_VERSION"
-
-export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 log() { echo "tools: $*" >&2; }
 
@@ -36,6 +35,7 @@ build() {
 }
 
 started=$(date +%s)
+scratch_gocache
 helm_bin=$(build helm "$HELM_VERSION" "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" \
   "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
   version --template '{{.Version}}')
