@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, future};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -120,7 +120,10 @@ pub async fn run(
     let (store, writer) = reflector::store();
     let token_events = reflector(
         writer,
-        watcher(tokens, watcher::Config::default().page_size(500)).modify(slim_token),
+        watcher(tokens, watcher::Config::default().page_size(500))
+            .default_backoff()
+            .modify(slim_token)
+            .inspect_err(|e| tracing::warn!(error = %e, "WorkspaceToken watch failed; retrying")),
     )
     .applied_objects();
     let controller = Controller::for_stream(token_events, store)
@@ -246,7 +249,10 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
         outcome.error.is_none() && plan.steps.contains(&plan::Step::RemoveFinalizer);
     let mut written_rv = outcome.wst_resource_version.clone();
     let mut status_error = None;
-    if !removed_finalizer {
+    // A pass that planned on a stale view writes no status from it: the next pass, on the
+    // newer object, renders status from what is really there (as after a crash).
+    let stale_view = outcome.error.as_ref().is_some_and(Error::is_stale_view);
+    if !removed_finalizer && !stale_view {
         let api: Api<WorkspaceToken> = Api::namespaced(ctx.client.clone(), &ns);
         let new_status = status::render(&wst, &plan, &outcome, now);
         if !plan.steps.is_empty() {
@@ -275,6 +281,14 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     }
 
     match outcome_error {
+        Some(error) if error.is_stale_view() => {
+            timer.finish(false);
+            ctx.metrics.reconcile_failed(error.reason());
+            // Soon, but not in lockstep with whoever else writes the object.
+            Ok(Action::requeue(Duration::from_millis(
+                200 + rand::random_range(0..300),
+            )))
+        }
         Some(error) => {
             timer.finish(false);
             let own = written_rv.or_else(|| wst.resource_version());

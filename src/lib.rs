@@ -46,6 +46,13 @@ impl Error {
         move |source| Error::Kube { operation, source }
     }
 
+    /// A write refused with 409 because the object changed since it was read (a
+    /// resourceVersion precondition, or a create the cache did not foresee): the pass planned
+    /// on a stale view. Not a fault to surface: the pass is redone on fresh data.
+    pub fn is_stale_view(&self) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+
     /// A short label for metrics and condition reasons (PascalCase).
     pub fn reason(&self) -> &'static str {
         match self {

@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
+use support::invariants::assert_consistent;
 use support::platform::TestPlatform;
 use support::*;
-use tokenwarden::api::{VersionState, WorkspaceToken};
+use tokenwarden::api::WorkspaceToken;
 use tokenwarden::failpoint;
-use tokenwarden::token::sha256_hex;
 
 const WAIT: Duration = Duration::from_secs(60);
 const SIGABRT: i32 = 6;
@@ -51,10 +51,7 @@ async fn crash_at(point: &str) {
     // The armed operator rotates and aborts at `point`.
     let armed = [(failpoint::ENV, point)];
     let mut crashing = Operator::start_with_env(cp, kubeconfig, &only_here, &armed);
-    let patch = json!({ "metadata": { "annotations": { "tokenwarden.dev/rotate": "r1" } } });
-    api.patch("t", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("request a rotation");
+    request_rotation(&api, "t", "r1").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = crashing.exit_status() {
@@ -74,22 +71,9 @@ async fn crash_at(point: &str) {
     let v2_before_restart = secrets.get_opt("t-v2").await.expect("get t-v2");
 
     let recovering = Operator::start(cp, &only_here);
-    let w = wait_version(&api, "t", 2, Duration::from_secs(90)).await;
-    let status = w.status.as_ref().expect("status");
-    let active: Vec<u32> = status
-        .versions
-        .iter()
-        .filter(|v| v.state == VersionState::Active)
-        .map(|v| v.version)
-        .collect();
-    assert_eq!(active, [2], "{point}: exactly one Active version, v2");
-
-    let mounted = secrets.get("t").await.expect("S");
+    wait_version(&api, "t", 2, Duration::from_secs(90)).await;
+    let served = assert_consistent(&client, &ns).await["t"].clone();
     let versioned = secrets.get("t-v2").await.expect("S-v2");
-    let served = sha256_hex(data(&mounted, "token").expect("S token").as_bytes());
-    let recorded = sha256_hex(data(&versioned, "token").expect("S-v2 token").as_bytes());
-    assert_eq!(served, recorded, "{point}: S matches S-v2");
-    assert_eq!(status.token_sha256.as_deref(), Some(served.as_str()));
     if let Some(before) = v2_before_restart {
         assert_eq!(
             before.uid(),

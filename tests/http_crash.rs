@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
 use support::platform::TestPlatform;
 use support::*;
@@ -36,10 +36,7 @@ async fn a_crash_between_the_platform_answer_and_the_secret_leaves_no_live_token
     wait_version(&api, "t", 1, WAIT).await;
 
     platform.fault("hang_after_mint", Some(1)).await;
-    let patch = json!({ "metadata": { "annotations": { "tokenwarden.dev/rotate": "r1" } } });
-    api.patch("t", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    request_rotation(&api, "t", "r1").await;
     eventually(WAIT, "the platform minted v2", || async {
         (platform.live("ws-kill").await.len() == 2).then_some(())
     })

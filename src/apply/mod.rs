@@ -199,7 +199,15 @@ impl Applier<'_> {
             .filter(|f| *f != FINALIZER)
             .cloned()
             .collect();
-        self.patch_finalizers(finalizers).await
+        match self.patch_finalizers(finalizers).await {
+            // Already gone (a pass on a cache that had not yet seen the deletion finish):
+            // what removing the finalizer was for.
+            Err(Error::Kube {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 404 => Ok(()),
+            other => other,
+        }
     }
 
     async fn patch_finalizers(&mut self, finalizers: Vec<String>) -> Result<()> {
@@ -755,6 +763,12 @@ impl Applier<'_> {
     }
 
     async fn failed(&mut self, error: Error) {
+        if error.is_stale_view() {
+            // Not a failure anyone has to act on: the controller redoes the pass.
+            tracing::info!(error = %error, "a write met a newer object; redoing the pass");
+            self.outcome.error = Some(error);
+            return;
+        }
         let version = self.plan.current;
         let trace_id = version.map(|v| self.trace_id_of(v)).unwrap_or_default();
         let (event_name, reason) = match &error {

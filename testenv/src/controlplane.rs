@@ -1,5 +1,6 @@
 //! etcd + kube-apiserver + kube-controller-manager as child processes on free loopback ports.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -30,7 +31,25 @@ pub struct ControlPlane {
     pub started_in: Duration,
     admin_kubeconfig: PathBuf,
     unprivileged_kubeconfig: PathBuf,
-    processes: Mutex<Vec<Child>>,
+    /// `127.0.0.1:<port>`: etcd's client address (its JSON gateway serves compaction).
+    etcd_addr: String,
+    processes: Mutex<Vec<Process>>,
+}
+
+/// One child process and how to start it again (same flags, same data, same port).
+struct Process {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<OsString>,
+    child: Child,
+}
+
+impl Process {
+    fn command(program: &Path, args: &[OsString]) -> Command {
+        let mut command = Command::new(program);
+        command.args(args);
+        command
+    }
 }
 
 impl ControlPlane {
@@ -39,11 +58,16 @@ impl ControlPlane {
     /// Blocking: it drives its own small runtime to poll `/readyz`, so call it from a plain
     /// thread (as [`crate::shared`] does), not from inside an async test.
     pub fn start() -> Result<Self, BoxError> {
+        Self::start_with(&[])
+    }
+
+    /// [`ControlPlane::start`] with extra kube-apiserver flags (`--watch-cache=false`, ...).
+    pub fn start_with(apiserver_flags: &[&str]) -> Result<Self, BoxError> {
         let bin_dir = crate::binaries::locate()?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             // A port picked as free can be taken before the process binds it: start again.
-            match Self::start_once(&bin_dir) {
+            match Self::start_once(&bin_dir, apiserver_flags) {
                 Ok(cp) => return Ok(cp),
                 Err(e) => last_error = Some(e),
             }
@@ -51,7 +75,7 @@ impl ControlPlane {
         Err(last_error.expect("at least one attempt"))
     }
 
-    fn start_once(bin_dir: &Path) -> Result<Self, BoxError> {
+    fn start_once(bin_dir: &Path, apiserver_flags: &[&str]) -> Result<Self, BoxError> {
         let base = std::env::temp_dir().join("tokenwarden-testenv");
         let dir = reaper::run_dir(&base)?;
         let pki = Pki::generate(&dir.join("pki"))?;
@@ -81,6 +105,7 @@ impl ControlPlane {
         .args(["--initial-advertise-peer-urls", &peer_url])
         .args(["--initial-cluster", &format!("testenv={peer_url}")]);
         processes.push(spawn_logged(etcd, &dir, "etcd")?);
+        let etcd_addr = format!("127.0.0.1:{etcd_port}");
 
         let mut apiserver = Command::new(bin_dir.join("kube-apiserver"));
         apiserver
@@ -108,7 +133,8 @@ impl ControlPlane {
             .args(["--service-cluster-ip-range", "10.0.0.0/24"])
             .args(["--authorization-mode", "RBAC"])
             .args(["--disable-admission-plugins", "ServiceAccount"])
-            .args(["--allow-privileged=true", "--v=1"]);
+            .args(["--allow-privileged=true", "--v=1"])
+            .args(apiserver_flags);
         processes.push(spawn_logged(apiserver, &dir, "kube-apiserver")?);
 
         let mut cp = ControlPlane {
@@ -118,6 +144,7 @@ impl ControlPlane {
             started_in: Duration::ZERO,
             admin_kubeconfig,
             unprivileged_kubeconfig,
+            etcd_addr,
             processes: Mutex::new(processes),
         };
         if let Err(e) = cp.wait_ready() {
@@ -143,52 +170,108 @@ impl ControlPlane {
     }
 
     fn wait_ready(&self) -> Result<(), BoxError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()?;
+            .build()?
+            .block_on(self.ready())
+    }
+
+    /// Waits until kube-apiserver's `/readyz` answers ok (which needs etcd too).
+    pub async fn ready(&self) -> Result<(), BoxError> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        runtime.block_on(async {
-            let client = self.admin_client().await;
-            loop {
-                let request = http::Request::get("/readyz").body(Vec::new())?;
-                match client.request_text(request).await {
-                    Ok(body) if body.trim() == "ok" => return Ok(()),
-                    _ if Instant::now() > deadline => {
-                        return Err(format!(
-                            "kube-apiserver not ready after {READY_TIMEOUT:?}; logs in {}",
-                            self.dir.display()
-                        )
-                        .into());
-                    }
-                    _ => {}
-                }
-                if let Some(exited) = self.exited_process() {
-                    let log = self.dir.join(format!("{exited}.log"));
+        let client = self.admin_client().await;
+        loop {
+            let request = http::Request::get("/readyz").body(Vec::new())?;
+            match client.request_text(request).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                _ if Instant::now() > deadline => {
                     return Err(format!(
-                        "{exited} exited during start ({}): {}",
-                        log.display(),
-                        last_line(&log)
+                        "kube-apiserver not ready after {READY_TIMEOUT:?}; logs in {}",
+                        self.dir.display()
                     )
                     .into());
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                _ => {}
             }
-        })
+            if let Some(exited) = self.exited_process() {
+                let log = self.dir.join(format!("{exited}.log"));
+                return Err(format!(
+                    "{exited} exited during start ({}): {}",
+                    log.display(),
+                    last_line(&log)
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
-    fn exited_process(&self) -> Option<String> {
+    fn exited_process(&self) -> Option<&'static str> {
         let mut processes = self.processes.lock().unwrap();
-        processes.iter_mut().find_map(|p| match p.try_wait() {
-            Ok(Some(_)) => Some(process_name(p.id())),
+        processes.iter_mut().find_map(|p| match p.child.try_wait() {
+            Ok(Some(_)) => Some(p.name),
             _ => None,
         })
     }
 
     /// Kills every process of this control plane now.
     pub fn stop(&self) {
-        for child in self.processes.lock().unwrap().iter_mut() {
-            reaper::kill(child);
+        for process in self.processes.lock().unwrap().iter_mut() {
+            reaper::kill(&mut process.child);
         }
+    }
+
+    /// SIGKILLs one process (`etcd`, `kube-apiserver` or `kube-controller-manager`), as a
+    /// crash would; [`ControlPlane::start_process`] brings it back.
+    pub fn kill_process(&self, name: &str) {
+        let mut processes = self.processes.lock().unwrap();
+        let process = processes
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no control-plane process {name}"));
+        reaper::kill(&mut process.child);
+    }
+
+    /// Starts a killed process again with the same flags, data and port (its log is appended
+    /// to), then waits until the API server is ready.
+    pub async fn start_process(&self, name: &str) -> Result<(), BoxError> {
+        {
+            let mut processes = self.processes.lock().unwrap();
+            let process = processes
+                .iter_mut()
+                .find(|p| p.name == name)
+                .unwrap_or_else(|| panic!("no control-plane process {name}"));
+            if process.child.try_wait()?.is_none() {
+                return Err(format!("{name} is still running").into());
+            }
+            let command = Process::command(&process.program, &process.args);
+            *process = spawn_logged(command, &self.dir, process.name)?;
+        }
+        self.ready().await
+    }
+
+    /// Compacts etcd's history at its current revision (what kube-apiserver does every
+    /// five minutes): a watch resumed from an older resourceVersion then gets 410 Gone.
+    /// Returns the revision compacted at.
+    pub fn compact_etcd(&self) -> Result<u64, BoxError> {
+        // The JSON gateway wants keys base64-encoded: "AA==" is the key "\0", and range_end
+        // "AA==" means every key from there, so the header carries the store's revision.
+        let (code, body) = crate::probe::http_post_json(
+            &self.etcd_addr,
+            "/v3/kv/range",
+            r#"{"key":"AA==","range_end":"AA==","count_only":true}"#,
+        )
+        .ok_or("etcd is not reachable")?;
+        let revision = json_body(code, &body)?["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse::<u64>().ok())
+            .ok_or_else(|| format!("no revision in etcd's answer: {body}"))?;
+        let compaction = format!(r#"{{"revision":"{revision}","physical":true}}"#);
+        let (code, body) =
+            crate::probe::http_post_json(&self.etcd_addr, "/v3/kv/compaction", &compaction)
+                .ok_or("etcd is not reachable")?;
+        json_body(code, &body)?;
+        Ok(revision)
     }
 
     /// A client with cluster-admin rights (`system:masters`).
@@ -225,31 +308,39 @@ async fn client_from(kubeconfig: &Path) -> kube::Client {
     kube::Client::try_from(config).expect("build testenv client")
 }
 
-fn spawn_logged(mut command: Command, dir: &Path, name: &str) -> Result<Child, BoxError> {
-    let log = File::create(dir.join(format!("{name}.log")))?;
+/// Starts `command` with its output appended to `<dir>/<name>.log`.
+fn spawn_logged(mut command: Command, dir: &Path, name: &'static str) -> Result<Process, BoxError> {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))?;
+    let program = PathBuf::from(command.get_program());
+    let args = command.get_args().map(OsString::from).collect();
     command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
     let child =
         reaper::spawn(command).map_err(|e| format!("start {name} ({}): {e}", dir.display()))?;
-    PROCESS_NAMES
-        .lock()
-        .unwrap()
-        .push((child.id(), name.to_string()));
-    Ok(child)
+    Ok(Process {
+        name,
+        program,
+        args,
+        child,
+    })
 }
 
-static PROCESS_NAMES: Mutex<Vec<(u32, String)>> = Mutex::new(Vec::new());
-
-fn process_name(pid: u32) -> String {
-    PROCESS_NAMES
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|(p, _)| *p == pid)
-        .map(|(_, n)| n.clone())
-        .unwrap_or_else(|| format!("process {pid}"))
+/// The JSON of an etcd gateway answer, or its error.
+fn json_body(code: u16, body: &str) -> Result<serde_json::Value, BoxError> {
+    // The gateway may answer chunked: the JSON object is what lies between the outer braces.
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(start), Some(end)) if start < end => &body[start..=end],
+        _ => body,
+    };
+    if code != 200 {
+        return Err(format!("etcd answered {code}: {json}").into());
+    }
+    Ok(serde_json::from_str(json)?)
 }
 
 fn last_line(log: &Path) -> String {

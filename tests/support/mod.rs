@@ -2,6 +2,7 @@
 //! and the artifacts (logs, events, statuses, metrics) the leak scan reads afterwards.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod invariants;
 pub mod platform;
 
 use std::collections::BTreeMap;
@@ -213,6 +214,16 @@ pub async fn create(
     api.create(&PostParams::default(), &wst(name, spec))
         .await
         .unwrap_or_else(|e| panic!("create WorkspaceToken {name}: {e}"))
+}
+
+/// Asks for a rotation the way a user does (`kubectl annotate ... tokenwarden.dev/rotate=`):
+/// each new `value` rotates once.
+pub async fn request_rotation(api: &Api<WorkspaceToken>, name: &str, value: &str) {
+    let patch =
+        serde_json::json!({ "metadata": { "annotations": { "tokenwarden.dev/rotate": value } } });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("request a rotation of {name}: {e}"));
 }
 
 /// Waits until the WorkspaceToken is Ready with `version` current, and returns it.

@@ -1,0 +1,162 @@
+//! A concurrent writer on the same WorkspaceTokens: a client that updates each one every
+//! 20 ms (GET, change a label, PUT with the resourceVersion it read, as kubectl edit or a
+//! GitOps controller would), through creation, rotation and deletion. The operator's own
+//! writes that carry a resourceVersion precondition (the finalizer) then meet 409 Conflict.
+//! A conflict means the pass planned on a stale view: the operator redoes it on the newer
+//! object, without a Warning event, a Degraded condition or a backoff. Every token converges,
+//! no version is minted twice, and once the writer stops the operator writes nothing.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+use support::invariants::{assert_consistent, assert_quiet, is_settled, wait_all};
+use support::*;
+use tokenwarden::api::WorkspaceToken;
+
+const TOKENS: usize = 12;
+const WAIT: Duration = Duration::from_secs(120);
+
+/// What the writers saw: their own updates, and any condition that reported Conflict.
+#[derive(Default)]
+struct Writers {
+    stop: AtomicBool,
+    updates: AtomicU64,
+    conflict_conditions: AtomicU64,
+}
+
+async fn write_until_stopped(api: Api<WorkspaceToken>, name: String, seen: Arc<Writers>) {
+    let mut seq = 0u64;
+    while !seen.stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let Ok(Some(mut w)) = api.get_opt(&name).await else {
+            continue;
+        };
+        let says_conflict = w.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.reason == "Conflict" || c.message.contains("409"))
+        });
+        if says_conflict {
+            seen.conflict_conditions.fetch_add(1, Ordering::Relaxed);
+        }
+        seq += 1;
+        w.metadata
+            .labels
+            .get_or_insert_default()
+            .insert("example.com/writer-seq".into(), seq.to_string());
+        // The writer's own 409s (it lost a race) are simply retried with a fresh read.
+        if api.replace(&name, &PostParams::default(), &w).await.is_ok() {
+            seen.updates.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn conflicts_met(operator: &Operator) -> u64 {
+    let (_, metrics) = operator.get("/metrics").expect("metrics");
+    metrics
+        .lines()
+        .find(|l| l.starts_with("tokenwarden_reconcile_errors_total{error=\"Conflict\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_concurrent_writer_causes_conflicts_that_are_retried_quietly_until_convergence() {
+    let cp = control_plane().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "conflicts").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    let operator = Operator::start(cp, &["--namespace", &ns]);
+    let seen = Arc::new(Writers::default());
+    let writers: Vec<_> = (0..TOKENS)
+        .map(|i| {
+            tokio::spawn(write_until_stopped(
+                api.clone(),
+                format!("t{i}"),
+                seen.clone(),
+            ))
+        })
+        .collect();
+
+    for i in 0..TOKENS {
+        let spec = json!({ "workspaceId": format!("ws-{i}"), "rotation": { "gracePeriod": "1s" } });
+        create(&api, &format!("t{i}"), spec).await;
+    }
+    wait_all(&api, TOKENS, WAIT, "every token Ready at v1", |w| {
+        is_settled(w) && w.status.as_ref().and_then(|s| s.current_version) == Some(1)
+    })
+    .await;
+
+    for i in 0..TOKENS {
+        request_rotation(&api, &format!("t{i}"), "under-fire").await;
+    }
+    wait_all(
+        &api,
+        TOKENS,
+        WAIT,
+        "every token rotated to v2, v1 revoked",
+        |w| is_settled(w) && w.status.as_ref().and_then(|s| s.current_version) == Some(2),
+    )
+    .await;
+
+    let deleted = TOKENS / 2;
+    for i in 0..deleted {
+        api.delete(&format!("t{i}"), &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    wait_all(
+        &api,
+        TOKENS - deleted,
+        WAIT,
+        "the deleted tokens gone",
+        |_| true,
+    )
+    .await;
+
+    seen.stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let conflicts = conflicts_met(&operator);
+    eprintln!(
+        "conflicts: the writers made {} updates; the operator met {conflicts} conflicts",
+        seen.updates.load(Ordering::Relaxed)
+    );
+    assert!(
+        conflicts > 0,
+        "the operator met no 409 (else this test injected no fault)"
+    );
+    assert_eq!(
+        seen.conflict_conditions.load(Ordering::Relaxed),
+        0,
+        "no condition ever reported the conflict"
+    );
+    let reasons = event_reasons(&client, &ns).await;
+    assert!(
+        !reasons.iter().any(|r| r == "Conflict"),
+        "no Warning event for a conflict: {reasons:?}"
+    );
+
+    let mut minted = BTreeSet::new();
+    for line in operator.audit_lines() {
+        if line["event"] == "minted" {
+            let key = (line["name"].to_string(), line["token_version"].to_string());
+            assert!(minted.insert(key.clone()), "{key:?} minted twice");
+        }
+    }
+    assert_eq!(
+        minted.len(),
+        TOKENS * 2,
+        "each token minted v1 and v2, once each"
+    );
+    assert_consistent(&client, &ns).await;
+    assert_quiet(&client, Duration::from_secs(10)).await;
+    dump(&client, &ns, Some(&operator)).await;
+}

@@ -1,0 +1,195 @@
+//! The control plane fails under the operator: kube-apiserver or etcd is killed and restarted
+//! mid-convergence, and a watch resumed after etcd compaction gets 410 Gone. Every time the
+//! operator converges (the invariants of `support::invariants` hold for every token) and then
+//! writes nothing more.
+//!
+//! Each test starts a control plane of its own (they get restarted), one test at a time.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams};
+use serde_json::json;
+use support::invariants::{assert_consistent, assert_quiet, is_settled, wait_all};
+use support::*;
+use tokenwarden::api::WorkspaceToken;
+use tokenwarden_testenv::ControlPlane;
+
+const CONVERGE: Duration = Duration::from_secs(180);
+const QUIET: Duration = Duration::from_secs(10);
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn own_control_plane() -> ControlPlane {
+    let cp = tokio::task::spawn_blocking(ControlPlane::start)
+        .await
+        .expect("control plane start")
+        .unwrap_or_else(|e| panic!("control plane did not start: {e}"));
+    install_crd(&cp.admin_client().await).await;
+    cp
+}
+
+fn token_spec(i: usize) -> serde_json::Value {
+    json!({ "workspaceId": format!("ws-{i}"), "rotation": { "gracePeriod": "1s" } })
+}
+
+/// How many times the operator logged a failed watch (it retries with backoff, not in a loop).
+fn watch_failures(operator: &Operator) -> usize {
+    std::fs::read_to_string(&operator.stderr)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("watch failed"))
+        .count()
+}
+
+fn signal(operator: &Operator, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &operator.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {}", operator.pid());
+}
+
+/// Creates `count` tokens, kills `process` once `count / 4` are Ready, brings it back after
+/// `down`, and checks convergence, the invariants and the quiet afterwards.
+async fn converges_across_a_restart_of(process: &str, count: usize, down: Duration) {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cp = own_control_plane().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, &format!("restart-{process}")).await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    let operator = Operator::start(&cp, &["--namespace", &ns]);
+
+    let creator = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            for i in 0..count {
+                // Creates that meet the outage are retried: they are the user's, not the fault's.
+                while api
+                    .create(&Default::default(), &wst(&format!("t{i}"), token_spec(i)))
+                    .await
+                    .is_err()
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        })
+    };
+    eventually(CONVERGE, "a quarter of the tokens Ready", || async {
+        let list = api.list(&Default::default()).await.ok()?;
+        (list.items.iter().filter(|w| is_settled(w)).count() >= count / 4).then_some(())
+    })
+    .await;
+
+    let failures_before = watch_failures(&operator);
+    cp.kill_process(process);
+    tokio::time::sleep(down).await;
+    cp.start_process(process)
+        .await
+        .unwrap_or_else(|e| panic!("{process} back: {e}"));
+    let failures_during = watch_failures(&operator) - failures_before;
+    eprintln!("{process} down for {down:?}: {failures_during} failed watches logged");
+    // client-go's backoff (0.8 s doubling, 30 s cap) for two watches: a handful, not a spin.
+    assert!(
+        failures_during <= 30,
+        "{failures_during} failed watches during a {down:?} outage: retried without backoff"
+    );
+
+    creator.await.expect("creator");
+    wait_all(&api, count, CONVERGE, "every token Ready at v1", |w| {
+        is_settled(w) && w.status.as_ref().and_then(|s| s.current_version) == Some(1)
+    })
+    .await;
+    assert_consistent(&client, &ns).await;
+    assert_quiet(&client, QUIET).await;
+    dump(&client, &ns, Some(&operator)).await;
+    cp.stop();
+}
+
+#[tokio::test]
+async fn an_api_server_restart_mid_convergence_converges_and_then_stays_quiet() {
+    converges_across_a_restart_of("kube-apiserver", 40, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn an_etcd_restart_mid_convergence_converges_and_then_stays_quiet() {
+    converges_across_a_restart_of("etcd", 40, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_watch_resumed_after_compaction_gets_410_relists_and_misses_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cp = own_control_plane().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "gone").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let operator = Operator::start(&cp, &["--namespace", &ns]);
+    for i in 0..8 {
+        create(&api, &format!("t{i}"), token_spec(i)).await;
+    }
+    wait_all(&api, 8, CONVERGE, "the first tokens Ready", is_settled).await;
+    let drifted_hash = assert_consistent(&client, &ns).await["t5"].clone();
+
+    // Frozen, the operator holds its watches at old resourceVersions. The API server restarts
+    // (so those connections are gone), the cluster changes, and etcd compacts its history.
+    signal(&operator, "-STOP");
+    cp.kill_process("kube-apiserver");
+    cp.start_process("kube-apiserver")
+        .await
+        .expect("kube-apiserver back");
+    for i in 8..12 {
+        create(&api, &format!("t{i}"), token_spec(i)).await;
+    }
+    for i in 0..4 {
+        request_rotation(&api, &format!("t{i}"), "after-gone").await;
+    }
+    secrets
+        .delete("t5", &DeleteParams::default())
+        .await
+        .expect("delete S of t5");
+    api.delete("t6", &DeleteParams::default())
+        .await
+        .expect("delete t6");
+    let compacted_at = cp.compact_etcd().expect("compact etcd");
+    eprintln!("etcd compacted at revision {compacted_at}");
+    signal(&operator, "-CONT");
+
+    let settled = wait_all(
+        &api,
+        11,
+        CONVERGE,
+        "every change seen after the relist",
+        |w| {
+            let name = w.metadata.name.as_deref().unwrap_or("");
+            let rotated = ["t0", "t1", "t2", "t3"].contains(&name);
+            let want = if rotated { 2 } else { 1 };
+            is_settled(w) && w.status.as_ref().and_then(|s| s.current_version) == Some(want)
+        },
+    )
+    .await;
+    assert!(
+        settled
+            .iter()
+            .all(|w| w.metadata.name.as_deref() != Some("t6")),
+        "t6 deleted"
+    );
+    let served = assert_consistent(&client, &ns).await;
+    assert_eq!(
+        served["t5"], drifted_hash,
+        "t5's S restored with the same token, not a new one"
+    );
+    let gone = std::fs::read_to_string(&operator.stderr).unwrap_or_default();
+    assert!(
+        gone.lines()
+            .any(|l| l.contains("watch failed") && l.contains("too old resource version")),
+        "a watch got 410 Gone (else this test injected no fault); see {}",
+        operator.stderr.display()
+    );
+    assert_quiet(&client, QUIET).await;
+    dump(&client, &ns, Some(&operator)).await;
+    cp.stop();
+}
