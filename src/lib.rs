@@ -10,6 +10,7 @@ pub mod failpoint;
 pub mod issuer;
 pub mod leader;
 pub mod plan;
+pub mod redact;
 pub mod run;
 pub mod schedule;
 pub mod secrets;
@@ -51,6 +52,51 @@ impl Error {
     /// on a stale view. Not a fault to surface: the pass is redone on fresh data.
     pub fn is_stale_view(&self) -> bool {
         matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+
+    /// The same error with every token in `hashes` cut from the text that came from
+    /// elsewhere: the API server's answer (an admission policy or webhook may quote the Secret
+    /// it refused) and the reasons quoted from a platform's answer.
+    pub fn redacted(self, hashes: &std::collections::BTreeSet<String>) -> Error {
+        use crate::issuer::http::IssuerError;
+        let cut = |text: String| crate::redact::redact(&text, hashes);
+        match self {
+            Error::Kube {
+                operation,
+                source: kube::Error::Api(status),
+            } => {
+                let status = serde_json::to_string(&status)
+                    .ok()
+                    .map(cut)
+                    .and_then(|json| serde_json::from_str(&json).ok())
+                    .unwrap_or(status);
+                Error::Kube {
+                    operation,
+                    source: kube::Error::Api(status),
+                }
+            }
+            Error::Issuer(IssuerError::Unreachable { operation, reason }) => {
+                Error::Issuer(IssuerError::Unreachable {
+                    operation,
+                    reason: cut(reason),
+                })
+            }
+            Error::Issuer(IssuerError::Malformed { operation, reason }) => {
+                Error::Issuer(IssuerError::Malformed {
+                    operation,
+                    reason: cut(reason),
+                })
+            }
+            Error::Issuer(IssuerError::WrongWorkspace { expected, got }) => {
+                Error::Issuer(IssuerError::WrongWorkspace {
+                    expected,
+                    got: cut(got),
+                })
+            }
+            Error::Mint(reason) => Error::Mint(cut(reason)),
+            Error::AdminSecret(reason) => Error::AdminSecret(cut(reason)),
+            other => other,
+        }
     }
 
     /// A short label for metrics and condition reasons (PascalCase).

@@ -428,8 +428,10 @@ impl<'o, 'a> Planner<'o, 'a> {
             DeletionPolicy::Retain => self.steps.push(Step::ReleaseSecrets),
             DeletionPolicy::Revoke => {
                 // Every token goes at the issuer (also one whose Secret is already gone), then
-                // the Secrets: each revocation deletes its `S-vN`, and `S` goes last.
-                let live: Vec<u32> = self.live().rev().collect();
+                // the Secrets: each revocation deletes its `S-vN`, and `S` goes last. Oldest
+                // first: an old version whose `S-vN` is gone authenticates its revocation with
+                // the current token, so the current one must still be there.
+                let live: Vec<u32> = self.live().collect();
                 for version in live {
                     let step = self.revoke(version, RevokeReason::Deleted);
                     self.steps.push(step);

@@ -1696,15 +1696,15 @@ fn foreign_secret_is_a_conflict_with_no_steps() {
 }
 
 #[test]
-fn deletion_with_revoke_policy_revokes_every_live_version_then_removes_finalizer() {
+fn deletion_with_revoke_policy_revokes_every_live_version_oldest_first_then_removes_finalizer() {
     let (mut world, t1) = rotated_once();
     world.deleting = true;
     let plan = world.plan(t1 + minutes(5));
     assert_eq!(
         steps_of(&plan),
         [
-            revoke(2, RevokeReason::Deleted),
             revoke(1, RevokeReason::Deleted),
+            revoke(2, RevokeReason::Deleted),
             Step::DeleteMounted,
             Step::RemoveFinalizer,
         ]
@@ -1712,7 +1712,8 @@ fn deletion_with_revoke_policy_revokes_every_live_version_then_removes_finalizer
     assert!(!plan.readiness.ready);
     world.converge(t1 + minutes(5));
     assert!(world.gone);
-    let revoked = [(2, RevokeReason::Deleted), (1, RevokeReason::Deleted)];
+    // Oldest first: the current token is still there to authenticate an older revocation.
+    let revoked = [(1, RevokeReason::Deleted), (2, RevokeReason::Deleted)];
     assert_eq!(world.outside.revoked, revoked);
     assert_eq!(
         world.outside.valid,
@@ -1732,8 +1733,8 @@ fn deletion_revokes_versions_whose_records_are_already_gone() {
     assert_eq!(
         steps_of(&plan),
         [
-            revoke(2, RevokeReason::Deleted),
             revoke(1, RevokeReason::Deleted),
+            revoke(2, RevokeReason::Deleted),
             Step::DeleteMounted,
             Step::RemoveFinalizer,
         ]

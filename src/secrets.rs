@@ -299,6 +299,19 @@ pub struct SecretsView {
     pub objects: BTreeMap<String, Arc<Secret>>,
 }
 
+impl SecretsView {
+    /// The SHA-256 of every token the cached Secrets hold (as `token` or `previous-token`).
+    pub fn token_hashes(&self) -> std::collections::BTreeSet<String> {
+        self.objects
+            .values()
+            .filter_map(|s| s.data.as_ref())
+            .flat_map(|data| [data.get(TOKEN_KEY), data.get(PREVIOUS_TOKEN_KEY)])
+            .flatten()
+            .map(|hash| String::from_utf8_lossy(&hash.0).into_owned())
+            .collect()
+    }
+}
+
 /// Sorts a WorkspaceToken's cached Secrets into the mounted one, versioned ones and
 /// look-alikes it does not control.
 pub fn view(wst: &WorkspaceToken, secrets: &[Arc<Secret>]) -> SecretsView {

@@ -63,11 +63,7 @@ impl Setup {
     }
 
     async fn rotate(&self, name: &str, value: &str) {
-        let patch = json!({ "metadata": { "annotations": { "tokenwarden.dev/rotate": value } } });
-        self.api
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap();
+        request_rotation(&self.api, name, value).await;
     }
 
     async fn finish(&self) {
@@ -174,6 +170,113 @@ async fn deletion_revokes_every_live_version_at_the_platform_before_the_finalize
     assert!(
         s.platform.live("ws-delete").await.is_empty(),
         "every version revoked at the platform"
+    );
+    s.finish().await;
+}
+
+/// The old version's `S-vN` is gone when the WorkspaceToken is deleted, so its revocation
+/// must authenticate with the current token: versions are revoked oldest first, while the
+/// current one is still there.
+#[tokio::test]
+async fn deletion_revokes_an_old_version_whose_secret_is_already_gone() {
+    let s = setup("http-delete-lost", "ws-delete-lost").await;
+    let spec = json!({ "rotation": { "gracePeriod": "1h" } });
+    create(&s.api, "t", s.platform.spec("ws-delete-lost", spec)).await;
+    wait_version(&s.api, "t", 1, WAIT).await;
+    s.rotate("t", "r1").await;
+    wait_version(&s.api, "t", 2, WAIT).await;
+    assert_eq!(s.platform.live("ws-delete-lost").await.len(), 2);
+    s.secrets
+        .delete("t-v1", &DeleteParams::default())
+        .await
+        .expect("delete S-v1");
+    s.api.delete("t", &DeleteParams::default()).await.unwrap();
+    eventually(WAIT, "WorkspaceToken gone", || async {
+        s.api.get_opt("t").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        s.platform.live("ws-delete-lost").await.is_empty(),
+        "v1 revoked with the current token, then v2"
+    );
+    let reasons = event_reasons(&s.client, &s.ns).await;
+    assert!(
+        !reasons.iter().any(|r| r == "RevokeImpossible"),
+        "{reasons:?}"
+    );
+    s.finish().await;
+}
+
+/// Every Secret gone (while suspended), then the WorkspaceToken deleted: versions with no token left
+/// to authenticate their revocation cannot be revoked, and that is never passed off as done.
+/// Whatever stays live at the platform is named, by prefix, in a `RevokeImpossible` Warning.
+#[tokio::test]
+async fn a_version_that_cannot_be_revoked_is_reported_by_prefix_never_passed_as_revoked() {
+    let s = setup("http-unrevocable", "ws-unrevocable").await;
+    let spec = json!({ "rotation": { "gracePeriod": "1h" } });
+    create(&s.api, "t", s.platform.spec("ws-unrevocable", spec)).await;
+    wait_version(&s.api, "t", 1, WAIT).await;
+    s.rotate("t", "r1").await;
+    wait_version(&s.api, "t", 2, WAIT).await;
+    // Suspended, nothing repairs the Secrets before the deletion pass sees them gone.
+    let suspend = json!({ "spec": { "suspend": true } });
+    s.api
+        .patch("t", &PatchParams::default(), &Patch::Merge(&suspend))
+        .await
+        .unwrap();
+    eventually(WAIT, "suspended", || async {
+        condition(&s.api, "t", "Ready")
+            .await
+            .filter(|(_, _, message)| message.contains("suspend"))
+    })
+    .await;
+    for name in ["t-v1", "t-v2", "t"] {
+        s.secrets
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    s.api.delete("t", &DeleteParams::default()).await.unwrap();
+    eventually(WAIT, "WorkspaceToken gone", || async {
+        s.api.get_opt("t").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let live = s.platform.live("ws-unrevocable").await;
+    assert!(
+        !live.is_empty(),
+        "some version was left with nothing to revoke it with"
+    );
+    let warnings = eventually(WAIT, "a RevokeImpossible event per live token", || async {
+        let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(s.client.clone(), &s.ns)
+            .list(&Default::default())
+            .await
+            .ok()?;
+        let notes: Vec<String> = events
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("RevokeImpossible"))
+            .filter_map(|e| e.message)
+            .collect();
+        live.iter()
+            .all(|t| {
+                notes
+                    .iter()
+                    .any(|n| n.contains(&format!("prefix {}", t.prefix)))
+            })
+            .then_some(notes)
+    })
+    .await;
+    assert!(
+        warnings
+            .iter()
+            .all(|n| n.contains("revoke it there by hand"))
+    );
+    let audit = shared_operator().await.audit_lines();
+    assert!(
+        audit.iter().any(|l| l["event"] == "revoked"
+            && l["status"] == "failure"
+            && l["namespace"] == s.ns.as_str()),
+        "the audit trail records the failed revocation"
     );
     s.finish().await;
 }

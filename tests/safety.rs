@@ -486,3 +486,126 @@ async fn health_readiness_and_metrics_endpoints_answer() {
         "every metric is prefixed tokenwarden_"
     );
 }
+
+/// An admission policy that refuses the mounted Secret and quotes the token it carries in
+/// its message, as a careless policy or webhook could. The refusal reaches the operator as
+/// the API server's error text; the token is cut from it before it becomes a condition, an
+/// event or a log line. Once the policy goes, the token converges with nothing lost.
+#[tokio::test]
+async fn a_refusal_that_quotes_the_token_is_redacted_everywhere_and_then_recovers() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let cp = control_plane().await;
+    let operator = shared_operator().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "quoted").await;
+    let name = format!("quote-the-token-{ns}");
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+    let policy = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": { "resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["secrets"]
+            }] },
+            "matchConditions": [{
+                "name": "the-mounted-secret",
+                "expression": "request.name == 'quoted' || request.name == 'quoted-probe'"
+            }],
+            "validations": [{
+                "expression": "false",
+                "messageExpression": "'refused, it holds token=' + (has(object.data) && 'token' in object.data ? string(object.data['token']) : 'none')"
+            }]
+        }
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("policy");
+    let binding = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": { "namespaceSelector": {
+                "matchLabels": { "kubernetes.io/metadata.name": ns }
+            } }
+        }
+    }))
+    .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let probe: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "quoted-probe" }, "stringData": { "token": "probe" }
+    }))
+    .unwrap();
+    eventually(WAIT, "the policy in force", || async {
+        match secrets.create(&PostParams::default(), &probe).await {
+            Err(kube::Error::Api(s)) if s.message.contains("refused") => Some(()),
+            Ok(_) => {
+                let _ = secrets
+                    .delete("quoted-probe", &DeleteParams::default())
+                    .await;
+                None
+            }
+            Err(_) => None,
+        }
+    })
+    .await;
+
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    create(&api, "quoted", json!({ "workspaceId": "ws-quoted" })).await;
+    let (_, _, message) = eventually(WAIT, "the refusal reported", || async {
+        condition(&api, "quoted", "Degraded")
+            .await
+            .filter(|(status, _, message)| status == "True" && message.contains("refused"))
+    })
+    .await;
+    // The message is never printed: if the cut failed, it holds the token.
+    assert!(
+        message.contains(tokenwarden::redact::REDACTED),
+        "the quote is not cut from the Degraded message"
+    );
+    let token = data(&secrets.get("quoted-v1").await.expect("S-v1"), "token").expect("token");
+    let status = serde_json::to_string(&api.get("quoted").await.unwrap().status).unwrap();
+    assert!(!status.contains(&token), "the token is in the status");
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        !serde_json::to_string(&events.items)
+            .unwrap()
+            .contains(&token),
+        "the token is in an event"
+    );
+    for log in [&operator.stdout, &operator.stderr] {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(!text.contains(&token), "the token is in {}", log.display());
+    }
+
+    bindings
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("binding gone");
+    policies
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("policy gone");
+    let w = wait_version(&api, "quoted", 1, Duration::from_secs(60)).await;
+    let served = fingerprint(&secrets.get("quoted").await.unwrap(), "token");
+    assert_eq!(
+        served,
+        Some(sha256_hex(token.as_bytes())),
+        "S serves the v1 minted before"
+    );
+    assert_eq!(w.status.unwrap().token_sha256, served);
+    dump(&client, &ns, Some(operator)).await;
+}

@@ -2,7 +2,7 @@
 //! (create-only for records, resourceVersion preconditions for `S`), so a crash between any two
 //! steps converges on the next pass. Stops at the first failure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::events::EventType;
@@ -61,6 +61,7 @@ pub struct MintedFacts {
 
 mod platform;
 
+use platform::PlatformRevoke;
 pub use platform::{MINT_INTENT_ANNOTATION, VERIFIED_AT_ANNOTATION};
 
 impl MintedFacts {
@@ -87,6 +88,8 @@ pub(crate) struct Applier<'a> {
     outcome: Outcome,
     /// `S` when it is ours but missing from the label-selected cache.
     unlabelled_mounted: Option<Arc<Secret>>,
+    /// The SHA-256 of every token this pass holds or writes: cut from any error text.
+    tokens_in_play: std::sync::Mutex<BTreeSet<String>>,
 }
 
 pub async fn run(
@@ -108,6 +111,7 @@ pub async fn run(
         now,
         outcome: Outcome::default(),
         unlabelled_mounted: None,
+        tokens_in_play: std::sync::Mutex::new(view.token_hashes()),
     };
     if let Err(e) = applier.check_mounted_name_free().await {
         applier.failed(e).await;
@@ -230,6 +234,7 @@ impl Applier<'_> {
             None => crate::issuer::local::mint(&self.wst.spec.token)?,
             Some(_) => self.mint_at_platform(version, &trace_id).await?,
         };
+        self.in_play(&token);
         failpoint::hit(failpoint::AFTER_MINT);
         let facts = MintedFacts::of(&token, &trace_id);
         let secret = self.versioned_secret(version, &token, &facts);
@@ -509,8 +514,11 @@ impl Applier<'_> {
 
     async fn revoke(&mut self, version: u32, reason: &str) -> Result<()> {
         let name = versioned_secret_name(&self.mounted_name(), version);
+        let mut unrevoked = None;
         if self.uses_platform() {
-            self.revoke_at_platform(version).await?;
+            if let PlatformRevoke::Impossible(why) = self.revoke_at_platform(version).await? {
+                unrevoked = Some(why);
+            }
             failpoint::hit(failpoint::AFTER_ISSUER_REVOKE);
         }
         self.delete_owned(&name, "delete versioned Secret").await?;
@@ -525,6 +533,26 @@ impl Applier<'_> {
             .versions
             .get(&version)
             .and_then(|v| v.token_prefix.clone());
+        if let Some(why) = unrevoked {
+            self.audit(
+                "revoked",
+                "failure",
+                Some(version),
+                &trace_id,
+                prefix.as_deref(),
+            );
+            self.event(
+                EventType::Warning,
+                "RevokeImpossible",
+                "Revoke",
+                format!(
+                    "version {version} ({reason}) could not be revoked at the platform: {why}; \
+                     revoke it there by hand (prefix {})",
+                    prefix.as_deref().unwrap_or("unknown")
+                ),
+            );
+            return Ok(());
+        }
         self.audit(
             "revoked",
             "success",
@@ -624,7 +652,18 @@ impl Applier<'_> {
                 name: secret_name.to_string(),
                 key,
             })?;
-        Ok(Token::from_plaintext(value))
+        let token = Token::from_plaintext(value);
+        self.in_play(&token);
+        Ok(token)
+    }
+
+    /// Remembers a token this pass holds, so an error that quotes it is cut before it is
+    /// shown anywhere.
+    pub(super) fn in_play(&self, token: &Token) {
+        self.tokens_in_play
+            .lock()
+            .expect("tokens in play")
+            .insert(token.sha256_hex());
     }
 
     fn trace_id_of(&self, version: u32) -> String {
@@ -763,6 +802,7 @@ impl Applier<'_> {
     }
 
     async fn failed(&mut self, error: Error) {
+        let error = error.redacted(&self.tokens_in_play.lock().expect("tokens in play"));
         if error.is_stale_view() {
             // Not a failure anyone has to act on: the controller redoes the pass.
             tracing::info!(error = %error, "a write met a newer object; redoing the pass");

@@ -21,6 +21,19 @@ pub const VERIFIED_AT_ANNOTATION: &str = "tokenwarden.dev/verified-at";
 /// platform's clock and ours may differ a little.
 const CLOCK_SLACK_SECONDS: i64 = 5;
 
+/// How a revocation at the platform ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum PlatformRevoke {
+    /// Revoked now, or already.
+    Done,
+    /// Nothing left to revoke it with: the token may still be live there, and only a person
+    /// with the platform's console can tell. Said in a Warning event, never passed as done.
+    Impossible(&'static str),
+}
+
+const NO_BEARER: &str =
+    "its Secret and the current version's are gone, so no token is left to authenticate the call";
+
 impl Applier<'_> {
     /// The platform client for one call carrying `trace_id`; None for the local issuer.
     pub(super) fn platform(&self, trace_id: &str) -> Option<HttpIssuer<'_>> {
@@ -63,6 +76,7 @@ impl Applier<'_> {
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
             .map(Token::from_plaintext)
+            .inspect(|admin| self.in_play(admin))
             .ok_or_else(|| {
                 Error::AdminSecret(format!(
                     "Secret {}/{} has no key {:?}",
@@ -163,7 +177,7 @@ impl Applier<'_> {
     /// Revokes a version at the platform, authenticating with its own token (valid until
     /// now; the platform refusing it means it is revoked already), or with the current one
     /// when its own Secret is gone.
-    pub(super) async fn revoke_at_platform(&mut self, version: u32) -> Result<()> {
+    pub(super) async fn revoke_at_platform(&mut self, version: u32) -> Result<PlatformRevoke> {
         let own = self
             .read_token_opt(&versioned_secret_name(&self.mounted_name(), version))
             .await?;
@@ -173,8 +187,9 @@ impl Applier<'_> {
             .map(Token::prefix)
             .or_else(|| record.and_then(|r| r.token_prefix.clone()))
         else {
-            tracing::warn!(namespace = %self.ns, name = %self.name, version, "no prefix known; nothing identifies the token at the platform");
-            return Ok(());
+            return Ok(PlatformRevoke::Impossible(
+                "neither its Secret nor status holds its prefix, so nothing identifies it there",
+            ));
         };
         let known_id = record.and_then(|r| r.issuer_token_id.clone());
         let bearer = match own {
@@ -184,10 +199,10 @@ impl Applier<'_> {
                     let name = versioned_secret_name(&self.mounted_name(), current);
                     match self.read_token_opt(&name).await? {
                         Some(token) => token,
-                        None => return Ok(()),
+                        None => return Ok(PlatformRevoke::Impossible(NO_BEARER)),
                     }
                 }
-                None => return Ok(()),
+                None => return Ok(PlatformRevoke::Impossible(NO_BEARER)),
             },
         };
         let own_bearer = bearer.prefix() == prefix;
@@ -200,10 +215,10 @@ impl Applier<'_> {
         match platform.revoke(&bearer, &prefix, known_id.as_deref()).await {
             Ok(Revocation::Revoked) => {
                 self.ctx.metrics.issuer_request("revoke", "ok");
-                Ok(())
+                Ok(PlatformRevoke::Done)
             }
-            Ok(Revocation::AlreadyRevoked) => Ok(()),
-            Err(IssuerError::Status { status: 401, .. }) if own_bearer => Ok(()),
+            Ok(Revocation::AlreadyRevoked) => Ok(PlatformRevoke::Done),
+            Err(IssuerError::Status { status: 401, .. }) if own_bearer => Ok(PlatformRevoke::Done),
             Err(e) => {
                 self.ctx.metrics.issuer_request("revoke", "error");
                 Err(Error::Issuer(e))
