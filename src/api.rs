@@ -238,7 +238,7 @@ pub struct HttpIssuerSpec {
     pub revoke_after_use: bool,
 }
 
-fn default_timeout_seconds() -> u32 {
+pub fn default_timeout_seconds() -> u32 {
     45
 }
 

@@ -281,6 +281,41 @@ async fn a_version_that_cannot_be_revoked_is_reported_by_prefix_never_passed_as_
     s.finish().await;
 }
 
+/// `spec.issuer` moves from the platform to the local issuer: the rotation that follows mints
+/// v2 locally, and v1 is still revoked at the platform that minted it (recorded on `S-v1`),
+/// not left live there.
+#[tokio::test]
+async fn a_version_outlives_a_change_of_issuer_and_is_revoked_where_it_was_minted() {
+    let s = setup("http-moved", "ws-moved").await;
+    let spec = json!({ "rotation": { "gracePeriod": "0s" } });
+    create(&s.api, "t", s.platform.spec("ws-moved", spec)).await;
+    wait_version(&s.api, "t", 1, WAIT).await;
+    assert_eq!(s.platform.live("ws-moved").await.len(), 1);
+    let recorded = s.secrets.get("t-v1").await.unwrap();
+    assert_eq!(
+        recorded.annotations().get("tokenwarden.dev/issuer-url"),
+        Some(&s.platform.url()),
+        "S-v1 records the platform that minted it"
+    );
+
+    let to_local = json!({ "spec": { "issuer": null } });
+    s.api
+        .patch("t", &PatchParams::default(), &Patch::Merge(&to_local))
+        .await
+        .unwrap();
+    wait_version(&s.api, "t", 2, WAIT).await;
+    eventually(WAIT, "v1 revoked at the platform", || async {
+        s.platform.live("ws-moved").await.is_empty().then_some(())
+    })
+    .await;
+    let v2 = s.secrets.get("t-v2").await.unwrap();
+    assert!(
+        !v2.annotations().contains_key("tokenwarden.dev/issuer-url"),
+        "v2 was minted locally"
+    );
+    s.finish().await;
+}
+
 #[tokio::test]
 async fn an_unreachable_platform_keeps_the_current_token_and_recovers_by_itself() {
     let mut s = setup("http-down", "ws-down").await;

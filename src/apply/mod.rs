@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 use crate::api::{FINALIZER, RestartKind, WorkspaceToken, versioned_secret_name};
 use crate::controller::Context;
 use crate::plan::{
-    ENVIRONMENT_LABEL, ISSUER_TOKEN_ID_ANNOTATION, MountedWrite, Plan, SPEC_HASH_ANNOTATION,
-    SecretMetadata, SecretRef, Step, TEMPLATE_KEYS_ANNOTATION, TOKEN_SHA256_ANNOTATION,
-    TRACE_ID_ANNOTATION, desired_metadata, spec_hash,
+    ENVIRONMENT_LABEL, ISSUER_TOKEN_ID_ANNOTATION, ISSUER_URL_ANNOTATION, MountedWrite, Plan,
+    SPEC_HASH_ANNOTATION, SecretMetadata, SecretRef, Step, TEMPLATE_KEYS_ANNOTATION,
+    TOKEN_SHA256_ANNOTATION, TRACE_ID_ANNOTATION, desired_metadata, spec_hash,
 };
 use crate::secrets::{
     PREVIOUS_TOKEN_KEY, PREVIOUS_TOKEN_VERSION_KEY, SecretsView, TOKEN_KEY, TOKEN_VERSION_KEY,
@@ -515,8 +515,10 @@ impl Applier<'_> {
     async fn revoke(&mut self, version: u32, reason: &str) -> Result<()> {
         let name = versioned_secret_name(&self.mounted_name(), version);
         let mut unrevoked = None;
-        if self.uses_platform() {
-            if let PlatformRevoke::Impossible(why) = self.revoke_at_platform(version).await? {
+        if let Some(minted_by) = self.minted_by(version) {
+            if let PlatformRevoke::Impossible(why) =
+                self.revoke_at_platform(version, &minted_by).await?
+            {
                 unrevoked = Some(why);
             }
             failpoint::hit(failpoint::AFTER_ISSUER_REVOKE);
@@ -691,6 +693,9 @@ impl Applier<'_> {
         extra.insert(SPEC_HASH_ANNOTATION.to_string(), spec_hash(&self.wst.spec));
         if let Some(id) = &facts.issuer_token_id {
             extra.insert(ISSUER_TOKEN_ID_ANNOTATION.to_string(), id.clone());
+        }
+        if let Some(issuer) = &self.wst.spec.issuer {
+            extra.insert(ISSUER_URL_ANNOTATION.to_string(), issuer.http.url.clone());
         }
         let name = versioned_secret_name(&self.mounted_name(), version);
         let mut data = BTreeMap::new();

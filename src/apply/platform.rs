@@ -10,7 +10,8 @@ use serde_json::json;
 use super::Applier;
 use crate::api::{WorkspaceToken, versioned_secret_name};
 use crate::issuer::http::{HttpIssuer, IssuerError, Revocation, unheld_since, used_since_cutover};
-use crate::plan::{ISSUER_TOKEN_ID_ANNOTATION, MintIntent};
+use crate::plan::{ISSUER_TOKEN_ID_ANNOTATION, ISSUER_URL_ANNOTATION, MintIntent};
+use crate::secrets::WORKSPACE_ID_KEY;
 use crate::token::Token;
 use crate::{Error, Result};
 
@@ -29,6 +30,13 @@ pub(super) enum PlatformRevoke {
     /// Nothing left to revoke it with: the token may still be live there, and only a person
     /// with the platform's console can tell. Said in a Warning event, never passed as done.
     Impossible(&'static str),
+}
+
+/// The platform and workspace a version was minted at.
+pub(super) struct MintedBy {
+    url: String,
+    workspace_id: String,
+    timeout_seconds: u32,
 }
 
 const NO_BEARER: &str =
@@ -174,10 +182,38 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// Revokes a version at the platform, authenticating with its own token (valid until
-    /// now; the platform refusing it means it is revoked already), or with the current one
-    /// when its own Secret is gone.
-    pub(super) async fn revoke_at_platform(&mut self, version: u32) -> Result<PlatformRevoke> {
+    /// The platform that minted `version`: recorded on its `S-vN`, so a version outlives a
+    /// change of `spec.issuer` (http to local, or another URL) and is still revoked where it
+    /// is live; else the spec's (a Secret written before the record, or already gone).
+    /// None: minted locally, there is nothing to revoke anywhere.
+    pub(super) fn minted_by(&self, version: u32) -> Option<MintedBy> {
+        let spec = self.wst.spec.issuer.as_ref().map(|i| &i.http);
+        let timeout_seconds =
+            spec.map_or(crate::api::default_timeout_seconds(), |s| s.timeout_seconds);
+        let secret = self
+            .view
+            .objects
+            .get(&versioned_secret_name(&self.mounted_name(), version));
+        let recorded_url = secret.and_then(|s| s.annotations().get(ISSUER_URL_ANNOTATION).cloned());
+        let recorded_workspace = secret
+            .and_then(|s| s.data.as_ref()?.get(WORKSPACE_ID_KEY))
+            .map(|w| String::from_utf8_lossy(&w.0).into_owned());
+        let url = recorded_url.or_else(|| spec.map(|s| s.url.clone()))?;
+        Some(MintedBy {
+            url,
+            workspace_id: recorded_workspace.unwrap_or_else(|| self.wst.spec.workspace_id.clone()),
+            timeout_seconds,
+        })
+    }
+
+    /// Revokes a version at the platform that minted it, authenticating with its own token
+    /// (valid until now; the platform refusing it means it is revoked already), or with the
+    /// current one when its own Secret is gone.
+    pub(super) async fn revoke_at_platform(
+        &mut self,
+        version: u32,
+        minted_by: &MintedBy,
+    ) -> Result<PlatformRevoke> {
         let own = self
             .read_token_opt(&versioned_secret_name(&self.mounted_name(), version))
             .await?;
@@ -211,7 +247,13 @@ impl Applier<'_> {
             .current
             .map(|c| self.trace_id_of(c))
             .unwrap_or_default();
-        let platform = self.platform(&trace_id).expect("HTTP issuer");
+        let platform = HttpIssuer::at(
+            &self.ctx.http,
+            &minted_by.url,
+            minted_by.timeout_seconds,
+            &minted_by.workspace_id,
+            &trace_id,
+        );
         match platform.revoke(&bearer, &prefix, known_id.as_deref()).await {
             Ok(Revocation::Revoked) => {
                 self.ctx.metrics.issuer_request("revoke", "ok");

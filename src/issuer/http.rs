@@ -139,11 +139,28 @@ impl<'a> HttpIssuer<'a> {
         workspace_id: &'a str,
         trace_id: &str,
     ) -> Self {
+        Self::at(
+            client,
+            &spec.url,
+            spec.timeout_seconds,
+            workspace_id,
+            trace_id,
+        )
+    }
+
+    /// The platform at `url` (a version's recorded issuer, which the spec may have left).
+    pub fn at(
+        client: &'a HttpClient,
+        url: &str,
+        timeout_seconds: u32,
+        workspace_id: &'a str,
+        trace_id: &str,
+    ) -> Self {
         HttpIssuer {
             client,
-            base: spec.url.trim_end_matches('/').to_string(),
+            base: url.trim_end_matches('/').to_string(),
             workspace_id,
-            timeout_seconds: spec.timeout_seconds,
+            timeout_seconds,
             traceparent: traceparent(trace_id),
         }
     }
