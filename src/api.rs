@@ -105,7 +105,7 @@ pub struct WorkspaceTokenSpec {
     pub restart_targets: Vec<RestartTarget>,
     /// Revoked versions kept in status.
     #[serde(default = "default_history_limit")]
-    #[schemars(range(min = 0, max = 100))]
+    #[schemars(range(min = 0, max = 100), extend("format" = "int32"))]
     pub history_limit: u32,
     /// What deleting the WorkspaceToken does to its Secrets and issuer tokens.
     #[serde(default)]
@@ -124,7 +124,7 @@ fn default_history_limit() -> u32 {
 pub struct TokenSpec {
     /// Random bytes per token (entropy), 16..=64.
     #[serde(default = "default_bytes")]
-    #[schemars(range(min = 16, max = 64))]
+    #[schemars(range(min = 16, max = 64), extend("format" = "int32"))]
     pub bytes: u32,
     /// base64url (unpadded) or hex.
     #[serde(default)]
@@ -230,7 +230,7 @@ pub struct HttpIssuerSpec {
     pub admin_token_secret_ref: SecretKeyRef,
     /// Per-request timeout.
     #[serde(default = "default_timeout_seconds")]
-    #[schemars(range(min = 1, max = 300))]
+    #[schemars(range(min = 1, max = 300), extend("format" = "int32"))]
     pub timeout_seconds: u32,
     /// Revoke a retiring version only once the platform shows the new token used by a
     /// consumer after the cutover, or when the grace period ends, whichever comes first.
@@ -293,6 +293,7 @@ pub struct WorkspaceTokenStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
     pub current_version: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_version: Option<String>,
@@ -325,6 +326,7 @@ pub struct WorkspaceTokenStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionStatus {
+    #[schemars(extend("format" = "int64"))]
     pub version: u32,
     pub secret_name: String,
     pub state: VersionState,

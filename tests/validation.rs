@@ -231,3 +231,35 @@ fn checked_in_crd_is_exactly_what_tokenwarden_crd_prints() {
         "crds/workspacetokens.tokenwarden.dev.yaml drifted: run `cargo run -- crd > crds/workspacetokens.tokenwarden.dev.yaml`"
     );
 }
+
+/// The API server accepts the CRD without a warning (it warned about `format: uint32`,
+/// which OpenAPI validation does not know): `kubectl apply` prints nothing on stderr.
+#[tokio::test]
+async fn the_crd_installs_without_a_warning() {
+    let cp = control_plane().await;
+    let output = cp
+        .kubectl()
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "-f",
+        ])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/crds/workspacetokens.tokenwarden.dev.yaml"
+        ))
+        .output()
+        .expect("run kubectl");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "",
+        "warnings from the API server"
+    );
+}
