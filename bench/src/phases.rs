@@ -164,23 +164,7 @@ fn start_operator(cp: &ControlPlane, cfg: &Config, seq: usize) -> OperatorProces
 }
 
 async fn install_crd(client: &Client) {
-    let crds = Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(client.clone());
-    crds.patch(
-        "workspacetokens.tokenwarden.dev",
-        &PatchParams::apply("tokenwarden-bench").force(),
-        &Patch::Apply(&WorkspaceToken::crd()),
-    )
-    .await
-    .expect("install the CRD");
-    let established = kube::runtime::wait::await_condition(
-        crds,
-        "workspacetokens.tokenwarden.dev",
-        kube::runtime::wait::conditions::is_crd_established(),
-    );
-    tokio::time::timeout(Duration::from_secs(30), established)
-        .await
-        .expect("CRD established")
-        .expect("watch the CRD");
+    tokenwarden_testenv::crd::install(client, &WorkspaceToken::crd(), "tokenwarden-bench").await;
 }
 
 fn workspace_token(i: usize) -> WorkspaceToken {

@@ -43,24 +43,7 @@ async fn install_twin(client: &Client) {
     crd["spec"]["names"]["shortNames"] = json!([]);
     crd["spec"]["names"]["categories"] = json!([]);
     let crd: CustomResourceDefinition = serde_json::from_value(crd).expect("twin CRD");
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    let name = format!("workspacetokens.{GROUP}");
-    crds.patch(
-        &name,
-        &PatchParams::apply("tokenwarden-bench").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("install the twin CRD");
-    let established = kube::runtime::wait::await_condition(
-        crds,
-        &name,
-        kube::runtime::wait::conditions::is_crd_established(),
-    );
-    tokio::time::timeout(Duration::from_secs(30), established)
-        .await
-        .expect("twin CRD established")
-        .expect("watch the twin CRD");
+    tokenwarden_testenv::crd::install(client, &crd, "tokenwarden-bench").await;
 }
 
 /// Creates and "converges" `n` twin tokens in namespace `ns`; returns the wall time from the

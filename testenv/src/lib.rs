@@ -11,6 +11,7 @@
 pub mod apiserver;
 pub mod binaries;
 mod controlplane;
+pub mod crd;
 pub mod leak;
 mod pki;
 pub mod probe;

@@ -12,9 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, CustomResourceExt};
 use tokenwarden::api::WorkspaceToken;
 use tokenwarden_testenv::{ControlPlane, reaper};
@@ -49,24 +47,7 @@ pub async fn control_plane() -> &'static ControlPlane {
 }
 
 pub async fn install_crd(client: &Client) {
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    let crd = WorkspaceToken::crd();
-    crds.patch(
-        "workspacetokens.tokenwarden.dev",
-        &PatchParams::apply("tokenwarden-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("install the WorkspaceToken CRD");
-    let established = await_condition(
-        crds,
-        "workspacetokens.tokenwarden.dev",
-        conditions::is_crd_established(),
-    );
-    tokio::time::timeout(Duration::from_secs(30), established)
-        .await
-        .expect("CRD established within 30 s")
-        .expect("watch CRD");
+    tokenwarden_testenv::crd::install(client, &WorkspaceToken::crd(), "tokenwarden-tests").await;
 }
 
 /// `tokenwarden run` as a child process, logging into the artifacts dir.
