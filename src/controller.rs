@@ -49,7 +49,14 @@ struct Failure {
     attempts: u32,
     retry_at: Option<Instant>,
     own_resource_version: Option<String>,
+    /// Passes in a row that met a 409 Conflict.
+    stale_views: u32,
 }
+
+/// Conflicts in a row redone quietly; beyond this, a conflict is a failure like any other:
+/// a Degraded condition, a warn line and backoff (something keeps overwriting the object,
+/// and someone should know).
+const QUIET_STALE_VIEWS: u32 = 5;
 
 /// How long to wait for the caches to show our writes before planning anyway.
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -251,7 +258,10 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     let mut status_error = None;
     // A pass that planned on a stale view writes no status from it: the next pass, on the
     // newer object, renders status from what is really there (as after a crash).
-    let stale_view = outcome.error.as_ref().is_some_and(Error::is_stale_view);
+    // Not when the platform revoked something in this pass: status must record that.
+    let stale_view = outcome.error.as_ref().is_some_and(Error::is_stale_view)
+        && outcome.revoked_at_platform.is_empty()
+        && ctx.stale_view_streak(&key) < QUIET_STALE_VIEWS;
     if !removed_finalizer && !stale_view {
         let api: Api<WorkspaceToken> = Api::namespaced(ctx.client.clone(), &ns);
         let new_status = status::render(&wst, &plan, &outcome, now);
@@ -281,9 +291,15 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     }
 
     match outcome_error {
-        Some(error) if error.is_stale_view() => {
+        Some(error) if stale_view => {
             timer.finish(false);
             ctx.metrics.reconcile_failed(error.reason());
+            ctx.failures
+                .lock()
+                .expect("failures lock")
+                .entry(key)
+                .or_default()
+                .stale_views += 1;
             // Soon, but not in lockstep with whoever else writes the object.
             Ok(Action::requeue(Duration::from_millis(
                 200 + rand::random_range(0..300),
@@ -359,6 +375,15 @@ impl Context {
             .expect("expectations lock")
             .remove(key);
         self.failures.lock().expect("failures lock").remove(key);
+    }
+
+    /// Passes in a row that met a 409 Conflict for this WorkspaceToken.
+    fn stale_view_streak(&self, key: &ObjectRef<WorkspaceToken>) -> u32 {
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .get(key)
+            .map_or(0, |f| f.stale_views)
     }
 
     /// Time left before the next attempt after a failure, unless someone else changed the

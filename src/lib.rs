@@ -47,11 +47,13 @@ impl Error {
         move |source| Error::Kube { operation, source }
     }
 
-    /// A write refused with 409 because the object changed since it was read (a
-    /// resourceVersion precondition, or a create the cache did not foresee): the pass planned
-    /// on a stale view. Not a fault to surface: the pass is redone on fresh data.
+    /// A write refused with 409 Conflict because the object changed since it was read (a
+    /// resourceVersion precondition): the pass planned on a stale view. Not a fault to
+    /// surface: the pass is redone on fresh data. A create refused with AlreadyExists is not
+    /// one: it is handled (or reported) where it happens.
     pub fn is_stale_view(&self) -> bool {
-        matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 409)
+        matches!(self, Error::Kube { source: kube::Error::Api(s), .. }
+            if s.code == 409 && s.reason == "Conflict")
     }
 
     /// The same error with every token in `hashes` cut from the text that came from
@@ -63,13 +65,19 @@ impl Error {
         match self {
             Error::Kube {
                 operation,
-                source: kube::Error::Api(status),
+                source: kube::Error::Api(mut status),
             } => {
-                let status = serde_json::to_string(&status)
-                    .ok()
-                    .map(cut)
-                    .and_then(|json| serde_json::from_str(&json).ok())
-                    .unwrap_or(status);
+                // Field by field, as the server wrote them: JSON escapes (`\n`) would glue a
+                // quoted token to its neighbours.
+                status.message = cut(std::mem::take(&mut status.message));
+                status.reason = cut(std::mem::take(&mut status.reason));
+                if let Some(details) = status.details.as_mut() {
+                    details.name = cut(std::mem::take(&mut details.name));
+                    for cause in &mut details.causes {
+                        cause.message = cut(std::mem::take(&mut cause.message));
+                        cause.field = cut(std::mem::take(&mut cause.field));
+                    }
+                }
                 Error::Kube {
                     operation,
                     source: kube::Error::Api(status),

@@ -1059,9 +1059,6 @@ pub const TOKEN_SHA256_ANNOTATION: &str = "tokenwarden.dev/token-sha256";
 pub const TRACE_ID_ANNOTATION: &str = "tokenwarden.dev/trace-id";
 pub const SPEC_HASH_ANNOTATION: &str = "tokenwarden.dev/spec-hash";
 pub const ISSUER_TOKEN_ID_ANNOTATION: &str = "tokenwarden.dev/issuer-token-id";
-/// On `S-vN`: the platform that minted the version, where it is revoked even after
-/// `spec.issuer` moved elsewhere.
-pub const ISSUER_URL_ANNOTATION: &str = "tokenwarden.dev/issuer-url";
 /// Which `secretTemplate` keys tokenwarden put on a Secret, so removed ones can be removed.
 pub const TEMPLATE_KEYS_ANNOTATION: &str = "tokenwarden.dev/template-keys";
 

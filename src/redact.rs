@@ -13,6 +13,15 @@ use crate::token::sha256_hex;
 /// What a cut token is replaced with.
 pub const REDACTED: &str = "[redacted]";
 
+/// The longest candidate checked: a 64-byte token base64-encoded, with a literal prefix, and
+/// that base64-encoded again, stays well below.
+const MAX_CANDIDATE: usize = 256;
+/// Hash checks one text may cost; past them the rest of the text is dropped, not shown
+/// unchecked (a pathological message must not stall a worker or slip through).
+const CHECK_BUDGET: usize = 100_000;
+/// Shown in place of what was dropped.
+pub const TRUNCATED: &str = "[truncated: too long to check for tokens]";
+
 /// `text` with every token whose SHA-256 is in `hashes` replaced by [`REDACTED`], whether it
 /// appears as is, base64-encoded (standard or URL-safe, padded or not), or glued to a key or
 /// a literal prefix (`token=...`, `wst_...`).
@@ -20,21 +29,32 @@ pub fn redact(text: &str, hashes: &BTreeSet<String>) -> String {
     if hashes.is_empty() {
         return text.to_string();
     }
-    let mut cuts: Vec<(usize, usize)> = Vec::new();
-    for (start, end) in runs(text) {
-        if let Some(cut) = longest_match(text, start, end, hashes) {
-            cuts.push(cut);
-        }
-    }
+    let mut budget = CHECK_BUDGET;
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
-    for (start, end) in cuts {
-        out.push_str(&text[at..start]);
-        out.push_str(REDACTED);
-        at = end;
+    for (start, end) in runs(text) {
+        match longest_match(text, start, end, hashes, &mut budget) {
+            Checked::Token(from, to) => {
+                out.push_str(&text[at..from]);
+                out.push_str(REDACTED);
+                at = to;
+            }
+            Checked::Clean => {}
+            Checked::OverBudget => {
+                out.push_str(&text[at..start]);
+                out.push_str(TRUNCATED);
+                return out;
+            }
+        }
     }
     out.push_str(&text[at..]);
     out
+}
+
+enum Checked {
+    Token(usize, usize),
+    Clean,
+    OverBudget,
 }
 
 /// Token and base64 alphabets together.
@@ -66,14 +86,15 @@ fn runs(text: &str) -> Vec<(usize, usize)> {
     out
 }
 
-/// The widest span of `text[start..end]`, bounded by the run's ends or by joints, that is a
-/// token in `hashes` (plain or base64-decoded).
+/// The widest span of `text[start..end]`, bounded by the run's ends or by joints and at most
+/// [`MAX_CANDIDATE`] long, that is a token in `hashes` (plain or base64-decoded).
 fn longest_match(
     text: &str,
     start: usize,
     end: usize,
     hashes: &BTreeSet<String>,
-) -> Option<(usize, usize)> {
+    budget: &mut usize,
+) -> Checked {
     let run = &text[start..end];
     let mut bounds = vec![0];
     for (i, c) in run.char_indices() {
@@ -88,13 +109,26 @@ fn longest_match(
     let mut best: Option<(usize, usize)> = None;
     for (n, &from) in bounds.iter().enumerate() {
         for &to in &bounds[n + 1..] {
+            if to - from > MAX_CANDIDATE {
+                break;
+            }
             let wider = best.is_none_or(|(f, t)| to - from > t - f);
-            if to - from >= 16 && wider && is_token(&run[from..to], hashes) {
+            if to - from < 16 || !wider {
+                continue;
+            }
+            if *budget == 0 {
+                return Checked::OverBudget;
+            }
+            *budget -= 1;
+            if is_token(&run[from..to], hashes) {
                 best = Some((from, to));
             }
         }
     }
-    best.map(|(from, to)| (start + from, start + to))
+    match best {
+        Some((from, to)) => Checked::Token(start + from, start + to),
+        None => Checked::Clean,
+    }
 }
 
 fn is_token(candidate: &str, hashes: &BTreeSet<String>) -> bool {
@@ -152,6 +186,49 @@ mod tests {
             assert!(out.contains(REDACTED), "the cut is visible");
             assert!(out.starts_with("secrets \"t\" is forbidden: ValidatingAdmissionPolicy"));
         }
+    }
+
+    #[test]
+    fn a_token_after_a_newline_or_a_tab_is_cut() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(TOKEN);
+        for text in [format!("denied:\n{TOKEN}"), format!("denied:\t{b64}")] {
+            let out = redact(&text, &known());
+            assert!(
+                !out.contains(TOKEN) && !out.contains(&b64),
+                "left after a control character"
+            );
+        }
+    }
+
+    #[test]
+    fn an_api_server_refusal_loses_the_token_in_its_message_and_causes() {
+        let quote = format!("denied request:\n{TOKEN}");
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 422, "reason": "Invalid", "message": quote,
+            "details": { "name": "t", "kind": "secrets", "causes": [{ "message": quote }] }
+        }))
+        .unwrap();
+        let error = crate::Error::Kube {
+            operation: "create mounted Secret",
+            source: kube::Error::Api(Box::new(status)),
+        };
+        let error = error.redacted(&known());
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains(TOKEN), "the token is left in the error");
+        assert!(
+            shown.matches(REDACTED).count() >= 4,
+            "message and cause, in Display and Debug"
+        );
+    }
+
+    #[test]
+    fn a_pathological_message_is_cut_short_not_checked_for_minutes() {
+        let joints = "a-".repeat(200_000);
+        let started = std::time::Instant::now();
+        let out = redact(&format!("denied: {joints} {TOKEN}"), &known());
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert!(out.ends_with(TRUNCATED), "the unchecked rest is dropped");
+        assert!(!out.contains(TOKEN));
     }
 
     #[test]

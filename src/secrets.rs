@@ -25,6 +25,9 @@ use crate::token::{prefix_of, sha256_hex};
 pub const TOKEN_KEY: &str = "token";
 pub const TOKEN_VERSION_KEY: &str = "token-version";
 pub const WORKSPACE_ID_KEY: &str = "workspace-id";
+/// On `S-vN`: the platform that minted the version (immutable, like the token), where it is
+/// revoked even after `spec.issuer` moved elsewhere.
+pub const ISSUER_URL_KEY: &str = "issuer-url";
 pub const PREVIOUS_TOKEN_KEY: &str = "previous-token";
 pub const PREVIOUS_TOKEN_VERSION_KEY: &str = "previous-token-version";
 /// Hashed caches keep the token's first characters under this key, for status prefixes.

@@ -121,10 +121,19 @@ pub fn render(
     let mut status = if failed {
         // The spec was observed (the conditions say how it went), so tools that wait for
         // observedGeneration (Flux, kstatus) see the failure instead of "in progress".
-        WorkspaceTokenStatus {
+        let mut kept = WorkspaceTokenStatus {
             observed_generation: wst.metadata.generation,
             ..previous.clone()
+        };
+        // Except what the platform has revoked in this pass: a pass that redoes it would find
+        // no token left to authenticate with, and report the version unrevocable.
+        for v in &mut kept.versions {
+            if outcome.revoked_at_platform.contains(&v.version) {
+                v.state = VersionState::Revoked;
+                v.revoked_at = Some(crate::time::to_time(now));
+            }
         }
+        kept
     } else {
         let current = plan
             .current

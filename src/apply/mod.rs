@@ -19,13 +19,13 @@ use serde_json::{Value, json};
 use crate::api::{FINALIZER, RestartKind, WorkspaceToken, versioned_secret_name};
 use crate::controller::Context;
 use crate::plan::{
-    ENVIRONMENT_LABEL, ISSUER_TOKEN_ID_ANNOTATION, ISSUER_URL_ANNOTATION, MountedWrite, Plan,
-    SPEC_HASH_ANNOTATION, SecretMetadata, SecretRef, Step, TEMPLATE_KEYS_ANNOTATION,
-    TOKEN_SHA256_ANNOTATION, TRACE_ID_ANNOTATION, desired_metadata, spec_hash,
+    ENVIRONMENT_LABEL, ISSUER_TOKEN_ID_ANNOTATION, MountedWrite, Plan, SPEC_HASH_ANNOTATION,
+    SecretMetadata, SecretRef, Step, TEMPLATE_KEYS_ANNOTATION, TOKEN_SHA256_ANNOTATION,
+    TRACE_ID_ANNOTATION, desired_metadata, spec_hash,
 };
 use crate::secrets::{
-    PREVIOUS_TOKEN_KEY, PREVIOUS_TOKEN_VERSION_KEY, SecretsView, TOKEN_KEY, TOKEN_VERSION_KEY,
-    WORKSPACE_ID_KEY, controlled_by,
+    ISSUER_URL_KEY, PREVIOUS_TOKEN_KEY, PREVIOUS_TOKEN_VERSION_KEY, SecretsView, TOKEN_KEY,
+    TOKEN_VERSION_KEY, WORKSPACE_ID_KEY, controlled_by,
 };
 use crate::telemetry::{AuditRecord, audit};
 use crate::token::Token;
@@ -42,6 +42,9 @@ pub struct Outcome {
     pub issuer_token_ids: BTreeMap<u32, String>,
     /// Retiring versions revoked because the platform showed the new token in use.
     pub revoked_after_use: Vec<u32>,
+    /// Versions revoked at the platform in this pass (or found impossible to revoke): status
+    /// records them even when a later step fails.
+    pub revoked_at_platform: Vec<u32>,
     /// How many of the plan's steps completed (all of them unless `error`).
     pub applied: usize,
     pub error: Option<Error>,
@@ -521,6 +524,7 @@ impl Applier<'_> {
             {
                 unrevoked = Some(why);
             }
+            self.outcome.revoked_at_platform.push(version);
             failpoint::hit(failpoint::AFTER_ISSUER_REVOKE);
         }
         self.delete_owned(&name, "delete versioned Secret").await?;
@@ -694,9 +698,6 @@ impl Applier<'_> {
         if let Some(id) = &facts.issuer_token_id {
             extra.insert(ISSUER_TOKEN_ID_ANNOTATION.to_string(), id.clone());
         }
-        if let Some(issuer) = &self.wst.spec.issuer {
-            extra.insert(ISSUER_URL_ANNOTATION.to_string(), issuer.http.url.clone());
-        }
         let name = versioned_secret_name(&self.mounted_name(), version);
         let mut data = BTreeMap::new();
         data.insert(
@@ -711,6 +712,12 @@ impl Applier<'_> {
             WORKSPACE_ID_KEY.to_string(),
             ByteString(self.wst.spec.workspace_id.clone().into_bytes()),
         );
+        if let Some(issuer) = &self.wst.spec.issuer {
+            data.insert(
+                ISSUER_URL_KEY.to_string(),
+                ByteString(issuer.http.url.clone().into_bytes()),
+            );
+        }
         Secret {
             metadata: self.object_meta(name, desired, extra),
             data: Some(data),

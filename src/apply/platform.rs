@@ -10,8 +10,8 @@ use serde_json::json;
 use super::Applier;
 use crate::api::{WorkspaceToken, versioned_secret_name};
 use crate::issuer::http::{HttpIssuer, IssuerError, Revocation, unheld_since, used_since_cutover};
-use crate::plan::{ISSUER_TOKEN_ID_ANNOTATION, ISSUER_URL_ANNOTATION, MintIntent};
-use crate::secrets::WORKSPACE_ID_KEY;
+use crate::plan::{ISSUER_TOKEN_ID_ANNOTATION, MintIntent};
+use crate::secrets::{ISSUER_URL_KEY, WORKSPACE_ID_KEY};
 use crate::token::Token;
 use crate::{Error, Result};
 
@@ -182,7 +182,7 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// The platform that minted `version`: recorded on its `S-vN`, so a version outlives a
+    /// The platform that minted `version`: recorded in its immutable `S-vN`, so a version outlives a
     /// change of `spec.issuer` (http to local, or another URL) and is still revoked where it
     /// is live; else the spec's (a Secret written before the record, or already gone).
     /// None: minted locally, there is nothing to revoke anywhere.
@@ -194,10 +194,13 @@ impl Applier<'_> {
             .view
             .objects
             .get(&versioned_secret_name(&self.mounted_name(), version));
-        let recorded_url = secret.and_then(|s| s.annotations().get(ISSUER_URL_ANNOTATION).cloned());
-        let recorded_workspace = secret
-            .and_then(|s| s.data.as_ref()?.get(WORKSPACE_ID_KEY))
-            .map(|w| String::from_utf8_lossy(&w.0).into_owned());
+        let recorded = |key: &str| {
+            secret
+                .and_then(|s| s.data.as_ref()?.get(key))
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        };
+        let (recorded_url, recorded_workspace) =
+            (recorded(ISSUER_URL_KEY), recorded(WORKSPACE_ID_KEY));
         let url = recorded_url.or_else(|| spec.map(|s| s.url.clone()))?;
         Some(MintedBy {
             url,
@@ -397,7 +400,8 @@ impl Applier<'_> {
             Ok(Some(secret)) => Ok(
                 crate::secrets::take_string(secret, crate::secrets::TOKEN_KEY)
                     .filter(|v| !v.is_empty())
-                    .map(Token::from_plaintext),
+                    .map(Token::from_plaintext)
+                    .inspect(|token| self.in_play(token)),
             ),
             Ok(None) => Ok(None),
             Err(e) => Err(Error::kube("read Secret")(e)),
