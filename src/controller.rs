@@ -38,6 +38,9 @@ pub struct Context {
 struct Expectation {
     wst_resource_version: Option<u64>,
     secrets: Vec<(String, Option<u64>)>,
+    /// The uid whose finalizer we removed: that object is gone, whatever the cache still
+    /// shows (a pass on it would redo the deletion without the Secrets it needs).
+    gone_uid: Option<String>,
     since: Instant,
 }
 
@@ -278,7 +281,7 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     // haven't seen this pass's Secrets.
     ctx.expect(key.clone(), written_rv.clone(), outcome.written.clone());
     if removed_finalizer {
-        ctx.forget(&key);
+        ctx.expect_gone(key.clone(), uid.clone());
     }
     let outcome_error = outcome.error.or(status_error);
     if !plan.steps.is_empty() {
@@ -369,12 +372,22 @@ fn parse_rv(rv: &str) -> Option<u64> {
 
 impl Context {
     /// Drops what we keep per object once it is gone (its finalizer removed).
-    fn forget(&self, key: &ObjectRef<WorkspaceToken>) {
-        self.expectations
-            .lock()
-            .expect("expectations lock")
-            .remove(key);
-        self.failures.lock().expect("failures lock").remove(key);
+    /// Our pass removed the finalizer of `uid`: until the cache drops that object (or the
+    /// expectation times out), nothing is planned for it.
+    fn expect_gone(&self, key: ObjectRef<WorkspaceToken>, uid: String) {
+        self.failures.lock().expect("failures lock").remove(&key);
+        let mut expectations = self.expectations.lock().expect("expectations lock");
+        // Entries for objects that are gone are never met again; drop the old ones here.
+        expectations.retain(|_, e| e.since.elapsed() <= EXPECTATION_TIMEOUT);
+        expectations.insert(
+            key,
+            Expectation {
+                wst_resource_version: None,
+                secrets: Vec::new(),
+                gone_uid: Some(uid),
+                since: Instant::now(),
+            },
+        );
     }
 
     /// Passes in a row that met a 409 Conflict for this WorkspaceToken.
@@ -418,6 +431,7 @@ impl Context {
                     .into_iter()
                     .map(|(name, rv)| (name, rv.as_deref().and_then(parse_rv)))
                     .collect(),
+                gone_uid: None,
                 since: Instant::now(),
             },
         );
@@ -445,7 +459,12 @@ impl Context {
                 (Some(_), None) => false,
             }
         });
-        let met = (wst_ok && secrets_ok) || expected.since.elapsed() > EXPECTATION_TIMEOUT;
+        let gone_ok = expected
+            .gone_uid
+            .as_ref()
+            .is_none_or(|uid| wst.metadata.uid.as_ref() != Some(uid));
+        let met =
+            (wst_ok && secrets_ok && gone_ok) || expected.since.elapsed() > EXPECTATION_TIMEOUT;
         if met {
             expectations.remove(key);
         }
