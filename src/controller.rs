@@ -371,7 +371,6 @@ fn parse_rv(rv: &str) -> Option<u64> {
 }
 
 impl Context {
-    /// Drops what we keep per object once it is gone (its finalizer removed).
     /// Our pass removed the finalizer of `uid`: until the cache drops that object (or the
     /// expectation times out), nothing is planned for it.
     fn expect_gone(&self, key: ObjectRef<WorkspaceToken>, uid: String) {
