@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::json;
-use support::invariants::{
-    VersionLedger, assert_consistent, call_off_rotations, is_settled, wait_all,
-};
+use support::invariants::{VersionLedger, call_off_and_settle};
 use support::*;
 use tokenwarden::api::WorkspaceToken;
 
@@ -117,20 +115,8 @@ async fn only_the_leader_writes_and_a_standby_takes_over_without_double_rotation
     }
     assert_eq!(leader_gauge(&second).as_deref(), Some("1"));
 
-    call_off_rotations(&api).await;
-    let settled = wait_all(
-        &api,
-        TOKENS,
-        Duration::from_secs(60),
-        "every token settled",
-        is_settled,
-    )
-    .await;
-    assert_consistent(&client, &ns).await;
-    for w in &settled {
-        let current = w.status.as_ref().and_then(|s| s.current_version).unwrap();
-        ledger.check(&w.metadata.name.clone().unwrap(), current);
-    }
+    let (settled, _) = call_off_and_settle(&client, &ns, TOKENS, Duration::from_secs(60)).await;
+    ledger.check_every(&settled);
 
     // No version was minted twice across both replicas (the ledger showed none skipped).
     let mut minted = BTreeSet::new();

@@ -66,6 +66,26 @@ impl Setup {
         request_rotation(&self.api, name, value).await;
     }
 
+    /// `t` on the platform with `extra` spec fields, minted at v1, then rotated to v2.
+    async fn rotated_once(&self, workspace: &str, extra: serde_json::Value) {
+        create(&self.api, "t", self.platform.spec(workspace, extra)).await;
+        wait_version(&self.api, "t", 1, WAIT).await;
+        self.rotate("t", "r1").await;
+        wait_version(&self.api, "t", 2, WAIT).await;
+    }
+
+    /// Deletes `t` and waits until its finalizer is gone with it.
+    async fn delete_and_wait_gone(&self) {
+        self.api
+            .delete("t", &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually(WAIT, "WorkspaceToken gone", || async {
+            self.api.get_opt("t").await.ok()?.is_none().then_some(())
+        })
+        .await;
+    }
+
     async fn finish(&self) {
         dump(&self.client, &self.ns, Some(shared_operator().await)).await;
     }
@@ -147,26 +167,14 @@ async fn mint_verify_rotate_and_revoke_by_prefix_at_the_platform() {
 #[tokio::test]
 async fn deletion_revokes_every_live_version_at_the_platform_before_the_finalizer_goes() {
     let s = setup("http-delete", "ws-delete").await;
-    create(
-        &s.api,
-        "t",
-        s.platform
-            .spec("ws-delete", json!({ "rotation": { "gracePeriod": "1h" } })),
-    )
-    .await;
-    wait_version(&s.api, "t", 1, WAIT).await;
-    s.rotate("t", "r1").await;
-    wait_version(&s.api, "t", 2, WAIT).await;
+    s.rotated_once("ws-delete", json!({ "rotation": { "gracePeriod": "1h" } }))
+        .await;
     assert_eq!(
         s.platform.live("ws-delete").await.len(),
         2,
         "v1 retiring, v2 active"
     );
-    s.api.delete("t", &DeleteParams::default()).await.unwrap();
-    eventually(WAIT, "WorkspaceToken gone", || async {
-        s.api.get_opt("t").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    s.delete_and_wait_gone().await;
     assert!(
         s.platform.live("ws-delete").await.is_empty(),
         "every version revoked at the platform"
@@ -180,21 +188,17 @@ async fn deletion_revokes_every_live_version_at_the_platform_before_the_finalize
 #[tokio::test]
 async fn deletion_revokes_an_old_version_whose_secret_is_already_gone() {
     let s = setup("http-delete-lost", "ws-delete-lost").await;
-    let spec = json!({ "rotation": { "gracePeriod": "1h" } });
-    create(&s.api, "t", s.platform.spec("ws-delete-lost", spec)).await;
-    wait_version(&s.api, "t", 1, WAIT).await;
-    s.rotate("t", "r1").await;
-    wait_version(&s.api, "t", 2, WAIT).await;
+    s.rotated_once(
+        "ws-delete-lost",
+        json!({ "rotation": { "gracePeriod": "1h" } }),
+    )
+    .await;
     assert_eq!(s.platform.live("ws-delete-lost").await.len(), 2);
     s.secrets
         .delete("t-v1", &DeleteParams::default())
         .await
         .expect("delete S-v1");
-    s.api.delete("t", &DeleteParams::default()).await.unwrap();
-    eventually(WAIT, "WorkspaceToken gone", || async {
-        s.api.get_opt("t").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    s.delete_and_wait_gone().await;
     assert!(
         s.platform.live("ws-delete-lost").await.is_empty(),
         "v1 revoked with the current token, then v2"
@@ -213,11 +217,11 @@ async fn deletion_revokes_an_old_version_whose_secret_is_already_gone() {
 #[tokio::test]
 async fn a_version_that_cannot_be_revoked_is_reported_by_prefix_never_passed_as_revoked() {
     let s = setup("http-unrevocable", "ws-unrevocable").await;
-    let spec = json!({ "rotation": { "gracePeriod": "1h" } });
-    create(&s.api, "t", s.platform.spec("ws-unrevocable", spec)).await;
-    wait_version(&s.api, "t", 1, WAIT).await;
-    s.rotate("t", "r1").await;
-    wait_version(&s.api, "t", 2, WAIT).await;
+    s.rotated_once(
+        "ws-unrevocable",
+        json!({ "rotation": { "gracePeriod": "1h" } }),
+    )
+    .await;
     // Suspended, nothing repairs the Secrets before the deletion pass sees them gone.
     let suspend = json!({ "spec": { "suspend": true } });
     s.api
@@ -236,11 +240,7 @@ async fn a_version_that_cannot_be_revoked_is_reported_by_prefix_never_passed_as_
             .await
             .unwrap();
     }
-    s.api.delete("t", &DeleteParams::default()).await.unwrap();
-    eventually(WAIT, "WorkspaceToken gone", || async {
-        s.api.get_opt("t").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    s.delete_and_wait_gone().await;
     let live = s.platform.live("ws-unrevocable").await;
     assert!(
         !live.is_empty(),
@@ -505,15 +505,8 @@ async fn a_token_minted_before_a_crash_that_no_secret_holds_is_revoked_on_recove
 #[tokio::test]
 async fn revoke_after_use_revokes_the_old_version_once_a_consumer_used_the_new_one() {
     let s = setup("http-used", "ws-used").await;
-    create(
-        &s.api,
-        "t",
-        s.platform.spec("ws-used", json!({ "rotation": { "gracePeriod": "1h" }, "issuer": { "http": { "revokeAfterUse": true } } })),
-    )
-    .await;
-    wait_version(&s.api, "t", 1, WAIT).await;
-    s.rotate("t", "r1").await;
-    wait_version(&s.api, "t", 2, WAIT).await;
+    s.rotated_once("ws-used", json!({ "rotation": { "gracePeriod": "1h" }, "issuer": { "http": { "revokeAfterUse": true } } }))
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         s.secrets.get_opt("t-v1").await.unwrap().is_some(),
@@ -545,15 +538,8 @@ async fn revoke_after_use_revokes_the_old_version_once_a_consumer_used_the_new_o
 #[tokio::test]
 async fn revoke_after_use_still_revokes_when_the_grace_period_ends_unused() {
     let s = setup("http-unused", "ws-unused").await;
-    create(
-        &s.api,
-        "t",
-        s.platform.spec("ws-unused", json!({ "rotation": { "gracePeriod": "4s" }, "issuer": { "http": { "revokeAfterUse": true } } })),
-    )
-    .await;
-    wait_version(&s.api, "t", 1, WAIT).await;
-    s.rotate("t", "r1").await;
-    wait_version(&s.api, "t", 2, WAIT).await;
+    s.rotated_once("ws-unused", json!({ "rotation": { "gracePeriod": "4s" }, "issuer": { "http": { "revokeAfterUse": true } } }))
+        .await;
     eventually(WAIT, "v1 revoked at the end of its grace", || async {
         let gone = s.secrets.get_opt("t-v1").await.ok()?.is_none();
         (gone && s.platform.live("ws-unused").await.len() == 1).then_some(())

@@ -15,12 +15,10 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kube::Client;
 use kube::api::Api;
-use kube::{Client, ResourceExt};
 use serde_json::json;
-use support::invariants::{
-    VersionLedger, assert_consistent, assert_quiet, call_off_rotations, is_settled, wait_all,
-};
+use support::invariants::{VersionLedger, assert_quiet, call_off_and_settle, is_settled, wait_all};
 use support::platform::TestPlatform;
 use support::*;
 use tokenwarden::api::WorkspaceToken;
@@ -73,22 +71,9 @@ impl Storm {
     /// Calls the storm off (a schedule change, which rotates nothing), waits until every token
     /// has settled, and checks every invariant. Returns the highest version reached.
     async fn settle_and_check(&self, operator: &Operator) -> u32 {
-        call_off_rotations(&self.api).await;
-        let settled = wait_all(
-            &self.api,
-            self.tokens,
-            SETTLE,
-            "every token settled",
-            is_settled,
-        )
-        .await;
-        let served = assert_consistent(&self.client, &self.ns).await;
-        let mut highest = 0;
-        for w in &settled {
-            let current = w.status.as_ref().and_then(|s| s.current_version).unwrap();
-            self.ledger.check(&w.name_any(), current);
-            highest = highest.max(current);
-        }
+        let (settled, served) =
+            call_off_and_settle(&self.client, &self.ns, self.tokens, SETTLE).await;
+        let highest = self.ledger.check_every(&settled);
         for (i, name) in self.names().enumerate() {
             let workspace = format!("ws-{i}");
             let served = served[&name].clone();

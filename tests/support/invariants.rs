@@ -161,6 +161,21 @@ pub async fn call_off_rotations(api: &Api<WorkspaceToken>) {
     }
 }
 
+/// Calls the rotations off, waits until the `count` WorkspaceTokens of `ns` have settled, and
+/// asserts [`assert_consistent`] over them. Returns them and the served token hash of each.
+pub async fn call_off_and_settle(
+    client: &Client,
+    ns: &str,
+    count: usize,
+    timeout: Duration,
+) -> (Vec<WorkspaceToken>, BTreeMap<String, String>) {
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), ns);
+    call_off_rotations(&api).await;
+    let settled = wait_all(&api, count, timeout, "every token settled", is_settled).await;
+    let served = assert_consistent(client, ns).await;
+    (settled, served)
+}
+
 /// No create, update, patch, apply or delete on Secrets or WorkspaceTokens for `window`:
 /// a converged operator stays quiet.
 pub async fn assert_quiet(client: &Client, window: Duration) {
@@ -209,6 +224,17 @@ impl VersionLedger {
                 .or_default()
                 .insert(sha256_hex(token.as_bytes()));
         }
+    }
+
+    /// [`VersionLedger::check`] for every token at its current version; returns the highest.
+    pub fn check_every(&self, tokens: &[WorkspaceToken]) -> u32 {
+        let mut highest = 0;
+        for w in tokens {
+            let current = w.status.as_ref().and_then(|s| s.current_version).unwrap();
+            self.check(&w.name_any(), current);
+            highest = highest.max(current);
+        }
+        highest
     }
 
     /// Panics unless each versioned Secret held one token, and `token`'s versions ever written
