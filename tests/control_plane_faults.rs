@@ -68,12 +68,16 @@ async fn converges_across_a_restart_of(process: &str, count: usize, down: Durati
         tokio::spawn(async move {
             for i in 0..count {
                 // Creates that meet the outage are retried: they are the user's, not the fault's.
-                while api
-                    .create(&Default::default(), &wst(&format!("t{i}"), token_spec(i)))
-                    .await
-                    .is_err()
-                {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                // AlreadyExists: the create landed but the outage cut its answer.
+                loop {
+                    match api
+                        .create(&Default::default(), &wst(&format!("t{i}"), token_spec(i)))
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(kube::Error::Api(s)) if s.code == 409 => break,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
                 }
             }
         })
@@ -98,7 +102,10 @@ async fn converges_across_a_restart_of(process: &str, count: usize, down: Durati
         "{failures_during} failed watches during a {down:?} outage: retried without backoff"
     );
 
-    creator.await.expect("creator");
+    tokio::time::timeout(CONVERGE, creator)
+        .await
+        .expect("every create done within the convergence bound")
+        .expect("creator");
     wait_all(&api, count, CONVERGE, "every token Ready at v1", |w| {
         is_settled(w) && w.status.as_ref().and_then(|s| s.current_version) == Some(1)
     })
