@@ -10,13 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::schedule::DURATION_PATTERN;
 
-pub const GROUP: &str = "tokenwarden.dev";
-pub const FINALIZER: &str = "tokenwarden.dev/cleanup";
-/// A new value of this annotation asks for a rotation now (like `cmctl renew`).
-pub const ROTATE_ANNOTATION: &str = "tokenwarden.dev/rotate";
-/// `"N"` revokes version N now (rotating first when N is current).
-pub const REVOKE_VERSION_ANNOTATION: &str = "tokenwarden.dev/revoke-version";
-
 /// Desired state of one workspace bearer token.
 // The derive's repeated `printcolumn(type_ = ...)` arguments look like duplicated attributes.
 #[allow(clippy::duplicated_attributes)]

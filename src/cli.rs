@@ -1,15 +1,14 @@
 //! The command line: `run`, `crd`, `status`, `rotate`, `revoke`. Every error is one line and a
 //! non-zero exit; nothing here can print a token (status holds hashes and prefixes only).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 
-use crate::api::{REVOKE_VERSION_ANNOTATION, ROTATE_ANNOTATION, VersionState, WorkspaceToken};
-use crate::telemetry::LogFormat;
+use crate::api::{VersionState, WorkspaceToken};
+use crate::contract::{REVOKE_VERSION_ANNOTATION, ROTATE_ANNOTATION};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,7 +59,7 @@ fn is_kubectl_plugin(argv0: &std::ffi::OsStr) -> bool {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller.
-    Run(RunArgs),
+    Run(crate::run::RunArgs),
     /// Print the WorkspaceToken CRD as YAML.
     Crd,
     /// Show WorkspaceTokens: versions, states, prefixes, times.
@@ -103,31 +102,6 @@ pub enum Command {
     },
 }
 
-#[derive(clap::Args, Debug)]
-pub struct RunArgs {
-    /// Watch one namespace (default: all).
-    #[arg(long, env = "TOKENWARDEN_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Serve /metrics, /healthz and /readyz here.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    pub metrics_addr: SocketAddr,
-    /// WorkspaceTokens reconciled at once.
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: u16,
-    #[arg(long, default_value = "json")]
-    pub log_format: LogFormat,
-    /// Run as one of several replicas: only the holder of the Lease `tokenwarden-leader`
-    /// reconciles.
-    #[arg(long)]
-    pub leader_elect: bool,
-    /// Where the Lease lives (default: $POD_NAMESPACE, else `default`).
-    #[arg(long)]
-    pub leader_election_namespace: Option<String>,
-    /// How long a leader that stopped renewing keeps the Lease; renewals every third of it.
-    #[arg(long, default_value_t = 15)]
-    pub lease_duration_seconds: u64,
-}
-
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Output {
     Table,
@@ -138,7 +112,7 @@ pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 pub async fn execute(cli: Cli) -> CliResult {
     match cli.command {
-        Command::Run(args) => crate::run::run(args).await,
+        Command::Run(args) => Ok(crate::run::run(args).await?),
         Command::Crd => {
             print!("{}", crd_yaml()?);
             Ok(())

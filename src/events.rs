@@ -16,11 +16,10 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 
 use crate::api::WorkspaceToken;
+use crate::contract::REPORTING_CONTROLLER;
 
 pub use kube::runtime::events::EventType;
 
-/// The `reportingController` of every Event.
-pub const REPORTING_CONTROLLER: &str = "tokenwarden.dev/controller";
 /// Events being posted at once; more wait their turn (the API server sees a steady trickle).
 const IN_FLIGHT: usize = 8;
 /// `note` is limited to 1 kB by the API server.

@@ -2,21 +2,26 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod apply;
+mod apply;
 pub mod cli;
-pub mod controller;
-pub mod events;
+pub mod contract;
+mod controller;
+mod events;
 pub mod failpoint;
-pub mod issuer;
-pub mod leader;
+mod issuer;
+mod journal;
+mod leader;
+mod logging;
+mod metrics;
+mod observe;
+mod pacing;
 pub mod plan;
 pub mod redact;
-pub mod run;
+mod run;
 pub mod schedule;
 pub mod secrets;
-pub mod status;
-pub mod telemetry;
-pub mod time;
+mod status;
+mod time;
 pub mod token;
 
 /// Every failure of a reconcile, one variant per operation. Messages never hold a token.
@@ -28,8 +33,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("Secret {name} exists and is not owned by this WorkspaceToken; it is left untouched")]
+    #[error("{}", crate::plan::secret_conflict(name))]
     SecretConflict { name: String },
+    /// A write whose precondition (a finalizer list, a resourceVersion) no longer held: the
+    /// pass planned on a stale view and is redone on the newer object.
+    #[error("{operation}: the object changed since this pass observed it")]
+    StaleView { operation: &'static str },
     #[error("mint a token: {0}")]
     Mint(String),
     #[error("issuer: {0}")]
@@ -38,8 +47,6 @@ pub enum Error {
     AdminSecret(String),
     #[error("Secret {name} has no usable token (key {key:?} missing)")]
     MissingTokenData { name: String, key: &'static str },
-    #[error("the Secret cache is not synced yet")]
-    CacheNotReady,
 }
 
 impl Error {
@@ -52,7 +59,8 @@ impl Error {
     /// surface: the pass is redone on fresh data. A create refused with AlreadyExists is not
     /// one: it is handled (or reported) where it happens.
     pub fn is_stale_view(&self) -> bool {
-        matches!(self, Error::Kube { source: kube::Error::Api(s), .. }
+        matches!(self, Error::StaleView { .. })
+            || matches!(self, Error::Kube { source: kube::Error::Api(s), .. }
             if s.code == 409 && s.reason == "Conflict")
     }
 
@@ -117,11 +125,11 @@ impl Error {
                 _ => "KubeApiError",
             },
             Error::SecretConflict { .. } => "SecretConflict",
+            Error::StaleView { .. } => "Conflict",
             Error::Mint(_) => "MintFailed",
             Error::Issuer(e) => e.reason(),
             Error::AdminSecret(_) => "AdminSecretMissing",
             Error::MissingTokenData { .. } => "MissingTokenData",
-            Error::CacheNotReady => "CacheNotReady",
         }
     }
 }

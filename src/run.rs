@@ -1,17 +1,44 @@
 //! `tokenwarden run`: probes and metrics, optional leader election, then the controller.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use kube::Client;
 use tokio::sync::watch;
 
-use crate::cli::{CliResult, RunArgs};
 use crate::controller::{self, Settings};
 use crate::leader::{LeaderElector, Role};
-use crate::telemetry::{self, Health, Metrics};
+use crate::logging::{self, LogFormat};
+use crate::metrics::{self, Health, Metrics};
 
-pub async fn run(args: RunArgs) -> CliResult {
-    telemetry::init_logging(args.log_format);
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Watch one namespace (default: all).
+    #[arg(long, env = "TOKENWARDEN_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// WorkspaceTokens reconciled at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
+    #[arg(long, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Run as one of several replicas: only the holder of the Lease `tokenwarden-leader`
+    /// reconciles.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Where the Lease lives (default: $POD_NAMESPACE, else `default`).
+    #[arg(long)]
+    pub leader_election_namespace: Option<String>,
+    /// How long a leader that stopped renewing keeps the Lease; renewals every third of it.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+}
+
+/// Runs until SIGTERM or Ctrl-C; an error says in one line what could not start.
+pub async fn run(args: RunArgs) -> Result<(), String> {
+    logging::init_logging(args.log_format);
     let client = Client::try_default()
         .await
         .map_err(|e| format!("connect to Kubernetes: {e}"))?;
@@ -21,7 +48,7 @@ pub async fn run(args: RunArgs) -> CliResult {
         .await
         .map_err(|e| format!("listen on {}: {e}", args.metrics_addr))?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(telemetry::serve(
+    let server = tokio::spawn(metrics::serve(
         listener,
         metrics.clone(),
         health.clone(),

@@ -15,29 +15,18 @@ use kube::ResourceExt;
 use kube::runtime::watcher;
 
 use crate::api::WorkspaceToken;
-use crate::plan::{
-    ISSUER_TOKEN_ID_ANNOTATION, MANAGED_BY, MountedSecret, SPEC_HASH_ANNOTATION, SecretMetadata,
-    TEMPLATE_KEYS_ANNOTATION, TOKEN_LABEL, TOKEN_SHA256_ANNOTATION, TRACE_ID_ANNOTATION,
-    VersionedSecret,
+use crate::contract::{
+    ENVIRONMENT_LABEL, ISSUER_TOKEN_ID_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL,
+    PREVIOUS_TOKEN_KEY, PREVIOUS_TOKEN_VERSION_KEY, SPEC_HASH_ANNOTATION, TEMPLATE_KEYS_ANNOTATION,
+    TOKEN_KEY, TOKEN_LABEL, TOKEN_SHA256_ANNOTATION, TOKEN_VERSION_KEY, TRACE_ID_ANNOTATION,
+    VERIFIED_AT_ANNOTATION, VERSION_LABEL, WORKSPACE_ID_KEY,
 };
+use crate::plan::{MountedSecret, SecretMetadata, VersionedSecret};
 use crate::token::{prefix_of, sha256_hex};
 
-pub const TOKEN_KEY: &str = "token";
-pub const TOKEN_VERSION_KEY: &str = "token-version";
-pub const WORKSPACE_ID_KEY: &str = "workspace-id";
-/// On `S-vN`: the platform that minted the version (immutable, like the token), where it is
-/// revoked even after `spec.issuer` moved elsewhere.
-pub const ISSUER_URL_KEY: &str = "issuer-url";
-pub const PREVIOUS_TOKEN_KEY: &str = "previous-token";
-pub const PREVIOUS_TOKEN_VERSION_KEY: &str = "previous-token-version";
 /// Hashed caches keep the token's first characters under this key, for status prefixes.
 const PREFIX_KEY: &str = "tokenwarden.dev/prefix";
 const PREVIOUS_PREFIX_KEY: &str = "tokenwarden.dev/previous-prefix";
-
-/// The label selector of every watch and list on Secrets.
-pub fn managed_selector() -> String {
-    format!("{MANAGED_BY}=tokenwarden")
-}
 
 /// Replaces token values by their SHA-256 (and keeps the 8-char prefix), drops managedFields.
 pub fn hash_in_place(secret: &mut Secret) {
@@ -140,12 +129,9 @@ impl Packed {
 static DICTIONARY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
     let sample = |version: Option<&str>| -> Secret {
         let mut labels = BTreeMap::from([
-            (MANAGED_BY.to_string(), "tokenwarden".to_string()),
+            (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
             (TOKEN_LABEL.to_string(), "agent".to_string()),
-            (
-                "tokenwarden.dev/environment".to_string(),
-                "production".to_string(),
-            ),
+            (ENVIRONMENT_LABEL.to_string(), "production".to_string()),
         ]);
         let mut data = BTreeMap::from([
             (TOKEN_KEY.to_string(), ByteString(vec![b'0'; 64])),
@@ -155,7 +141,7 @@ static DICTIONARY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
         ]);
         match version {
             Some(v) => {
-                labels.insert("tokenwarden.dev/version".into(), v.into());
+                labels.insert(VERSION_LABEL.into(), v.into());
             }
             None => {
                 data.insert(PREVIOUS_TOKEN_KEY.into(), ByteString(vec![b'0'; 64]));
@@ -359,9 +345,7 @@ pub fn view(wst: &WorkspaceToken, secrets: &[Arc<Secret>]) -> SecretsView {
                             .annotations()
                             .get(ISSUER_TOKEN_ID_ANNOTATION)
                             .cloned(),
-                        verified: secret
-                            .annotations()
-                            .contains_key(crate::apply::VERIFIED_AT_ANNOTATION),
+                        verified: secret.annotations().contains_key(VERIFIED_AT_ANNOTATION),
                         created_at: secret
                             .metadata
                             .creation_timestamp
@@ -433,7 +417,7 @@ mod tests {
         let mut secret: Secret = serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": name, "namespace": "team-a", "resourceVersion": "7",
-                "labels": { MANAGED_BY: "tokenwarden", TOKEN_LABEL: "agent" },
+                "labels": { MANAGED_BY_LABEL: "tokenwarden", TOKEN_LABEL: "agent" },
                 "managedFields": [{ "manager": "tokenwarden", "operation": "Apply" }],
             },
             "data": { TOKEN_KEY: k8s_openapi::ByteString(token.as_bytes().to_vec()) },

@@ -1,111 +1,219 @@
-//! Status: recomputed from the plan and what applying it learned, written only when it changed.
+//! Status: a pure fold of what a pass did (its journal) over what it planned and observed,
+//! written only when it changed.
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
 
 use crate::api::{
     VersionState, VersionStatus, WorkspaceToken, WorkspaceTokenStatus, versioned_secret_name,
 };
-use crate::apply::Outcome;
-use crate::plan::{MountedWrite, Plan, Step};
+use crate::contract::{API_VERSION, DEGRADED, FIELD_MANAGER, READY};
+use crate::journal::Journal;
+use crate::plan::{Plan, Readiness, Step, VersionRecord};
 use crate::{Error, Result};
-use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
-
-pub const READY: &str = "Ready";
-pub const DEGRADED: &str = "Degraded";
 
 /// The status this pass leaves behind. Pure: the same inputs give the same status, so an
 /// unchanged world writes nothing.
 pub fn render(
     wst: &WorkspaceToken,
     plan: &Plan,
-    outcome: &Outcome,
+    journal: &Journal,
     now: DateTime<Utc>,
 ) -> WorkspaceTokenStatus {
     let previous = wst.status.clone().unwrap_or_default();
-    let secret_name = wst.spec.secret_name(&wst.name_any()).to_string();
-    // A failed step leaves the world as observed, which the next pass sees; until then,
-    // status keeps what it said and only the conditions change.
-    // A failure after the cutover (and its restarts) leaves the new version serving: status
-    // says so, with the versions whose revocation did not happen still Retiring.
-    let applied = &plan.steps[..outcome.applied.min(plan.steps.len())];
-    let pending = &plan.steps[outcome.applied.min(plan.steps.len())..];
-    let settled = outcome.error.is_some()
-        && applied.iter().any(|s| {
-            matches!(
-                s,
-                Step::WriteMounted {
-                    why: MountedWrite::Cutover,
-                    ..
-                }
-            )
-        })
-        && !pending
-            .iter()
-            .any(|s| matches!(s, Step::RestartTargets { .. }));
-    let unrevoked: Vec<u32> = pending
-        .iter()
-        .filter_map(|s| match s {
-            Step::Revoke { version, .. } if settled => Some(*version),
-            _ => None,
-        })
-        .collect();
-    let failed = outcome.error.is_some() && !settled;
+    let in_force = plan_in_force(plan, journal);
+    let mut status = if in_force {
+        planned(wst, plan, journal, &previous, now)
+    } else {
+        kept(wst, journal, &previous, now)
+    };
+    let ready = readiness(plan, journal.failure.as_ref(), in_force, &previous);
+    let degraded = match &journal.failure {
+        Some(e) => (true, e.reason(), e.to_string()),
+        None => (false, "AsExpected", "the last reconcile succeeded".into()),
+    };
+    let generation = wst.metadata.generation;
+    status.conditions = vec![
+        condition(
+            &previous, READY, ready.0, ready.1, &ready.2, generation, now,
+        ),
+        condition(
+            &previous,
+            DEGRADED,
+            degraded.0,
+            degraded.1,
+            &degraded.2,
+            generation,
+            now,
+        ),
+    ];
+    status
+}
 
+/// Whether the world is now as the plan described it, but for revocations left undone: every
+/// step succeeded, or a later one failed after the cutover and every restart it owed. Else the
+/// world is as observed, which the next pass sees again.
+fn plan_in_force(plan: &Plan, journal: &Journal) -> bool {
+    let restarts_owed = plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::RestartTargets { .. }))
+        && !journal.restarted();
+    journal.failure.is_none() || (journal.cut_over() && !restarts_owed)
+}
+
+/// Why the WorkspaceToken is or is not Ready, as a table of the pass's failure (if any),
+/// whether the plan is in force and whether a token was served before.
+fn readiness(
+    plan: &Plan,
+    failure: Option<&Error>,
+    in_force: bool,
+    previous: &WorkspaceTokenStatus,
+) -> (bool, &'static str, String) {
+    let was_ready = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY && c.status == "True");
+    let planned = |r: &Readiness| (r.ready, r.reason, r.message.clone());
+    match (failure, in_force, was_ready) {
+        (None, _, _) | (Some(_), true, _) => planned(&plan.readiness),
+        (Some(e @ Error::SecretConflict { .. }), false, _) => (false, e.reason(), e.to_string()),
+        // The token served before is still there: still Ready (Degraded says what failed).
+        (Some(_), false, Some(was)) => (true, "Active", was.message.clone()),
+        (Some(e), false, None) => (false, e.reason(), e.to_string()),
+    }
+}
+
+/// The plan's status, with the facts the journal learned (hashes, platform ids, revocations).
+fn planned(
+    wst: &WorkspaceToken,
+    plan: &Plan,
+    journal: &Journal,
+    previous: &WorkspaceTokenStatus,
+    now: DateTime<Utc>,
+) -> WorkspaceTokenStatus {
+    let secret_name = wst.spec.secret_name(&wst.name_any()).to_string();
     let mut versions: Vec<VersionStatus> = plan
         .versions
         .iter()
         .rev()
-        .filter(|(n, v)| {
-            !failed
-                || v.state == VersionState::Revoked
-                || outcome.minted.contains_key(n)
-                || v.token_sha256.is_some()
-        })
-        .map(|(n, v)| {
-            let facts = outcome.minted.get(n);
-            VersionStatus {
-                version: *n,
-                secret_name: versioned_secret_name(&secret_name, *n),
-                state: if outcome.revoked_after_use.contains(n) {
-                    VersionState::Revoked
-                } else if unrevoked.contains(n) {
-                    VersionState::Retiring
-                } else {
-                    v.state
-                },
-                token_prefix: facts
-                    .map(|f| f.token_prefix.clone())
-                    .or_else(|| v.token_prefix.clone()),
-                token_sha256: facts
-                    .map(|f| f.token_sha256.clone())
-                    .or_else(|| v.token_sha256.clone()),
-                created_at: v.created_at.map(crate::time::to_time),
-                activated_at: v.activated_at.map(crate::time::to_time),
-                retire_at: v
-                    .retire_at
-                    .filter(|_| !outcome.revoked_after_use.contains(n))
-                    .map(crate::time::to_time),
-                revoked_at: v
-                    .revoked_at
-                    .filter(|_| !unrevoked.contains(n))
-                    .or(outcome.revoked_after_use.contains(n).then_some(now))
-                    .map(crate::time::to_time),
-                trace_id: facts
-                    .map(|f| f.trace_id.clone())
-                    .or_else(|| v.trace_id.clone()),
-                issuer_token_id: outcome
-                    .issuer_token_ids
-                    .get(n)
-                    .cloned()
-                    .or_else(|| facts.and_then(|f| f.issuer_token_id.clone()))
-                    .or_else(|| v.issuer_token_id.clone()),
-            }
+        .map(|(n, record)| {
+            let fate = fate(*n, record, plan, journal, previous, now);
+            version_status(&secret_name, *n, record, fate, journal)
         })
         .collect();
-    // Revoked versions beyond historyLimit go, except the highest-numbered version of all,
-    // which status keeps so a version number is never handed out twice.
+    keep_history(&mut versions, wst.spec.history_limit as usize);
+    let current = plan
+        .current
+        .and_then(|c| versions.iter().find(|v| v.version == c).cloned());
+    WorkspaceTokenStatus {
+        observed_generation: wst.metadata.generation,
+        current_version: current.as_ref().map(|c| c.version),
+        token_version: current.as_ref().map(|c| format!("v{}", c.version)),
+        token_prefix: current.as_ref().and_then(|c| c.token_prefix.clone()),
+        token_sha256: current.as_ref().and_then(|c| c.token_sha256.clone()),
+        last_rotation_time: current.as_ref().and_then(|c| c.activated_at.clone()),
+        next_rotation_time: plan.next_rotation.map(crate::time::to_time),
+        last_trace_id: current.as_ref().and_then(|c| c.trace_id.clone()),
+        last_revoke_request: plan
+            .revoke_request
+            .clone()
+            .or(previous.last_revoke_request.clone()),
+        last_rotate_request: plan
+            .rotate_request
+            .clone()
+            .or(previous.last_rotate_request.clone()),
+        versions,
+        conditions: Vec::new(),
+    }
+}
+
+/// A version's state and times after the pass.
+struct Fate {
+    state: VersionState,
+    retire_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+fn fate(
+    version: u32,
+    record: &VersionRecord,
+    plan: &Plan,
+    journal: &Journal,
+    previous: &WorkspaceTokenStatus,
+    now: DateTime<Utc>,
+) -> Fate {
+    let planned_revocation = plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Revoke { version: v, .. } if *v == version));
+    let was = previous.versions.iter().find(|v| v.version == version);
+    if journal.revoked(version) {
+        Fate {
+            state: VersionState::Revoked,
+            retire_at: None,
+            revoked_at: record.revoked_at.or(Some(now)),
+        }
+    } else if planned_revocation && was.is_some_and(|v| v.state == VersionState::Revoked) {
+        // A leftover Secret of a version revoked earlier: Revoked is final.
+        Fate {
+            state: VersionState::Revoked,
+            retire_at: None,
+            revoked_at: record.revoked_at,
+        }
+    } else if planned_revocation {
+        // Its revocation did not happen: it is still live, behind the current version.
+        Fate {
+            state: VersionState::Retiring,
+            retire_at: record.retire_at,
+            revoked_at: None,
+        }
+    } else {
+        Fate {
+            state: record.state,
+            retire_at: record.retire_at,
+            revoked_at: record.revoked_at,
+        }
+    }
+}
+
+fn version_status(
+    secret_name: &str,
+    n: u32,
+    record: &VersionRecord,
+    fate: Fate,
+    journal: &Journal,
+) -> VersionStatus {
+    let token = journal.token(n);
+    VersionStatus {
+        version: n,
+        secret_name: versioned_secret_name(secret_name, n),
+        state: fate.state,
+        token_prefix: token
+            .map(|t| t.token_prefix.clone())
+            .or_else(|| record.token_prefix.clone()),
+        token_sha256: token
+            .map(|t| t.token_sha256.clone())
+            .or_else(|| record.token_sha256.clone()),
+        created_at: record.created_at.map(crate::time::to_time),
+        activated_at: record.activated_at.map(crate::time::to_time),
+        retire_at: fate.retire_at.map(crate::time::to_time),
+        revoked_at: fate.revoked_at.map(crate::time::to_time),
+        trace_id: token
+            .map(|t| t.trace_id.clone())
+            .or_else(|| record.trace_id.clone()),
+        issuer_token_id: journal
+            .issuer_token_id(n)
+            .map(str::to_string)
+            .or_else(|| record.issuer_token_id.clone()),
+    }
+}
+
+/// Revoked versions beyond historyLimit go, except the highest-numbered version of all, which
+/// status keeps so a version number is never handed out twice.
+fn keep_history(versions: &mut Vec<VersionStatus>, history_limit: usize) {
     let highest = versions.iter().map(|v| v.version).max();
     let mut revoked_kept = 0;
     versions.retain(|v| {
@@ -113,99 +221,33 @@ pub fn render(
             return true;
         }
         revoked_kept += 1;
-        revoked_kept <= wst.spec.history_limit as usize
+        revoked_kept <= history_limit
     });
+}
 
-    // A failed step: the world is as observed, not as planned. Keep what status said (the
-    // next pass recomputes it) and let only the conditions change.
-    let mut status = if failed {
-        // The spec was observed (the conditions say how it went), so tools that wait for
-        // observedGeneration (Flux, kstatus) see the failure instead of "in progress".
-        let mut kept = WorkspaceTokenStatus {
-            observed_generation: wst.metadata.generation,
-            ..previous.clone()
-        };
-        // Except what the platform has revoked in this pass: a pass that redoes it would find
-        // no token left to authenticate with, and report the version unrevocable.
-        for v in &mut kept.versions {
-            if outcome.revoked_at_platform.contains(&v.version) {
-                v.state = VersionState::Revoked;
-                v.revoked_at = Some(crate::time::to_time(now));
-            }
+/// The world is as observed, not as planned: status keeps what it said (the next pass
+/// recomputes it), except what the platform revoked in this pass: a pass that redoes it would
+/// find no token left to authenticate with, and report the version unrevocable.
+fn kept(
+    wst: &WorkspaceToken,
+    journal: &Journal,
+    previous: &WorkspaceTokenStatus,
+    now: DateTime<Utc>,
+) -> WorkspaceTokenStatus {
+    // The spec was observed (the conditions say how it went), so tools that wait for
+    // observedGeneration (Flux, kstatus) see the failure instead of "in progress".
+    let mut kept = WorkspaceTokenStatus {
+        observed_generation: wst.metadata.generation,
+        ..previous.clone()
+    };
+    for v in &mut kept.versions {
+        if journal.revoked(v.version) && v.state != VersionState::Revoked {
+            v.state = VersionState::Revoked;
+            v.retire_at = None;
+            v.revoked_at = Some(crate::time::to_time(now));
         }
-        kept
-    } else {
-        let current = plan
-            .current
-            .and_then(|c| versions.iter().find(|v| v.version == c).cloned());
-        WorkspaceTokenStatus {
-            observed_generation: wst.metadata.generation,
-            current_version: current.as_ref().map(|c| c.version),
-            token_version: current.as_ref().map(|c| format!("v{}", c.version)),
-            token_prefix: current.as_ref().and_then(|c| c.token_prefix.clone()),
-            token_sha256: current.as_ref().and_then(|c| c.token_sha256.clone()),
-            last_rotation_time: current.as_ref().and_then(|c| c.activated_at.clone()),
-            next_rotation_time: plan.next_rotation.map(crate::time::to_time),
-            last_trace_id: current.as_ref().and_then(|c| c.trace_id.clone()),
-            last_revoke_request: plan
-                .revoke_request
-                .clone()
-                .or(previous.last_revoke_request.clone()),
-            last_rotate_request: plan
-                .rotate_request
-                .clone()
-                .or(previous.last_rotate_request.clone()),
-            versions,
-            conditions: Vec::new(),
-        }
-    };
-
-    let previous_ready = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY && c.status == "True");
-    let failure = outcome.error.as_ref().filter(|_| !settled);
-    let (ready, ready_reason, ready_message) = match (failure, previous_ready) {
-        (Some(e @ Error::SecretConflict { .. }), _) => (false, e.reason(), e.to_string()),
-        // The step failed but the token served before is still there: still Ready (Degraded
-        // says what failed). Without one, not Ready, for the failure's reason.
-        (Some(_), Some(was)) => (true, "Active", was.message.clone()),
-        (Some(e), None) => (false, e.reason(), e.to_string()),
-        (None, _) => (
-            plan.readiness.ready,
-            plan.readiness.reason,
-            plan.readiness.message.clone(),
-        ),
-    };
-    let (degraded, degraded_reason, degraded_message) = match &outcome.error {
-        Some(e) => (true, e.reason(), e.to_string()),
-        None => (
-            false,
-            "AsExpected",
-            "the last reconcile succeeded".to_string(),
-        ),
-    };
-    status.conditions = vec![
-        condition(
-            &previous,
-            READY,
-            ready,
-            ready_reason,
-            &ready_message,
-            wst.metadata.generation,
-            now,
-        ),
-        condition(
-            &previous,
-            DEGRADED,
-            degraded,
-            degraded_reason,
-            &degraded_message,
-            wst.metadata.generation,
-            now,
-        ),
-    ];
-    status
+    }
+    kept
 }
 
 /// A metav1.Condition whose lastTransitionTime moves only when its status flips.
@@ -246,14 +288,14 @@ pub async fn write(
         return Ok(None);
     }
     let patch = serde_json::json!({
-        "apiVersion": "tokenwarden.dev/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "WorkspaceToken",
         "status": status,
     });
     let written = api
         .patch_status(
             &wst.name_any(),
-            &PatchParams::apply(crate::apply::FIELD_MANAGER).force(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
         .await

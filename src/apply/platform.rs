@@ -1,22 +1,24 @@
 //! The apply side of the HTTP issuer: mint with a recorded intent, verify before cutover,
 //! revoke by prefix, reclaim tokens a crash left unheld, and usage-aware revocation.
 
-use crate::events::EventType;
 use chrono::{TimeDelta, Utc};
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use serde_json::json;
 
 use super::Applier;
+use super::records::params;
 use crate::api::{WorkspaceToken, versioned_secret_name};
+use crate::contract::{
+    ISSUER_TOKEN_ID_ANNOTATION, ISSUER_URL_KEY, MINT_INTENT_ANNOTATION, TOKEN_KEY,
+    VERIFIED_AT_ANNOTATION, WORKSPACE_ID_KEY,
+};
+use crate::events::EventType;
 use crate::issuer::http::{HttpIssuer, IssuerError, Revocation, unheld_since, used_since_cutover};
-use crate::plan::{ISSUER_TOKEN_ID_ANNOTATION, MintIntent};
-use crate::secrets::{ISSUER_URL_KEY, WORKSPACE_ID_KEY};
+use crate::journal::Done;
+use crate::plan::MintIntent;
 use crate::token::Token;
 use crate::{Error, Result};
-
-pub const MINT_INTENT_ANNOTATION: &str = "tokenwarden.dev/mint-intent";
-pub const VERIFIED_AT_ANNOTATION: &str = "tokenwarden.dev/verified-at";
 
 /// Tokens created this long before the recorded intent still count as the window's: the
 /// platform's clock and ours may differ a little.
@@ -47,7 +49,7 @@ impl Applier<'_> {
     pub(super) fn platform(&self, trace_id: &str) -> Option<HttpIssuer<'_>> {
         let spec = &self.wst.spec.issuer.as_ref()?.http;
         Some(HttpIssuer::new(
-            &self.ctx.http,
+            &self.io.http,
             spec,
             &self.wst.spec.workspace_id,
             trace_id,
@@ -96,13 +98,13 @@ impl Applier<'_> {
     /// Sets (Some) or clears (None) the mint-intent annotation on the WorkspaceToken.
     async fn set_mint_intent(&mut self, intent: Option<String>) -> Result<()> {
         let api: kube::Api<WorkspaceToken> =
-            kube::Api::namespaced(self.ctx.client.clone(), &self.ns);
+            kube::Api::namespaced(self.io.client.clone(), &self.ns);
         let patch = json!({ "metadata": { "annotations": { MINT_INTENT_ANNOTATION: intent } } });
         let patched = api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(&self.name, &params(), &Patch::Merge(&patch))
             .await
             .map_err(Error::kube("record mint intent"))?;
-        self.outcome.wst_resource_version = patched.resource_version();
+        self.writes.workspace_token = patched.resource_version();
         Ok(())
     }
 
@@ -119,7 +121,7 @@ impl Applier<'_> {
         self.set_mint_intent(Some(intent.render())).await?;
         let platform = self.platform(trace_id).expect("HTTP issuer");
         let result = platform.mint(&admin).await;
-        self.ctx
+        self.io
             .metrics
             .issuer_request("mint", if result.is_ok() { "ok" } else { "error" });
         match result {
@@ -138,11 +140,11 @@ impl Applier<'_> {
     /// A non-destructive call with the new token; records its platform id on `S-vN`.
     pub(super) async fn verify(&mut self, version: u32) -> Result<()> {
         let name = versioned_secret_name(&self.mounted_name(), version);
-        let token = self.read_token(&name, crate::secrets::TOKEN_KEY).await?;
+        let token = self.read_token(&name, TOKEN_KEY).await?;
         let trace_id = self.trace_id_of(version);
         let platform = self.platform(&trace_id).expect("HTTP issuer");
         let result = platform.verify(&token).await;
-        self.ctx
+        self.io
             .metrics
             .issuer_request("verify", if result.is_ok() { "ok" } else { "error" });
         let id = result?;
@@ -154,17 +156,14 @@ impl Applier<'_> {
         );
         if let Some(id) = &id {
             annotations.insert(ISSUER_TOKEN_ID_ANNOTATION.into(), json!(id));
-            self.outcome.issuer_token_ids.insert(version, id.clone());
         }
         let patch = json!({ "metadata": { "annotations": annotations } });
         let patched = self
             .secrets
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(&name, &params(), &Patch::Merge(&patch))
             .await
             .map_err(Error::kube("record verification"))?;
-        self.outcome
-            .written
-            .push((name, patched.resource_version()));
+        self.wrote_secret(name, patched.resource_version());
         let prefix = token.prefix();
         self.audit(
             "verified",
@@ -179,6 +178,10 @@ impl Applier<'_> {
             "Verify",
             format!("the platform accepted version {version} (prefix {prefix})"),
         );
+        self.record(Done::Verified {
+            version,
+            issuer_token_id: id,
+        });
         Ok(())
     }
 
@@ -245,13 +248,9 @@ impl Applier<'_> {
             },
         };
         let own_bearer = bearer.prefix() == prefix;
-        let trace_id = self
-            .plan
-            .current
-            .map(|c| self.trace_id_of(c))
-            .unwrap_or_default();
+        let trace_id = self.current_trace_id();
         let platform = HttpIssuer::at(
-            &self.ctx.http,
+            &self.io.http,
             &minted_by.url,
             minted_by.timeout_seconds,
             &minted_by.workspace_id,
@@ -259,13 +258,13 @@ impl Applier<'_> {
         );
         match platform.revoke(&bearer, &prefix, known_id.as_deref()).await {
             Ok(Revocation::Revoked) => {
-                self.ctx.metrics.issuer_request("revoke", "ok");
+                self.io.metrics.issuer_request("revoke", "ok");
                 Ok(PlatformRevoke::Done)
             }
             Ok(Revocation::AlreadyRevoked) => Ok(PlatformRevoke::Done),
             Err(IssuerError::Status { status: 401, .. }) if own_bearer => Ok(PlatformRevoke::Done),
             Err(e) => {
-                self.ctx.metrics.issuer_request("revoke", "error");
+                self.io.metrics.issuer_request("revoke", "error");
                 Err(Error::Issuer(e))
             }
         }
@@ -277,7 +276,7 @@ impl Applier<'_> {
         // minted when the reclaim follows the first mint).
         let mut bearer = None;
         let mut candidates: Vec<u32> = self.plan.versions.keys().copied().collect();
-        candidates.extend(self.outcome.minted.keys().copied());
+        candidates.extend(self.journal.tokens().map(|(version, _)| version));
         candidates.sort_unstable();
         candidates.dedup();
         for version in candidates.into_iter().rev() {
@@ -297,8 +296,8 @@ impl Applier<'_> {
         let tokens = platform.list(&bearer, "reclaim").await?;
         // Held by any Secret tokenwarden owns, in any namespace: other WorkspaceTokens may
         // share the workspace.
-        let mut held = self.ctx.index.held_prefixes();
-        held.extend(self.outcome.minted.values().map(|f| f.token_prefix.clone()));
+        let mut held = self.io.index.held_prefixes();
+        held.extend(self.journal.tokens().map(|(_, t)| t.token_prefix.clone()));
         let held: Vec<String> = held.into_iter().collect();
         // Only the call the intent recorded could have created the orphan: the window ends
         // when that call had to give up.
@@ -319,7 +318,7 @@ impl Applier<'_> {
             [] => {}
             [(id, prefix)] => {
                 platform.revoke(&bearer, prefix, Some(id)).await?;
-                self.ctx.metrics.issuer_request("revoke", "ok");
+                self.io.metrics.issuer_request("revoke", "ok");
                 self.audit("revoked", "success", None, &trace_id, Some(prefix));
                 self.event(
                     EventType::Warning,
@@ -344,7 +343,9 @@ impl Applier<'_> {
                 );
             }
         }
-        self.clear_mint_intent().await
+        self.clear_mint_intent().await?;
+        self.record(Done::OrphansReclaimed);
+        Ok(())
     }
 
     /// `revokeAfterUse`: the Retiring version goes once a consumer used the current token.
@@ -379,17 +380,16 @@ impl Applier<'_> {
         let current_token = self
             .read_token(
                 &versioned_secret_name(&self.mounted_name(), current),
-                crate::secrets::TOKEN_KEY,
+                TOKEN_KEY,
             )
             .await?;
         let trace_id = self.trace_id_of(current);
         let platform = self.platform(&trace_id).expect("HTTP issuer");
         // Listed with the OLD token: the operator's own call must not mark the new one used.
         let tokens = platform.list(&old_token, "usage").await?;
-        self.ctx.metrics.issuer_request("list", "ok");
+        self.io.metrics.issuer_request("list", "ok");
         if used_since_cutover(&tokens, &current_token, since) {
             self.revoke(old, "UsedByConsumer").await?;
-            self.outcome.revoked_after_use.push(old);
         }
         Ok(())
     }
@@ -397,12 +397,10 @@ impl Applier<'_> {
     /// A token from a Secret, or None when the Secret (or its key) is gone.
     pub(super) async fn read_token_opt(&self, secret_name: &str) -> Result<Option<Token>> {
         match self.secrets.get_opt(secret_name).await {
-            Ok(Some(secret)) => Ok(
-                crate::secrets::take_string(secret, crate::secrets::TOKEN_KEY)
-                    .filter(|v| !v.is_empty())
-                    .map(Token::from_plaintext)
-                    .inspect(|token| self.in_play(token)),
-            ),
+            Ok(Some(secret)) => Ok(crate::secrets::take_string(secret, TOKEN_KEY)
+                .filter(|v| !v.is_empty())
+                .map(Token::from_plaintext)
+                .inspect(|token| self.in_play(token))),
             Ok(None) => Ok(None),
             Err(e) => Err(Error::kube("read Secret")(e)),
         }

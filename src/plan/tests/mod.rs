@@ -7,10 +7,15 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
+use super::metadata::metadata_current;
 use super::*;
-use crate::api::{
-    REVOKE_VERSION_ANNOTATION, ROTATE_ANNOTATION, VersionStatus, versioned_secret_name,
+use crate::api::{DeletionPolicy, VersionStatus, versioned_secret_name};
+use crate::contract::{
+    ENVIRONMENT_LABEL, MANAGED_BY_LABEL, REVOKE_VERSION_ANNOTATION, ROTATE_ANNOTATION,
+    TEMPLATE_KEYS_ANNOTATION, TOKEN_LABEL, TOKEN_SHA256_ANNOTATION, VERSION_LABEL,
 };
+use crate::journal::{Done, Journal, TokenFacts};
+use crate::schedule::jitter_offset;
 
 const NAME: &str = "agent-alpha";
 const UID: &str = "5f0c7d2e-1f5b-4c1e-9a51-0d1c2b3a4f5e";
@@ -102,8 +107,6 @@ struct World {
     gone: bool,
     /// An HTTP mint cut short by a crash (the annotation a real pass would have left).
     mint_intent: Option<MintIntent>,
-    /// Retiring versions the last pass revoked after use (status shows them revoked).
-    revoked_after_use: Vec<u32>,
     outside: Outside,
 }
 
@@ -120,7 +123,6 @@ impl World {
             deleting: false,
             gone: false,
             mint_intent: None,
-            revoked_after_use: Vec::new(),
             outside: Outside::default(),
         }
     }
@@ -186,109 +188,138 @@ impl World {
             .and_then(|v| v.token_sha256.clone())
     }
 
-    /// Runs the first `steps` steps of `plan` like the apply side would; returns what status
-    /// learns from it (the records minted or restored in this pass).
-    fn apply(
-        &mut self,
-        plan: &Plan,
-        now: DateTime<Utc>,
-        steps: usize,
-    ) -> BTreeMap<u32, VersionedSecret> {
-        let mut minted = BTreeMap::new();
-        self.revoked_after_use.clear();
+    /// Runs the first `steps` steps of `plan` like the apply side would; returns the pass's
+    /// journal (what status learns from it).
+    fn apply(&mut self, plan: &Plan, now: DateTime<Utc>, steps: usize) -> Journal {
+        let mut journal = Journal::default();
         for step in plan.steps.iter().take(steps) {
-            match step {
-                Step::Verify { version } => {
-                    assert!(self.spec.issuer.is_some(), "Verify with the local issuer");
-                    let record = self.versioned.get_mut(version).expect("Verify reads S-vN");
-                    record.verified = true;
+            let done = self.apply_step(step, now);
+            journal.done.extend(done);
+        }
+        journal
+    }
+
+    /// One step, as the apply side does it; what it did.
+    fn apply_step(&mut self, step: &Step, now: DateTime<Utc>) -> Vec<Done> {
+        match step {
+            Step::Verify { version } => {
+                assert!(self.spec.issuer.is_some(), "Verify with the local issuer");
+                let record = self.versioned.get_mut(version).expect("Verify reads S-vN");
+                record.verified = true;
+                let issuer_token_id = record.issuer_token_id.clone();
+                vec![Done::Verified {
+                    version: *version,
+                    issuer_token_id,
+                }]
+            }
+            Step::ReclaimOrphans { .. } => {
+                // Tokens the issuer accepts that no Secret holds are the window's orphans.
+                let held: BTreeSet<u32> = self.versioned.keys().copied().collect();
+                self.outside.valid.retain(|v| held.contains(v));
+                self.mint_intent = None;
+                vec![Done::OrphansReclaimed]
+            }
+            Step::RevokeIfUsed { version } => {
+                if !self.outside.used_after_cutover {
+                    return Vec::new();
                 }
-                Step::ReclaimOrphans { .. } => {
-                    // Tokens the issuer accepts that no Secret holds are the window's orphans.
-                    let held: BTreeSet<u32> = self.versioned.keys().copied().collect();
-                    self.outside.valid.retain(|v| held.contains(v));
-                    self.mint_intent = None;
-                }
-                Step::RevokeIfUsed { version } => {
-                    if self.outside.used_after_cutover {
-                        self.outside.valid.remove(version);
-                        self.versioned.remove(version);
-                        self.revoked_after_use.push(*version);
-                    }
-                }
-                Step::AddFinalizer => self.has_finalizer = true,
-                Step::Mint { version, .. } => {
-                    self.outside.serial += 1;
-                    let serial = self.outside.serial;
-                    self.outside.minted.push(*version);
-                    self.outside.valid.insert(*version);
-                    let record = VersionedSecret {
-                        version: *version,
-                        token_sha256: Some(format!("sha-of-v{version}-mint{serial}")),
-                        token_prefix: Some(format!("wst_{version:04}")),
-                        trace_id: Some(format!("trace-{serial}")),
-                        spec_hash: Some(spec_hash(&self.spec)),
-                        issuer_token_id: Some(format!("tok-{serial}")),
-                        verified: false,
-                        created_at: Some(now),
-                        metadata: desired_metadata(&self.spec, NAME, Some(*version)),
-                    };
-                    assert!(
-                        !self.versioned.contains_key(version),
-                        "Mint {{ version: {version} }} over an existing record"
-                    );
-                    self.versioned.insert(*version, record.clone());
-                    minted.insert(*version, record);
-                }
-                Step::RestoreVersioned { version } => {
-                    let mounted = self.mounted.as_ref().expect("RestoreVersioned reads S");
-                    assert_eq!(
-                        mounted.version,
-                        Some(*version),
-                        "S holds the restored version"
-                    );
-                    let record = VersionedSecret {
-                        version: *version,
-                        token_sha256: mounted.token_sha256.clone(),
-                        token_prefix: None,
-                        trace_id: None,
-                        spec_hash: Some(spec_hash(&self.spec)),
-                        issuer_token_id: None,
-                        verified: true,
-                        created_at: Some(now),
-                        metadata: desired_metadata(&self.spec, NAME, Some(*version)),
-                    };
-                    self.versioned.insert(*version, record.clone());
-                    minted.insert(*version, record);
-                }
-                Step::WriteMounted {
-                    current, previous, ..
-                } => {
-                    let sha = self.sha_of(*current);
-                    assert!(
-                        sha.is_some(),
-                        "WriteMounted reads S-v{current}, which has no token"
-                    );
-                    let previous_sha = previous.map(|p| self.sha_of(p));
-                    assert!(
-                        previous_sha.as_ref().is_none_or(Option::is_some),
-                        "WriteMounted reads S-v{previous:?}, which has no token"
-                    );
-                    self.mounted = Some(MountedSecret {
-                        version: Some(*current),
-                        token_sha256: sha,
-                        previous_version: *previous,
-                        previous_sha256: previous_sha.flatten(),
-                        metadata: desired_metadata(&self.spec, NAME, None),
-                    });
-                }
-                Step::RestartTargets { version } => self.outside.restarts.push(*version),
-                Step::Revoke { version, reason } => {
-                    self.outside.valid.remove(version);
-                    self.outside.revoked.push((*version, *reason));
-                    self.versioned.remove(version);
-                }
-                Step::SyncMetadata { secret } => match secret {
+                self.outside.valid.remove(version);
+                self.versioned.remove(version);
+                self.revoked(*version)
+            }
+            Step::AddFinalizer => {
+                self.has_finalizer = true;
+                vec![Done::FinalizerAdded]
+            }
+            Step::Mint { version, .. } => {
+                self.outside.serial += 1;
+                let serial = self.outside.serial;
+                self.outside.minted.push(*version);
+                self.outside.valid.insert(*version);
+                let record = VersionedSecret {
+                    version: *version,
+                    token_sha256: Some(format!("sha-of-v{version}-mint{serial}")),
+                    token_prefix: Some(format!("wst_{version:04}")),
+                    trace_id: Some(format!("trace-{serial}")),
+                    spec_hash: Some(spec_hash(&self.spec)),
+                    issuer_token_id: Some(format!("tok-{serial}")),
+                    verified: false,
+                    created_at: Some(now),
+                    metadata: desired_metadata(&self.spec, NAME, Some(*version)),
+                };
+                assert!(
+                    !self.versioned.contains_key(version),
+                    "Mint {{ version: {version} }} over an existing record"
+                );
+                self.versioned.insert(*version, record.clone());
+                vec![Done::Minted {
+                    version: *version,
+                    token: facts(&record),
+                }]
+            }
+            Step::RestoreVersioned { version } => {
+                let mounted = self.mounted.as_ref().expect("RestoreVersioned reads S");
+                assert_eq!(
+                    mounted.version,
+                    Some(*version),
+                    "S holds the restored version"
+                );
+                let record = VersionedSecret {
+                    version: *version,
+                    token_sha256: mounted.token_sha256.clone(),
+                    token_prefix: None,
+                    trace_id: None,
+                    spec_hash: Some(spec_hash(&self.spec)),
+                    issuer_token_id: None,
+                    verified: true,
+                    created_at: Some(now),
+                    metadata: desired_metadata(&self.spec, NAME, Some(*version)),
+                };
+                self.versioned.insert(*version, record.clone());
+                vec![Done::Restored {
+                    version: *version,
+                    token: facts(&record),
+                }]
+            }
+            Step::WriteMounted {
+                current,
+                previous,
+                why,
+            } => {
+                let sha = self.sha_of(*current);
+                assert!(
+                    sha.is_some(),
+                    "WriteMounted reads S-v{current}, which has no token"
+                );
+                let previous_sha = previous.map(|p| self.sha_of(p));
+                assert!(
+                    previous_sha.as_ref().is_none_or(Option::is_some),
+                    "WriteMounted reads S-v{previous:?}, which has no token"
+                );
+                self.mounted = Some(MountedSecret {
+                    version: Some(*current),
+                    token_sha256: sha,
+                    previous_version: *previous,
+                    previous_sha256: previous_sha.flatten(),
+                    metadata: desired_metadata(&self.spec, NAME, None),
+                });
+                vec![match why {
+                    MountedWrite::Cutover => Done::CutOver { version: *current },
+                    _ => Done::MountedRepaired { version: *current },
+                }]
+            }
+            Step::RestartTargets { version } => {
+                self.outside.restarts.push(*version);
+                vec![Done::Restarted { version: *version }]
+            }
+            Step::Revoke { version, reason } => {
+                self.outside.valid.remove(version);
+                self.outside.revoked.push((*version, *reason));
+                self.versioned.remove(version);
+                self.revoked(*version)
+            }
+            Step::SyncMetadata { secret } => {
+                match secret {
                     SecretRef::Mounted => {
                         let mounted = self.mounted.as_mut().expect("SyncMetadata of S");
                         mounted.metadata = desired_metadata(&self.spec, NAME, None);
@@ -297,52 +328,59 @@ impl World {
                         let record = self.versioned.get_mut(n).expect("SyncMetadata of S-vN");
                         record.metadata = desired_metadata(&self.spec, NAME, Some(*n));
                     }
-                },
-                Step::ReleaseSecrets => self.outside.released = true,
-                Step::DeleteMounted => self.mounted = None,
-                Step::RemoveFinalizer => {
-                    self.has_finalizer = false;
-                    self.gone = self.deleting;
                 }
+                vec![Done::MetadataSynced]
+            }
+            Step::ReleaseSecrets => {
+                self.outside.released = true;
+                vec![Done::SecretsReleased]
+            }
+            Step::DeleteMounted => {
+                self.mounted = None;
+                vec![Done::MountedDeleted]
+            }
+            Step::RemoveFinalizer => {
+                self.has_finalizer = false;
+                self.gone = self.deleting;
+                vec![Done::FinalizerRemoved]
             }
         }
-        minted
     }
 
-    /// The status a successful pass writes: `status::render` itself, minus the conditions.
-    fn render(&self, plan: &Plan, minted: &BTreeMap<u32, VersionedSecret>) -> WorkspaceTokenStatus {
+    /// What a revocation did: at the platform first when an HTTP issuer minted it.
+    fn revoked(&self, version: u32) -> Vec<Done> {
+        let at_issuer = self.spec.issuer.is_some().then_some(Done::RevokedAtIssuer {
+            version,
+            impossible: false,
+        });
+        at_issuer
+            .into_iter()
+            .chain([Done::Revoked { version }])
+            .collect()
+    }
+
+    /// The status a pass writes: `status::render` itself, minus the conditions.
+    fn render(&self, plan: &Plan, journal: &Journal) -> WorkspaceTokenStatus {
+        WorkspaceTokenStatus {
+            conditions: Vec::new(),
+            ..self.render_with_conditions(plan, journal)
+        }
+    }
+
+    fn render_with_conditions(&self, plan: &Plan, journal: &Journal) -> WorkspaceTokenStatus {
         let mut wst = crate::api::WorkspaceToken::new(NAME, self.spec.clone());
         wst.metadata.generation = Some(1);
         wst.status = self.status.clone();
-        let outcome = crate::apply::Outcome {
-            minted: minted
-                .iter()
-                .map(|(n, v)| {
-                    let facts = crate::apply::MintedFacts {
-                        token_sha256: v.token_sha256.clone().unwrap_or_default(),
-                        token_prefix: v.token_prefix.clone().unwrap_or_default(),
-                        trace_id: v.trace_id.clone().unwrap_or_default(),
-                        issuer_token_id: v.issuer_token_id.clone(),
-                    };
-                    (*n, facts)
-                })
-                .collect(),
-            revoked_after_use: self.revoked_after_use.clone(),
-            ..Default::default()
-        };
         let now = DateTime::<Utc>::UNIX_EPOCH;
-        WorkspaceTokenStatus {
-            conditions: Vec::new(),
-            ..crate::status::render(&wst, plan, &outcome, now)
-        }
+        crate::status::render(&wst, plan, journal, now)
     }
 
     /// One full pass: plan, apply every step, write status.
     fn pass(&mut self, now: DateTime<Utc>) -> Plan {
         let plan = self.plan(now);
-        let minted = self.apply(&plan, now, plan.steps.len());
+        let journal = self.apply(&plan, now, plan.steps.len());
         if !self.gone {
-            self.status = Some(self.render(&plan, &minted));
+            self.status = Some(self.render(&plan, &journal));
         }
         plan
     }
@@ -363,7 +401,7 @@ impl World {
                 return busy;
             }
             let plan = self.plan(now);
-            let unchanged = self.status.as_ref() == Some(&self.render(&plan, &BTreeMap::new()));
+            let unchanged = self.status.as_ref() == Some(&self.render(&plan, &Journal::default()));
             // A usage poll that finds no use writes nothing: that is a steady state too.
             let polls_only = plan.steps.is_empty()
                 || (plan
@@ -507,6 +545,16 @@ impl World {
             minted.windows(2).all(|w| w[0] < w[1]),
             "versions only grow: {minted:?}"
         );
+    }
+}
+
+/// What the apply side learns of a token it wrote into `record`.
+fn facts(record: &VersionedSecret) -> TokenFacts {
+    TokenFacts {
+        token_sha256: record.token_sha256.clone().unwrap_or_default(),
+        token_prefix: record.token_prefix.clone().unwrap_or_default(),
+        trace_id: record.trace_id.clone().unwrap_or_default(),
+        issuer_token_id: record.issuer_token_id.clone(),
     }
 }
 
@@ -673,7 +721,7 @@ fn nothing_due_plans_no_steps() {
         assert_eq!(steps_of(&plan), [], "at {now}");
         assert_eq!(plan, world.plan(now), "same inputs, same plan");
         assert_eq!(
-            world.render(&plan, &BTreeMap::new()),
+            world.render(&plan, &Journal::default()),
             *world.status(),
             "status is stable at {now}"
         );
@@ -706,7 +754,7 @@ fn restart_after_operator_upgrade_plans_nothing() {
     for world in [&world, &upgraded] {
         let plan = world.plan(t1 + minutes(30));
         assert_eq!(steps_of(&plan), [], "{plan:#?}");
-        assert_eq!(world.render(&plan, &BTreeMap::new()), *world.status());
+        assert_eq!(world.render(&plan, &Journal::default()), *world.status());
     }
 }
 
@@ -1237,7 +1285,7 @@ fn a_revoke_version_value_is_acted_on_once_and_never_later() {
     assert_eq!(steps_of(&plan), [], "no live version 2");
     assert_eq!(plan.revoke_request.as_deref(), Some("2"));
     world.converge(t0() + hours(1));
-    world.annotate(crate::api::ROTATE_ANNOTATION, "r1");
+    world.annotate(crate::contract::ROTATE_ANNOTATION, "r1");
     world.converge(t0() + hours(2));
     assert!(world.outside.valid.contains(&2), "v2 current and valid");
     let plan = world.plan(t0() + hours(2) + minutes(1));
@@ -2064,7 +2112,7 @@ fn desired_metadata_carries_ownership_version_environment_and_template() {
     assert_eq!(
         labels,
         [
-            (MANAGED_BY, "tokenwarden"),
+            (MANAGED_BY_LABEL, "tokenwarden"),
             ("team", "a"),
             (ENVIRONMENT_LABEL, "staging"),
             (TOKEN_LABEL, NAME),
@@ -2120,7 +2168,7 @@ fn metadata_is_current_when_every_desired_key_matches_and_no_stale_environment_l
         (
             "ownership label missing",
             with(|m| {
-                m.labels.remove(MANAGED_BY);
+                m.labels.remove(MANAGED_BY_LABEL);
             }),
             false,
         ),

@@ -1,16 +1,13 @@
-//! Metrics, health endpoints, logging and the audit trail of tokenwarden.
+//! Metrics and the health endpoints of tokenwarden.
 
 use std::sync::{Arc, atomic::AtomicBool, atomic::Ordering};
-use std::{io::Write, str::FromStr, time::Instant};
+use std::time::Instant;
 
 use axum::http::{StatusCode, header};
 use axum::{Router, extract::State, response::IntoResponse, routing::get};
-use chrono::{SecondsFormat, Utc};
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 use prometheus_client::registry::{Registry, Unit};
 use prometheus_client::{encoding::text::encode, metrics::histogram::Histogram};
-use serde::Serialize;
-use tracing_subscriber::EnvFilter;
 
 type Labels<const N: usize> = [(&'static str, String); N];
 type CounterFamily = Family<Labels<1>, Counter>;
@@ -207,83 +204,10 @@ async fn readiness(State(health): State<Health>) -> (StatusCode, &'static str) {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-impl FromStr for LogFormat {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "json" => Ok(Self::Json),
-            "text" => Ok(Self::Text),
-            _ => Err(format!("invalid log format {s:?}: expected json or text")),
-        }
-    }
-}
-
-/// Installs the global tracing subscriber on stderr; later calls are no-ops.
-pub fn init_logging(format: LogFormat) {
-    // stdout is reserved for audit lines, so logs must never land there.
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // try_init fails only if a subscriber already exists (tests, repeated
-    // setup); keeping the first one is the intended behaviour.
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
-/// One audit record. Deliberately has no field able to carry a token.
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditRecord<'a> {
-    pub timestamp: String,
-    pub trace_id: &'a str,
-    pub workspace_id: &'a str,
-    pub user_id: Option<&'a str>,
-    pub profile_id: Option<&'a str>,
-    pub token_version: Option<String>,
-    pub event: &'a str,
-    pub status: &'a str,
-    pub namespace: &'a str,
-    pub name: &'a str,
-    pub token_prefix: Option<&'a str>,
-}
-
-/// Current time in the audit format: RFC 3339, UTC, milliseconds, `Z`.
-pub fn audit_timestamp() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Writes the record as one line to stdout; failures are logged, not raised,
-/// because a broken stdout must not stop token rotation.
-pub fn audit(record: &AuditRecord<'_>) {
-    // The stdout lock is process-wide, so concurrent reconciles cannot
-    // interleave lines.
-    let mut out = std::io::stdout().lock();
-    if let Err(err) = write_audit(&mut out, record).and_then(|()| out.flush()) {
-        tracing::warn!(error = %err, event = record.event, "failed to write audit record");
-    }
-}
-
-pub fn write_audit(out: &mut impl Write, record: &AuditRecord<'_>) -> std::io::Result<()> {
-    // Serialize first and write once, so a failure never leaves half a line.
-    let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    out.write_all(&line)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::net::SocketAddr;
     use std::time::Duration;
 
@@ -334,39 +258,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn audit_line_is_json_with_exactly_the_listed_keys_in_order_and_z_timestamp() {
-        let record = AuditRecord {
-            timestamp: audit_timestamp(),
-            trace_id: "trace-1",
-            workspace_id: "ws-1",
-            user_id: Some("user-1"),
-            profile_id: None,
-            token_version: Some("3".to_owned()),
-            event: "minted",
-            status: "success",
-            namespace: "team-a",
-            name: "ci-token",
-            token_prefix: None,
-        };
-        let mut out = Vec::new();
-        write_audit(&mut out, &record).expect("write");
-        let line = String::from_utf8(out).expect("utf8");
-        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
-        let value: serde_json::Value = serde_json::from_str(&line).expect("valid json");
-        let keys = "timestamp trace_id workspace_id user_id profile_id token_version \
-                    event status namespace name token_prefix";
-        let keys: Vec<&str> = keys.split_whitespace().collect();
-        assert_eq!(value.as_object().expect("object").len(), keys.len());
-        let find = |k: &&str| line.find(&format!("\"{k}\":")).expect("key present");
-        let positions: Vec<usize> = keys.iter().map(find).collect();
-        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{line}");
-        assert!(value["profile_id"].is_null() && value["token_prefix"].is_null());
-        let ts = value["timestamp"].as_str().expect("string");
-        assert!(ts.ends_with('Z'), "{ts}");
-        assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
-    }
-
     /// Minimal blocking HTTP/1.1 client, so the test needs no HTTP client crate.
     async fn get(addr: SocketAddr, path: &'static str) -> (u16, String) {
         let fetch = move || {
@@ -410,22 +301,5 @@ mod tests {
 
         stop.send(()).expect("server alive");
         server.await.expect("join").expect("clean shutdown");
-    }
-
-    #[test]
-    fn log_format_parses_json_and_text_and_rejects_xml_naming_allowed_values() {
-        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
-        assert_eq!("Text".parse::<LogFormat>(), Ok(LogFormat::Text));
-        let err = "xml".parse::<LogFormat>().expect_err("xml is not a format");
-        assert!(
-            ["json", "text", "xml"].iter().all(|w| err.contains(w)),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn init_logging_twice_is_a_noop() {
-        init_logging(LogFormat::Json);
-        init_logging(LogFormat::Text);
     }
 }

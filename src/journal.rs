@@ -1,0 +1,140 @@
+//! What one pass did: each apply step's facts as they happened, and the failure that stopped
+//! the pass. Status is a fold of it over the plan (`status::render`); nothing here knows in
+//! which order the planner puts its steps.
+
+use crate::Error;
+
+/// What status may know of a token written into `S-vN`: its hash and prefix, never the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenFacts {
+    pub token_sha256: String,
+    pub token_prefix: String,
+    pub trace_id: String,
+    pub issuer_token_id: Option<String>,
+}
+
+/// One thing a step did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Done {
+    FinalizerAdded,
+    /// A new token, recorded in `S-vN`.
+    Minted {
+        version: u32,
+        token: TokenFacts,
+    },
+    /// `S-vN` rebuilt from the token `S` holds.
+    Restored {
+        version: u32,
+        token: TokenFacts,
+    },
+    /// The platform accepted the version's token; its id there, when it said.
+    Verified {
+        version: u32,
+        issuer_token_id: Option<String>,
+    },
+    /// The tokens a cut-short mint left without a Secret were dealt with; the intent is clear.
+    OrphansReclaimed,
+    /// `S` serves `version` now, a new one.
+    CutOver {
+        version: u32,
+    },
+    /// `S` was rewritten for the version it already served (drift, or the previous token gone).
+    MountedRepaired {
+        version: u32,
+    },
+    /// Every restart target was rolled for `version`.
+    Restarted {
+        version: u32,
+    },
+    /// The platform that minted the version no longer accepts it, or cannot be asked to
+    /// (`impossible`: a Warning said so). Either way the pass must not ask again.
+    RevokedAtIssuer {
+        version: u32,
+        impossible: bool,
+    },
+    /// The version is gone: revoked where it lives and its `S-vN` deleted.
+    Revoked {
+        version: u32,
+    },
+    MetadataSynced,
+    SecretsReleased,
+    MountedDeleted,
+    FinalizerRemoved,
+}
+
+/// Everything one pass did, and why it stopped early (if it did).
+#[derive(Debug, Default)]
+pub struct Journal {
+    pub done: Vec<Done>,
+    pub failure: Option<Error>,
+}
+
+impl Journal {
+    pub fn record(&mut self, done: Done) {
+        self.done.push(done);
+    }
+
+    /// The token minted or restored for `version` in this pass.
+    pub fn token(&self, version: u32) -> Option<&TokenFacts> {
+        self.done.iter().find_map(|d| match d {
+            Done::Minted { version: v, token } | Done::Restored { version: v, token }
+                if *v == version =>
+            {
+                Some(token)
+            }
+            _ => None,
+        })
+    }
+
+    /// Versions whose tokens this pass minted or restored, with their facts.
+    pub fn tokens(&self) -> impl Iterator<Item = (u32, &TokenFacts)> {
+        self.done.iter().filter_map(|d| match d {
+            Done::Minted { version, token } | Done::Restored { version, token } => {
+                Some((*version, token))
+            }
+            _ => None,
+        })
+    }
+
+    /// The platform id learned for `version`: from its verification or its mint.
+    pub fn issuer_token_id(&self, version: u32) -> Option<&str> {
+        let verified = self.done.iter().find_map(|d| match d {
+            Done::Verified {
+                version: v,
+                issuer_token_id,
+            } if *v == version => issuer_token_id.as_deref(),
+            _ => None,
+        });
+        verified.or_else(|| self.token(version)?.issuer_token_id.as_deref())
+    }
+
+    /// Whether this pass revoked `version`, at the platform or entirely.
+    pub fn revoked(&self, version: u32) -> bool {
+        self.done.iter().any(|d| {
+            matches!(d, Done::Revoked { version: v } | Done::RevokedAtIssuer { version: v, .. }
+                if *v == version)
+        })
+    }
+
+    /// Whether the platform revoked anything in this pass: status must record it, whatever
+    /// else happened, or a later pass would find no token left to authenticate the call.
+    pub fn revoked_at_issuer(&self) -> bool {
+        self.done
+            .iter()
+            .any(|d| matches!(d, Done::RevokedAtIssuer { .. }))
+    }
+
+    pub fn cut_over(&self) -> bool {
+        self.done.iter().any(|d| matches!(d, Done::CutOver { .. }))
+    }
+
+    pub fn restarted(&self) -> bool {
+        self.done
+            .iter()
+            .any(|d| matches!(d, Done::Restarted { .. }))
+    }
+
+    pub fn removed_finalizer(&self) -> bool {
+        self.failure.is_none() && self.done.contains(&Done::FinalizerRemoved)
+    }
+}

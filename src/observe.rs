@@ -1,0 +1,32 @@
+//! Observe: what the planner sees of one WorkspaceToken, from the object and its cached
+//! Secrets. No client.
+
+use kube::ResourceExt;
+
+use crate::api::WorkspaceToken;
+use crate::contract::{FINALIZER, MINT_INTENT_ANNOTATION};
+use crate::plan::{MintIntent, Observed};
+use crate::secrets::SecretsView;
+
+/// The planner's input for `wst`, whose cached Secrets are sorted into `view`.
+pub fn observed<'a>(wst: &'a WorkspaceToken, view: &SecretsView) -> Observed<'a> {
+    static NO_ANNOTATIONS: std::collections::BTreeMap<String, String> =
+        std::collections::BTreeMap::new();
+    Observed {
+        name: wst.metadata.name.as_deref().unwrap_or_default(),
+        uid: wst.metadata.uid.as_deref().unwrap_or_default(),
+        generation: wst.metadata.generation,
+        spec: &wst.spec,
+        annotations: wst.metadata.annotations.as_ref().unwrap_or(&NO_ANNOTATIONS),
+        status: wst.status.as_ref(),
+        deleting: wst.metadata.deletion_timestamp.is_some(),
+        has_finalizer: wst.finalizers().iter().any(|f| f == FINALIZER),
+        versioned: view.versioned.clone(),
+        mounted: view.mounted.clone(),
+        foreign: view.foreign.clone(),
+        mint_intent: wst
+            .annotations()
+            .get(MINT_INTENT_ANNOTATION)
+            .and_then(|v| MintIntent::parse(v)),
+    }
+}

@@ -1,0 +1,287 @@
+//! The planner: a pure function from what is observed to the steps that converge it.
+//!
+//! No client, no clock, no randomness: `now` is an argument, tokens and trace ids are made by
+//! the apply side. The cluster is the record: the versioned Secrets say which versions exist,
+//! the mounted Secret says which one is current; status only carries times and history.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{VersionState, WorkspaceTokenSpec, WorkspaceTokenStatus};
+
+mod metadata;
+mod planner;
+mod spec_hash;
+mod timing;
+mod versions;
+mod warnings;
+
+pub use metadata::{SecretMetadata, desired_metadata};
+pub use spec_hash::spec_hash;
+pub use warnings::{Warning, secret_conflict};
+
+/// A versioned Secret `S-vN` of ours, as the cache shows it (data hashed, never plaintext).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionedSecret {
+    pub version: u32,
+    /// SHA-256 of the `token` key; None when the key is missing.
+    pub token_sha256: Option<String>,
+    pub token_prefix: Option<String>,
+    pub trace_id: Option<String>,
+    /// Hash of the token-shaping spec this version was minted for.
+    pub spec_hash: Option<String>,
+    pub issuer_token_id: Option<String>,
+    /// The HTTP issuer accepted this token in a non-destructive call.
+    pub verified: bool,
+    pub created_at: Option<DateTime<Utc>>,
+    pub metadata: SecretMetadata,
+}
+
+/// The `tokenwarden.dev/mint-intent` annotation: an HTTP mint of `version` started at `since`.
+/// Left behind by a crash between the platform's answer and the versioned Secret, it tells the
+/// next pass to revoke tokens of that window that no Secret holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MintIntent {
+    pub version: u32,
+    pub since: DateTime<Utc>,
+}
+
+impl MintIntent {
+    /// `v3@2026-11-24T01:02:03Z`
+    pub fn parse(value: &str) -> Option<MintIntent> {
+        let (version, since) = value.split_once('@')?;
+        Some(MintIntent {
+            version: version.strip_prefix('v')?.parse().ok()?,
+            since: DateTime::parse_from_rfc3339(since).ok()?.to_utc(),
+        })
+    }
+
+    pub fn render(&self) -> String {
+        format!(
+            "v{}@{}",
+            self.version,
+            self.since
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    }
+}
+
+/// The mounted Secret `S`, as the cache shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MountedSecret {
+    /// Parsed from the `token-version` key (`vN`).
+    pub version: Option<u32>,
+    pub token_sha256: Option<String>,
+    pub previous_version: Option<u32>,
+    pub previous_sha256: Option<String>,
+    pub metadata: SecretMetadata,
+}
+
+/// Everything the planner looks at for one WorkspaceToken.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub generation: Option<i64>,
+    pub spec: &'a WorkspaceTokenSpec,
+    pub annotations: &'a BTreeMap<String, String>,
+    pub status: Option<&'a WorkspaceTokenStatus>,
+    pub deleting: bool,
+    pub has_finalizer: bool,
+    /// Versioned Secrets owned by this WorkspaceToken, by version.
+    pub versioned: BTreeMap<u32, VersionedSecret>,
+    /// `S`, when it exists and is ours.
+    pub mounted: Option<MountedSecret>,
+    /// Names this WorkspaceToken would write that exist but belong to someone else.
+    pub foreign: Vec<String>,
+    /// An HTTP mint that may have been cut short.
+    pub mint_intent: Option<MintIntent>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotationReason {
+    /// The first version.
+    Initial,
+    Schedule,
+    SpecChanged,
+    /// A new value of the `tokenwarden.dev/rotate` annotation.
+    Manual,
+    /// `tokenwarden.dev/revoke-version` named the current version.
+    RevokeRequested,
+    /// The current version's Secrets are both gone.
+    TokenLost,
+}
+
+impl RotationReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotationReason::Initial => "Initial",
+            RotationReason::Schedule => "Schedule",
+            RotationReason::SpecChanged => "SpecChanged",
+            RotationReason::Manual => "Manual",
+            RotationReason::RevokeRequested => "RevokeRequested",
+            RotationReason::TokenLost => "TokenLost",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// The grace period after cutover ended (or was 0).
+    GraceEnded,
+    /// More than one old version was live: only the newest may be Retiring.
+    Superseded,
+    /// A version that may not become current: a Pending one that lost to a newer one (or has
+    /// no token), or a Secret left over from a version already revoked.
+    Orphaned,
+    /// `tokenwarden.dev/revoke-version`.
+    Requested,
+    /// The WorkspaceToken is being deleted with `deletionPolicy: Revoke`.
+    Deleted,
+    /// Its record `S-vN` is gone (deleted by hand, or a crash after revoking): the token can
+    /// no longer be served as previous-token, and must not stay valid unseen.
+    Lost,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::GraceEnded => "GraceEnded",
+            RevokeReason::Superseded => "Superseded",
+            RevokeReason::Orphaned => "Orphaned",
+            RevokeReason::Requested => "Requested",
+            RevokeReason::Deleted => "Deleted",
+            RevokeReason::Lost => "Lost",
+        }
+    }
+}
+
+/// Why `S` is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountedWrite {
+    /// A new version becomes current.
+    Cutover,
+    /// `S` was deleted or edited: restored from `S-vN`, no new token.
+    DriftRepaired,
+    /// The previous token's grace ended: `previous-token` goes.
+    PreviousRemoved,
+}
+
+/// Which Secret a metadata sync is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretRef {
+    Mounted,
+    Versioned(u32),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    AddFinalizer,
+    /// Mint a new token and create `S-vN` with it (the record; never overwritten).
+    Mint {
+        version: u32,
+        reason: RotationReason,
+    },
+    /// `S-vN` was deleted while `S` still holds version N: recreate it from `S`.
+    RestoreVersioned {
+        version: u32,
+    },
+    /// Write `S` with version `current` and, during grace, `previous`.
+    WriteMounted {
+        current: u32,
+        previous: Option<u32>,
+        why: MountedWrite,
+    },
+    /// Annotate every restart target's pod template.
+    RestartTargets {
+        version: u32,
+    },
+    /// Revoke at the issuer, then delete `S-vN`.
+    Revoke {
+        version: u32,
+        reason: RevokeReason,
+    },
+    /// HTTP issuer: prove the new token works (non-destructive call) before its cutover.
+    Verify {
+        version: u32,
+    },
+    /// HTTP issuer: revoke tokens created since `since` that no Secret holds (a mint cut short
+    /// by a crash), then clear the mint intent.
+    ReclaimOrphans {
+        since: DateTime<Utc>,
+    },
+    /// HTTP issuer with `revokeAfterUse`: revoke this Retiring version now if the platform
+    /// shows the current token used by a consumer after the cutover.
+    RevokeIfUsed {
+        version: u32,
+    },
+    /// Labels and annotations of a Secret we own differ from the desired ones.
+    SyncMetadata {
+        secret: SecretRef,
+    },
+    /// `deletionPolicy: Retain`: drop the ownerReferences so the Secrets outlive us.
+    ReleaseSecrets,
+    /// Deletion with `Revoke`: delete `S` (versioned ones go with their revocation).
+    DeleteMounted,
+    RemoveFinalizer,
+}
+
+/// One version as status shows it, before and after the planned steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionRecord {
+    pub state: VersionState,
+    pub token_prefix: Option<String>,
+    pub token_sha256: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub activated_at: Option<DateTime<Utc>>,
+    pub retire_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub trace_id: Option<String>,
+    pub issuer_token_id: Option<String>,
+}
+
+/// Why the WorkspaceToken is or is not Ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Versions as they will be once every step succeeded, by version number.
+    pub versions: BTreeMap<u32, VersionRecord>,
+    pub current: Option<u32>,
+    pub next_rotation: Option<DateTime<Utc>>,
+    /// Set when a rotation was triggered by a new rotate-annotation value.
+    pub rotate_request: Option<String>,
+    /// Set when a new revoke-version annotation value was handled in this pass.
+    pub revoke_request: Option<String>,
+    pub readiness: Readiness,
+    /// When to look again even if nothing changes (rotation or retirement due).
+    pub requeue_after: Option<Duration>,
+    /// A spec problem the schema cannot catch (cron, time zone): Ready=False + Warning event.
+    pub spec_error: Option<String>,
+    /// Warning events this pass publishes: each problem once, when it first appears.
+    pub warnings: Vec<Warning>,
+}
+
+/// How often a Retiring version under `revokeAfterUse` checks the platform for use.
+pub const USAGE_POLL_SECONDS: i64 = 15;
+
+pub fn plan(o: &Observed<'_>, now: DateTime<Utc>) -> Plan {
+    let mut p = planner::Planner::new(o, now);
+    if o.deleting {
+        p.plan_deletion();
+    } else {
+        p.plan_lifecycle();
+    }
+    p.finish()
+}
+
+#[cfg(test)]
+mod tests;
