@@ -231,7 +231,7 @@ pub struct HttpIssuerSpec {
     pub revoke_after_use: bool,
 }
 
-pub fn default_timeout_seconds() -> u32 {
+pub(crate) fn default_timeout_seconds() -> u32 {
     45
 }
 
@@ -359,7 +359,7 @@ impl WorkspaceTokenSpec {
 }
 
 /// `<secretName>-v<N>`: the immutable record of version N.
-pub fn versioned_secret_name(secret_name: &str, version: u32) -> String {
+pub(crate) fn versioned_secret_name(secret_name: &str, version: u32) -> String {
     format!("{secret_name}-v{version}")
 }
 

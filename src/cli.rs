@@ -22,7 +22,7 @@ pub struct Cli {
 }
 
 /// The executable name kubectl looks up on PATH for `kubectl tokenwarden ...`.
-pub const KUBECTL_PLUGIN: &str = "kubectl-tokenwarden";
+pub(crate) const KUBECTL_PLUGIN: &str = "kubectl-tokenwarden";
 
 impl Cli {
     /// Parses the process's arguments, exiting with clap's message on an error or `--help`.
@@ -32,7 +32,7 @@ impl Cli {
 
     /// Like `Cli::try_parse_from`, except that when run as the kubectl plugin (argv[0] is
     /// `kubectl-tokenwarden`, possibly a symlink) usage and help say `kubectl tokenwarden`.
-    pub fn try_parse_args_from<I, T>(args: I) -> Result<Self, clap::Error>
+    pub(crate) fn try_parse_args_from<I, T>(args: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString>,
@@ -138,7 +138,7 @@ pub async fn execute(cli: Cli) -> CliResult {
 }
 
 /// The CRD exactly as `crds/workspacetokens.tokenwarden.dev.yaml` holds it.
-pub fn crd_yaml() -> Result<String, serde_norway::Error> {
+pub(crate) fn crd_yaml() -> Result<String, serde_norway::Error> {
     serde_norway::to_string(&WorkspaceToken::crd())
 }
 
@@ -206,7 +206,7 @@ async fn status(
 }
 
 /// One row per WorkspaceToken.
-pub fn token_table(items: &[WorkspaceToken], with_namespace: bool) -> String {
+pub(crate) fn token_table(items: &[WorkspaceToken], with_namespace: bool) -> String {
     let mut rows = vec![vec![
         "NAME".to_string(),
         "WORKSPACE".into(),
@@ -249,7 +249,7 @@ pub fn token_table(items: &[WorkspaceToken], with_namespace: bool) -> String {
 }
 
 /// One row per version of a WorkspaceToken.
-pub fn version_table(w: &WorkspaceToken) -> String {
+pub(crate) fn version_table(w: &WorkspaceToken) -> String {
     let s = w.status.clone().unwrap_or_default();
     let mut rows = vec![vec![
         "VERSION".to_string(),

@@ -16,20 +16,12 @@ pub const AFTER_ISSUER_REVOKE: &str = "after-issuer-revoke";
 /// Every step of the pass is done; the status write is next.
 pub const BEFORE_STATUS: &str = "before-status";
 
-pub const ALL: [&str; 5] = [
-    AFTER_MINT,
-    AFTER_VERSIONED_SECRET,
-    AFTER_CUTOVER,
-    AFTER_ISSUER_REVOKE,
-    BEFORE_STATUS,
-];
-
 /// The environment variable that arms failpoints.
 pub const ENV: &str = "TOKENWARDEN_FAILPOINT";
 
 /// Aborts the process here if `name` is armed (only with the `failpoints` feature).
 #[cfg(feature = "failpoints")]
-pub fn hit(name: &str) {
+pub(crate) fn hit(name: &str) {
     static ARMED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let armed = ARMED.get_or_init(|| {
         std::env::var(ENV)
@@ -48,4 +40,4 @@ pub fn hit(name: &str) {
 /// Without the `failpoints` feature a failpoint is nothing at all.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub fn hit(_name: &str) {}
+pub(crate) fn hit(_name: &str) {}

@@ -4,7 +4,7 @@
 pub mod api;
 mod apply;
 pub mod cli;
-pub mod contract;
+mod contract;
 mod controller;
 mod events;
 pub mod failpoint;
@@ -23,6 +23,9 @@ pub mod secrets;
 mod status;
 mod time;
 pub mod token;
+
+#[cfg(test)]
+mod architecture_tests;
 
 /// Every failure of a reconcile, one variant per operation. Messages never hold a token.
 #[derive(Debug, thiserror::Error)]

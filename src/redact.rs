@@ -20,12 +20,12 @@ const MAX_CANDIDATE: usize = 256;
 /// unchecked (a pathological message must not stall a worker or slip through).
 const CHECK_BUDGET: usize = 100_000;
 /// Shown in place of what was dropped.
-pub const TRUNCATED: &str = "[truncated: too long to check for tokens]";
+pub(crate) const TRUNCATED: &str = "[truncated: too long to check for tokens]";
 
 /// `text` with every token whose SHA-256 is in `hashes` replaced by [`REDACTED`], whether it
 /// appears as is, base64-encoded (standard or URL-safe, padded or not), or glued to a key or
 /// a literal prefix (`token=...`, `wst_...`).
-pub fn redact(text: &str, hashes: &BTreeSet<String>) -> String {
+pub(crate) fn redact(text: &str, hashes: &BTreeSet<String>) -> String {
     if hashes.is_empty() {
         return text.to_string();
     }

@@ -10,7 +10,7 @@ use croner::parser::{CronParser, Seconds, Year};
 use sha2::{Digest, Sha256};
 
 /// Regex the CRD schema uses for every duration field; parse_duration accepts exactly the strings it matches.
-pub const DURATION_PATTERN: &str = r"^(0|([0-9]+(s|m|h|d))+)$";
+pub(crate) const DURATION_PATTERN: &str = r"^(0|([0-9]+(s|m|h|d))+)$";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
@@ -158,7 +158,7 @@ fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
 
 /// A stable per-object offset in [0, jitter], derived from the object's uid by SHA-256
 /// (first 8 bytes as a big-endian u64, modulo jitter in ms + 1).
-pub fn jitter_offset(uid: &str, jitter: Duration) -> Duration {
+pub(crate) fn jitter_offset(uid: &str, jitter: Duration) -> Duration {
     let digest = Sha256::digest(uid.as_bytes());
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use chrono::{DateTime, Utc};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -227,11 +226,11 @@ impl SecretIndex {
     }
 
     /// Whether the first list completed: before that, absence means nothing.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.inner.read().expect("secret index lock").ready
     }
 
-    pub fn secrets_of(&self, namespace: &str, token: &str) -> Vec<Arc<Secret>> {
+    pub(crate) fn secrets_of(&self, namespace: &str, token: &str) -> Vec<Arc<Secret>> {
         let state = self.inner.read().expect("secret index lock");
         state
             .by_token
@@ -241,7 +240,11 @@ impl SecretIndex {
     }
 
     /// The names and resourceVersions of a token's cached Secrets, without unpacking them.
-    pub fn resource_versions_of(&self, namespace: &str, token: &str) -> Vec<(String, Option<u64>)> {
+    pub(crate) fn resource_versions_of(
+        &self,
+        namespace: &str,
+        token: &str,
+    ) -> Vec<(String, Option<u64>)> {
         let state = self.inner.read().expect("secret index lock");
         state
             .by_token
@@ -256,7 +259,7 @@ impl SecretIndex {
     }
 
     /// The 8-char prefixes of every token any owned Secret holds (current and previous).
-    pub fn held_prefixes(&self) -> std::collections::BTreeSet<String> {
+    pub(crate) fn held_prefixes(&self) -> std::collections::BTreeSet<String> {
         let state = self.inner.read().expect("secret index lock");
         state
             .by_token
@@ -280,7 +283,7 @@ impl SecretIndex {
 }
 
 /// What the planner sees of a WorkspaceToken's Secrets.
-pub struct SecretsView {
+pub(crate) struct SecretsView {
     pub versioned: BTreeMap<u32, VersionedSecret>,
     pub mounted: Option<MountedSecret>,
     pub foreign: Vec<String>,
@@ -290,7 +293,7 @@ pub struct SecretsView {
 
 impl SecretsView {
     /// The SHA-256 of every token the cached Secrets hold (as `token` or `previous-token`).
-    pub fn token_hashes(&self) -> std::collections::BTreeSet<String> {
+    pub(crate) fn token_hashes(&self) -> std::collections::BTreeSet<String> {
         self.objects
             .values()
             .filter_map(|s| s.data.as_ref())
@@ -303,7 +306,7 @@ impl SecretsView {
 
 /// Sorts a WorkspaceToken's cached Secrets into the mounted one, versioned ones and
 /// look-alikes it does not control.
-pub fn view(wst: &WorkspaceToken, secrets: &[Arc<Secret>]) -> SecretsView {
+pub(crate) fn view(wst: &WorkspaceToken, secrets: &[Arc<Secret>]) -> SecretsView {
     let name = wst.name_any();
     let uid = wst.uid().unwrap_or_default();
     let mounted_name = wst.spec.secret_name(&name).to_string();
@@ -372,7 +375,7 @@ pub fn view(wst: &WorkspaceToken, secrets: &[Arc<Secret>]) -> SecretsView {
 
 /// Whether the WorkspaceToken with `uid` is the object's controller: the only Secrets
 /// tokenwarden ever modifies or deletes.
-pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+pub(crate) fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
     meta.owner_references
         .iter()
         .flatten()
@@ -381,7 +384,7 @@ pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
 
 /// One data value of a fetched Secret as text (the plaintext: for a step that needs it, never
 /// for the cache).
-pub fn take_string(secret: Secret, key: &str) -> Option<String> {
+pub(crate) fn take_string(secret: Secret, key: &str) -> Option<String> {
     secret
         .data
         .and_then(|mut d| d.remove(key))
@@ -397,16 +400,8 @@ fn data_str(secret: &Secret, key: &str) -> Option<String> {
 }
 
 /// `v3` -> 3.
-pub fn parse_version(s: &str) -> Option<u32> {
+pub(crate) fn parse_version(s: &str) -> Option<u32> {
     s.strip_prefix('v')?.parse().ok().filter(|n| *n > 0)
-}
-
-pub fn created_at(secret: &Secret) -> Option<DateTime<Utc>> {
-    secret
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(crate::time::from_time)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::api::{
 };
 use crate::contract::{API_VERSION, DEGRADED, FIELD_MANAGER, READY};
 use crate::journal::Journal;
-use crate::plan::{Plan, Readiness, Step, VersionRecord};
+use crate::plan::{Plan, Readiness, RevokeReason, Step, VersionRecord};
 use crate::{Error, Result};
 
 /// The status this pass leaves behind. Pure: the same inputs give the same status, so an
@@ -120,6 +120,7 @@ fn planned(
         last_revoke_request: plan
             .revoke_request
             .clone()
+            .filter(|_| revoke_request_answered(plan, journal))
             .or(previous.last_revoke_request.clone()),
         last_rotate_request: plan
             .rotate_request
@@ -128,6 +129,15 @@ fn planned(
         versions,
         conditions: Vec::new(),
     }
+}
+
+/// Whether the revocation a revoke-version request asked for happened: until it did, the
+/// request is not recorded as handled, so the next pass acts on it again.
+fn revoke_request_answered(plan: &Plan, journal: &Journal) -> bool {
+    !plan.steps.iter().any(|s| {
+        matches!(s, Step::Revoke { version, reason: RevokeReason::Requested }
+            if !journal.revoked(*version))
+    })
 }
 
 /// A version's state and times after the pass.

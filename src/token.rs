@@ -9,12 +9,12 @@ use sha2::{Digest, Sha256};
 use crate::api::{Encoding, TokenSpec};
 
 /// Characters of a token that may be shown (status, logs, the platform's list answer).
-pub const PREFIX_LEN: usize = 8;
+pub(crate) const PREFIX_LEN: usize = 8;
 
 /// A plaintext token. It never prints: `Debug` and `Display` show the prefix only, so a
 /// token can't reach a log line, an error or a panic message by accident.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
+pub(crate) struct Token(String);
 
 impl Token {
     /// Mints `spec.bytes` random bytes from the OS CSPRNG, encoded as the spec says.
@@ -34,12 +34,12 @@ impl Token {
     }
 
     /// Wraps a token read from a Secret or an issuer's answer.
-    pub fn from_plaintext(token: String) -> Token {
+    pub(crate) fn from_plaintext(token: String) -> Token {
         Token(token)
     }
 
     /// The plaintext, for writing into a Secret or an Authorization header only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
@@ -49,28 +49,6 @@ impl Token {
 
     pub fn prefix(&self) -> String {
         prefix_of(&self.0)
-    }
-
-    /// Whether this token has the shape `spec` asks for (length, alphabet, literal prefix).
-    pub fn matches(&self, spec: &TokenSpec) -> bool {
-        let literal = spec.prefix.as_deref().unwrap_or("");
-        let Some(body) = self.0.strip_prefix(literal) else {
-            return false;
-        };
-        match spec.encoding {
-            Encoding::Base64url => {
-                body.len() == (spec.bytes as usize * 4).div_ceil(3)
-                    && base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(body)
-                        .is_ok()
-            }
-            Encoding::Hex => {
-                body.len() == spec.bytes as usize * 2
-                    && body
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            }
-        }
     }
 }
 
@@ -90,13 +68,35 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-pub fn prefix_of(token: &str) -> String {
+pub(crate) fn prefix_of(token: &str) -> String {
     token.chars().take(PREFIX_LEN).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether a token has the shape `spec` asks for (length, alphabet, literal prefix).
+    fn has_shape(token: &Token, spec: &TokenSpec) -> bool {
+        let literal = spec.prefix.as_deref().unwrap_or("");
+        let Some(body) = token.0.strip_prefix(literal) else {
+            return false;
+        };
+        match spec.encoding {
+            Encoding::Base64url => {
+                body.len() == (spec.bytes as usize * 4).div_ceil(3)
+                    && base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(body)
+                        .is_ok()
+            }
+            Encoding::Hex => {
+                body.len() == spec.bytes as usize * 2
+                    && body
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            }
+        }
+    }
 
     fn spec(bytes: u32, encoding: Encoding, prefix: Option<&str>) -> TokenSpec {
         TokenSpec {
@@ -116,7 +116,7 @@ mod tests {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
-        assert!(token.matches(&TokenSpec::default()));
+        assert!(has_shape(&token, &TokenSpec::default()));
     }
 
     #[test]
@@ -125,9 +125,12 @@ mod tests {
         let token = Token::mint(&spec).unwrap();
         assert_eq!(token.expose().len(), 4 + 32);
         assert!(token.expose().starts_with("wst_"));
-        assert!(token.matches(&spec));
-        assert!(!token.matches(&self::spec(16, Encoding::Hex, None)));
-        assert!(!token.matches(&self::spec(32, Encoding::Hex, Some("wst_"))));
+        assert!(has_shape(&token, &spec));
+        assert!(!has_shape(&token, &self::spec(16, Encoding::Hex, None)));
+        assert!(!has_shape(
+            &token,
+            &self::spec(32, Encoding::Hex, Some("wst_"))
+        ));
     }
 
     #[test]

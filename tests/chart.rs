@@ -259,6 +259,11 @@ async fn as_the_charts_service_account_the_operator_mints_rotates_restarts_and_f
         !can_i(cp, &sa, "update", "secrets", &ns),
         "only the verbs it uses"
     );
+    assert!(can_i(cp, &sa, "create", "events.events.k8s.io", &ns));
+    assert!(
+        !can_i(cp, &sa, "patch", "events.events.k8s.io", &ns),
+        "Events are created, never updated"
+    );
     assert!(!can_i(
         cp,
         &sa,

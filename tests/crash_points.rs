@@ -82,6 +82,16 @@ async fn crash_at(point: &str) {
         );
     }
 
+    let mut audit = crashing.audit_lines();
+    audit.extend(recovering.audit_lines());
+    let v2_origin = audit.iter().find(|l| {
+        l["token_version"] == "v2" && (l["event"] == "minted" || l["event"] == "adopted")
+    });
+    assert!(
+        v2_origin.is_some(),
+        "{point}: the audit trail says where v2's token came from (minted or adopted)"
+    );
+
     eventually(
         WAIT,
         "only the served token live at the platform",

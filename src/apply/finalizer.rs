@@ -111,13 +111,13 @@ fn pointer(path: &str) -> json_patch::jsonptr::PointerBuf {
     json_patch::jsonptr::PointerBuf::parse(path).expect("a JSON pointer written here")
 }
 
-/// A failed `test` is a stale view, like a 409 Conflict: the list changed since the pass
-/// observed it, and the pass is redone on the newer object.
+/// A refused finalizer patch is a stale view, like a 409 Conflict: a failed `test` (the list
+/// changed), an index past the end (it shrank), or no new finalizer on an object being
+/// deleted all mean the object changed since the pass observed it, and the pass is redone on
+/// the newer object. The patch itself is always well-formed (see the tests below).
 fn finalizer_error(operation: &'static str, error: kube::Error) -> Error {
     match error {
-        kube::Error::Api(s) if s.code == 422 && s.message.contains("test") => {
-            Error::StaleView { operation }
-        }
+        kube::Error::Api(s) if s.code == 422 => Error::StaleView { operation },
         other => Error::kube(operation)(other),
     }
 }
@@ -160,5 +160,22 @@ mod tests {
             ])
         );
         assert!(remove_finalizer_patch(&["example.com/keep".to_string()]).is_none());
+    }
+
+    #[test]
+    fn a_refused_finalizer_patch_is_a_stale_view_and_other_errors_are_not() {
+        let refused = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: "the server rejected our request".into(),
+                reason: "Invalid".into(),
+                ..Default::default()
+            }))
+        };
+        assert!(finalizer_error("add", refused(422)).is_stale_view());
+        let forbidden = finalizer_error("add", refused(403));
+        assert!(!forbidden.is_stale_view());
+        assert_eq!(forbidden.reason(), "Forbidden");
+        assert_eq!(finalizer_error("add", refused(422)).reason(), "Conflict");
     }
 }

@@ -17,7 +17,7 @@ pub struct SecretMetadata {
 
 /// The labels and annotations tokenwarden decides (per-token ones like the hash and trace id
 /// are set by the apply side and not compared here).
-pub fn desired_metadata(
+pub(crate) fn desired_metadata(
     spec: &WorkspaceTokenSpec,
     name: &str,
     version: Option<u32>,
@@ -52,7 +52,7 @@ pub fn desired_metadata(
 }
 
 /// Every desired key has its value, and no key from an earlier template lingers.
-pub fn metadata_current(actual: &SecretMetadata, desired: &SecretMetadata) -> bool {
+pub(crate) fn metadata_current(actual: &SecretMetadata, desired: &SecretMetadata) -> bool {
     let has_all = |a: &BTreeMap<String, String>, d: &BTreeMap<String, String>| {
         d.iter().all(|(k, v)| a.get(k) == Some(v))
     };

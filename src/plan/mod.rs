@@ -18,9 +18,11 @@ mod timing;
 mod versions;
 mod warnings;
 
-pub use metadata::{SecretMetadata, desired_metadata};
-pub use spec_hash::spec_hash;
-pub use warnings::{Warning, secret_conflict};
+pub use metadata::SecretMetadata;
+pub(crate) use metadata::desired_metadata;
+pub(crate) use spec_hash::spec_hash;
+pub use warnings::Warning;
+pub(crate) use warnings::secret_conflict;
 
 /// A versioned Secret `S-vN` of ours, as the cache shows it (data hashed, never plaintext).
 #[derive(Clone, Debug, PartialEq)]
@@ -271,7 +273,7 @@ pub struct Plan {
 }
 
 /// How often a Retiring version under `revokeAfterUse` checks the platform for use.
-pub const USAGE_POLL_SECONDS: i64 = 15;
+pub(crate) const USAGE_POLL_SECONDS: i64 = 15;
 
 pub fn plan(o: &Observed<'_>, now: DateTime<Utc>) -> Plan {
     let mut p = planner::Planner::new(o, now);

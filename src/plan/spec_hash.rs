@@ -8,7 +8,7 @@ use crate::api::WorkspaceTokenSpec;
 /// Every record carries this hash, so the same spec must hash the same in every release or an
 /// upgrade rotates every token: keys are sorted and absent fields left out, whatever
 /// serde_json's map order (the `preserve_order` feature) or a new optional field would do.
-pub fn spec_hash(spec: &WorkspaceTokenSpec) -> String {
+pub(crate) fn spec_hash(spec: &WorkspaceTokenSpec) -> String {
     // The issuer's address shapes the token; its timeout and revokeAfterUse don't.
     let shaping = serde_json::json!({
         "token": spec.token,

@@ -13,7 +13,7 @@ pub struct Warning {
 }
 
 /// The one message of a Secret conflict, in conditions, events and errors alike.
-pub fn secret_conflict(names: &str) -> String {
+pub(crate) fn secret_conflict(names: &str) -> String {
     format!("Secret {names} exists and is not owned by this WorkspaceToken; it is left untouched")
 }
 

@@ -1,0 +1,132 @@
+//! Suspend, conflicts over Secret names, deletion.
+
+use super::*;
+
+// ----------------------------------------------------------------------------------------------
+// Suspend, conflicts, deletion
+// ----------------------------------------------------------------------------------------------
+
+#[test]
+fn suspend_plans_no_steps() {
+    let (mut world, t1) = rotated_once();
+    world.spec.suspend = true;
+    world.annotate(ROTATE_ANNOTATION, "please");
+    world.annotate(REVOKE_VERSION_ANNOTATION, "2");
+    world.spec.token.bytes = 64;
+    world.mounted = None;
+    // Long after every deadline.
+    let plan = world.plan(t1 + hours(10_000));
+    assert_eq!(steps_of(&plan), []);
+    assert_eq!(
+        (plan.readiness.ready, plan.readiness.reason),
+        (false, "Suspended")
+    );
+    assert_eq!(plan.current, Some(2));
+    assert_eq!(plan.requeue_after, None);
+    // A new suspended object does not even get a finalizer.
+    let mut fresh = World::new(monthly());
+    fresh.spec.suspend = true;
+    assert_eq!(steps_of(&fresh.plan(t0())), []);
+    // Resuming picks up where it was.
+    world.spec.suspend = false;
+    world.converge(t1 + hours(10_000));
+    assert!(world.outside.minted.len() > 2);
+}
+
+#[test]
+fn foreign_secret_is_a_conflict_with_no_steps() {
+    for (world, foreign) in [
+        (World::new(monthly()), NAME.to_string()),
+        (World::steady(monthly(), t0()), "agent-alpha-v2".to_string()),
+    ] {
+        let mut world = world;
+        world.foreign = vec![foreign.clone()];
+        world.annotate(ROTATE_ANNOTATION, "please");
+        let plan = world.plan(t0() + hours(1000));
+        assert_eq!(steps_of(&plan), [], "{foreign}");
+        assert!(!plan.readiness.ready);
+        assert_eq!(plan.readiness.reason, "SecretConflict");
+        assert!(
+            plan.readiness.message.contains(&foreign),
+            "{}",
+            plan.readiness.message
+        );
+    }
+}
+
+#[test]
+fn deletion_with_revoke_policy_revokes_every_live_version_oldest_first_then_removes_finalizer() {
+    let (mut world, t1) = rotated_once();
+    world.deleting = true;
+    let plan = world.plan(t1 + minutes(5));
+    assert_eq!(
+        steps_of(&plan),
+        [
+            revoke(1, RevokeReason::Deleted),
+            revoke(2, RevokeReason::Deleted),
+            Step::DeleteMounted,
+            Step::RemoveFinalizer,
+        ]
+    );
+    assert!(!plan.readiness.ready);
+    world.converge(t1 + minutes(5));
+    assert!(world.gone);
+    // Oldest first: the current token is still there to authenticate an older revocation.
+    let revoked = [(1, RevokeReason::Deleted), (2, RevokeReason::Deleted)];
+    assert_eq!(world.outside.revoked, revoked);
+    assert_eq!(
+        world.outside.valid,
+        BTreeSet::new(),
+        "nothing stays valid at the issuer"
+    );
+    assert_eq!(world.mounted, None);
+    assert_eq!(world.versioned, BTreeMap::new());
+}
+
+#[test]
+fn deletion_revokes_versions_whose_records_are_already_gone() {
+    let (mut world, t1) = rotated_once();
+    world.versioned.clear();
+    world.deleting = true;
+    let plan = world.plan(t1 + minutes(5));
+    assert_eq!(
+        steps_of(&plan),
+        [
+            revoke(1, RevokeReason::Deleted),
+            revoke(2, RevokeReason::Deleted),
+            Step::DeleteMounted,
+            Step::RemoveFinalizer,
+        ]
+    );
+}
+
+#[test]
+fn deletion_with_retain_policy_releases_secrets() {
+    let (mut world, t1) = rotated_once();
+    world.spec.deletion_policy = DeletionPolicy::Retain;
+    world.deleting = true;
+    let plan = world.plan(t1 + minutes(5));
+    assert_eq!(
+        steps_of(&plan),
+        [Step::ReleaseSecrets, Step::RemoveFinalizer]
+    );
+    world.converge(t1 + minutes(5));
+    assert!(world.gone && world.outside.released);
+    assert_eq!(
+        world.outside.valid,
+        BTreeSet::from([1, 2]),
+        "issuer tokens stay"
+    );
+    assert!(
+        world.mounted.is_some() && world.versioned.len() == 2,
+        "Secrets stay"
+    );
+}
+
+#[test]
+fn deletion_without_our_finalizer_plans_nothing() {
+    let mut world = World::steady(monthly(), t0());
+    world.has_finalizer = false;
+    world.deleting = true;
+    assert_eq!(steps_of(&world.plan(t0())), []);
+}

@@ -1,0 +1,666 @@
+//! The simulated world the planner's rules are checked in: one WorkspaceToken, its Secrets,
+//! an imaginary issuer, and the apply and status sides played step by step.
+
+use super::*;
+
+pub(super) const NAME: &str = "agent-alpha";
+pub(super) const UID: &str = "5f0c7d2e-1f5b-4c1e-9a51-0d1c2b3a4f5e";
+/// More passes than this without reaching "nothing to do" is a planner that does not converge.
+pub(super) const MAX_PASSES: usize = 4;
+
+// ----------------------------------------------------------------------------------------------
+// Fixtures
+// ----------------------------------------------------------------------------------------------
+
+/// `2026-01-05 00:00` (a Monday) and friends, in UTC.
+pub(super) fn at(s: &str) -> DateTime<Utc> {
+    let parse = |format| chrono::NaiveDateTime::parse_from_str(s, format);
+    let naive = parse("%Y-%m-%d %H:%M").or_else(|_| parse("%Y-%m-%d %H:%M:%S"));
+    naive.expect("test timestamp").and_utc()
+}
+
+pub(super) fn t0() -> DateTime<Utc> {
+    at("2026-01-05 00:00")
+}
+
+pub(super) fn hours(n: i64) -> chrono::Duration {
+    chrono::Duration::hours(n)
+}
+
+pub(super) fn minutes(n: i64) -> chrono::Duration {
+    chrono::Duration::minutes(n)
+}
+
+pub(super) fn secs(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+/// A spec from the fields a test cares about, with the API's defaults for the rest.
+pub(super) fn spec(fields: serde_json::Value) -> WorkspaceTokenSpec {
+    let mut value = json!({ "workspaceId": "948bab9a-2cad-4a3f-af1f-01bfe260f85b" });
+    merge(&mut value, fields);
+    serde_json::from_value(value).expect("a valid spec")
+}
+
+/// JSON merge patch semantics (RFC 7386): objects merge, `null` removes, the rest replaces.
+pub(super) fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(&k);
+                } else {
+                    merge(t.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
+/// Rotates every 30 days with a 1h grace period: the shape most tests start from.
+pub(super) fn monthly() -> WorkspaceTokenSpec {
+    spec(json!({ "rotation": { "every": "720h", "gracePeriod": "1h" } }))
+}
+
+/// What the outside world saw: the issuer's valid tokens and the other side effects.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Outside {
+    /// Every Mint, in order (a version minted twice shows up twice).
+    pub(super) minted: Vec<u32>,
+    /// Versions whose token the issuer still accepts.
+    pub(super) valid: BTreeSet<u32>,
+    pub(super) revoked: Vec<(u32, RevokeReason)>,
+    pub(super) restarts: Vec<u32>,
+    pub(super) released: bool,
+    pub(super) serial: u32,
+    /// The platform shows the current token used by a consumer after its cutover.
+    pub(super) used_after_cutover: bool,
+}
+
+/// One WorkspaceToken and the cluster around it, as the planner observes it.
+#[derive(Clone, Debug)]
+pub(super) struct World {
+    pub(super) spec: WorkspaceTokenSpec,
+    pub(super) annotations: BTreeMap<String, String>,
+    pub(super) status: Option<WorkspaceTokenStatus>,
+    pub(super) versioned: BTreeMap<u32, VersionedSecret>,
+    pub(super) mounted: Option<MountedSecret>,
+    pub(super) foreign: Vec<String>,
+    pub(super) has_finalizer: bool,
+    pub(super) deleting: bool,
+    /// The finalizer was removed while deleting: the object is gone.
+    pub(super) gone: bool,
+    /// An HTTP mint cut short by a crash (the annotation a real pass would have left).
+    pub(super) mint_intent: Option<MintIntent>,
+    pub(super) outside: Outside,
+}
+
+impl World {
+    pub(super) fn new(spec: WorkspaceTokenSpec) -> World {
+        World {
+            spec,
+            annotations: BTreeMap::new(),
+            status: None,
+            versioned: BTreeMap::new(),
+            mounted: None,
+            foreign: Vec::new(),
+            has_finalizer: false,
+            deleting: false,
+            gone: false,
+            mint_intent: None,
+            outside: Outside::default(),
+        }
+    }
+
+    /// A WorkspaceToken created at `now` and reconciled until there is nothing left to do.
+    pub(super) fn steady(spec: WorkspaceTokenSpec, now: DateTime<Utc>) -> World {
+        let mut world = World::new(spec);
+        world.converge(now);
+        world
+    }
+
+    pub(super) fn annotate(&mut self, key: &str, value: &str) -> &mut Self {
+        self.annotations.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    pub(super) fn observed(&self) -> Observed<'_> {
+        Observed {
+            name: NAME,
+            uid: UID,
+            generation: Some(1),
+            spec: &self.spec,
+            annotations: &self.annotations,
+            status: self.status.as_ref(),
+            deleting: self.deleting,
+            has_finalizer: self.has_finalizer,
+            versioned: self.versioned.clone(),
+            mounted: self.mounted.clone(),
+            foreign: self.foreign.clone(),
+            mint_intent: self.mint_intent.clone(),
+        }
+    }
+
+    pub(super) fn plan(&self, now: DateTime<Utc>) -> Plan {
+        let plan = plan(&self.observed(), now);
+        self.check(&plan);
+        plan
+    }
+
+    pub(super) fn status(&self) -> &WorkspaceTokenStatus {
+        self.status.as_ref().expect("status was written")
+    }
+
+    pub(super) fn state_of(&self, version: u32) -> Option<VersionState> {
+        let versions = &self.status().versions;
+        versions
+            .iter()
+            .find(|v| v.version == version)
+            .map(|v| v.state)
+    }
+
+    pub(super) fn version_status(&self, version: u32) -> &VersionStatus {
+        let versions = &self.status().versions;
+        versions
+            .iter()
+            .find(|v| v.version == version)
+            .expect("version in status")
+    }
+
+    pub(super) fn sha_of(&self, version: u32) -> Option<String> {
+        self.versioned
+            .get(&version)
+            .and_then(|v| v.token_sha256.clone())
+    }
+
+    /// Runs the first `steps` steps of `plan` like the apply side would; returns the pass's
+    /// journal (what status learns from it).
+    pub(super) fn apply(&mut self, plan: &Plan, now: DateTime<Utc>, steps: usize) -> Journal {
+        let mut journal = Journal::default();
+        for step in plan.steps.iter().take(steps) {
+            let done = self.apply_step(step, now);
+            journal.done.extend(done);
+        }
+        journal
+    }
+
+    /// One step, as the apply side does it; what it did.
+    pub(super) fn apply_step(&mut self, step: &Step, now: DateTime<Utc>) -> Vec<Done> {
+        match step {
+            Step::Verify { version } => {
+                assert!(self.spec.issuer.is_some(), "Verify with the local issuer");
+                let record = self.versioned.get_mut(version).expect("Verify reads S-vN");
+                record.verified = true;
+                let issuer_token_id = record.issuer_token_id.clone();
+                vec![Done::Verified {
+                    version: *version,
+                    issuer_token_id,
+                }]
+            }
+            Step::ReclaimOrphans { .. } => {
+                // Tokens the issuer accepts that no Secret holds are the window's orphans.
+                let held: BTreeSet<u32> = self.versioned.keys().copied().collect();
+                self.outside.valid.retain(|v| held.contains(v));
+                self.mint_intent = None;
+                vec![Done::OrphansReclaimed]
+            }
+            Step::RevokeIfUsed { version } => {
+                if !self.outside.used_after_cutover {
+                    return Vec::new();
+                }
+                self.outside.valid.remove(version);
+                self.versioned.remove(version);
+                self.revoked(*version)
+            }
+            Step::AddFinalizer => {
+                self.has_finalizer = true;
+                vec![Done::FinalizerAdded]
+            }
+            Step::Mint { version, .. } => {
+                self.outside.serial += 1;
+                let serial = self.outside.serial;
+                self.outside.minted.push(*version);
+                self.outside.valid.insert(*version);
+                let record = VersionedSecret {
+                    version: *version,
+                    token_sha256: Some(format!("sha-of-v{version}-mint{serial}")),
+                    token_prefix: Some(format!("wst_{version:04}")),
+                    trace_id: Some(format!("trace-{serial}")),
+                    spec_hash: Some(spec_hash(&self.spec)),
+                    issuer_token_id: Some(format!("tok-{serial}")),
+                    verified: false,
+                    created_at: Some(now),
+                    metadata: desired_metadata(&self.spec, NAME, Some(*version)),
+                };
+                assert!(
+                    !self.versioned.contains_key(version),
+                    "Mint {{ version: {version} }} over an existing record"
+                );
+                self.versioned.insert(*version, record.clone());
+                vec![Done::Minted {
+                    version: *version,
+                    token: facts(&record),
+                }]
+            }
+            Step::RestoreVersioned { version } => {
+                let mounted = self.mounted.as_ref().expect("RestoreVersioned reads S");
+                assert_eq!(
+                    mounted.version,
+                    Some(*version),
+                    "S holds the restored version"
+                );
+                let record = VersionedSecret {
+                    version: *version,
+                    token_sha256: mounted.token_sha256.clone(),
+                    token_prefix: None,
+                    trace_id: None,
+                    spec_hash: Some(spec_hash(&self.spec)),
+                    issuer_token_id: None,
+                    verified: true,
+                    created_at: Some(now),
+                    metadata: desired_metadata(&self.spec, NAME, Some(*version)),
+                };
+                self.versioned.insert(*version, record.clone());
+                vec![Done::Restored {
+                    version: *version,
+                    token: facts(&record),
+                }]
+            }
+            Step::WriteMounted {
+                current,
+                previous,
+                why,
+            } => {
+                let sha = self.sha_of(*current);
+                assert!(
+                    sha.is_some(),
+                    "WriteMounted reads S-v{current}, which has no token"
+                );
+                let previous_sha = previous.map(|p| self.sha_of(p));
+                assert!(
+                    previous_sha.as_ref().is_none_or(Option::is_some),
+                    "WriteMounted reads S-v{previous:?}, which has no token"
+                );
+                self.mounted = Some(MountedSecret {
+                    version: Some(*current),
+                    token_sha256: sha,
+                    previous_version: *previous,
+                    previous_sha256: previous_sha.flatten(),
+                    metadata: desired_metadata(&self.spec, NAME, None),
+                });
+                vec![match why {
+                    MountedWrite::Cutover => Done::CutOver { version: *current },
+                    _ => Done::MountedRepaired { version: *current },
+                }]
+            }
+            Step::RestartTargets { version } => {
+                self.outside.restarts.push(*version);
+                vec![Done::Restarted { version: *version }]
+            }
+            Step::Revoke { version, reason } => {
+                self.outside.valid.remove(version);
+                self.outside.revoked.push((*version, *reason));
+                self.versioned.remove(version);
+                self.revoked(*version)
+            }
+            Step::SyncMetadata { secret } => {
+                match secret {
+                    SecretRef::Mounted => {
+                        let mounted = self.mounted.as_mut().expect("SyncMetadata of S");
+                        mounted.metadata = desired_metadata(&self.spec, NAME, None);
+                    }
+                    SecretRef::Versioned(n) => {
+                        let record = self.versioned.get_mut(n).expect("SyncMetadata of S-vN");
+                        record.metadata = desired_metadata(&self.spec, NAME, Some(*n));
+                    }
+                }
+                vec![Done::MetadataSynced]
+            }
+            Step::ReleaseSecrets => {
+                self.outside.released = true;
+                vec![Done::SecretsReleased]
+            }
+            Step::DeleteMounted => {
+                self.mounted = None;
+                vec![Done::MountedDeleted]
+            }
+            Step::RemoveFinalizer => {
+                self.has_finalizer = false;
+                self.gone = self.deleting;
+                vec![Done::FinalizerRemoved]
+            }
+        }
+    }
+
+    /// What a revocation did: at the platform first when an HTTP issuer minted it.
+    pub(super) fn revoked(&self, version: u32) -> Vec<Done> {
+        let at_issuer = self.spec.issuer.is_some().then_some(Done::RevokedAtIssuer {
+            version,
+            impossible: false,
+        });
+        at_issuer
+            .into_iter()
+            .chain([Done::Revoked { version }])
+            .collect()
+    }
+
+    /// The status a pass writes: `status::render` itself, minus the conditions.
+    pub(super) fn render(&self, plan: &Plan, journal: &Journal) -> WorkspaceTokenStatus {
+        WorkspaceTokenStatus {
+            conditions: Vec::new(),
+            ..self.render_with_conditions(plan, journal)
+        }
+    }
+
+    pub(super) fn render_with_conditions(
+        &self,
+        plan: &Plan,
+        journal: &Journal,
+    ) -> WorkspaceTokenStatus {
+        let mut wst = crate::api::WorkspaceToken::new(NAME, self.spec.clone());
+        wst.metadata.generation = Some(1);
+        wst.status = self.status.clone();
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        crate::status::render(&wst, plan, journal, now)
+    }
+
+    /// One full pass: plan, apply every step, write status.
+    pub(super) fn pass(&mut self, now: DateTime<Utc>) -> Plan {
+        let plan = self.plan(now);
+        let journal = self.apply(&plan, now, plan.steps.len());
+        if !self.gone {
+            self.status = Some(self.render(&plan, &journal));
+        }
+        plan
+    }
+
+    /// A pass that dies after `steps` steps, before status is written.
+    pub(super) fn crash(&mut self, now: DateTime<Utc>, steps: usize) -> Plan {
+        let plan = self.plan(now);
+        self.apply(&plan, now, steps);
+        plan
+    }
+
+    /// Passes at `now` until one plans nothing and would leave status as it is. Returns the
+    /// plans that had steps.
+    pub(super) fn converge(&mut self, now: DateTime<Utc>) -> Vec<Plan> {
+        let mut busy = Vec::new();
+        for _ in 0..MAX_PASSES {
+            if self.gone {
+                return busy;
+            }
+            let plan = self.plan(now);
+            let unchanged = self.status.as_ref() == Some(&self.render(&plan, &Journal::default()));
+            // A usage poll that finds no use writes nothing: that is a steady state too.
+            let polls_only = plan.steps.is_empty()
+                || (plan
+                    .steps
+                    .iter()
+                    .all(|s| matches!(s, Step::RevokeIfUsed { .. }))
+                    && !self.outside.used_after_cutover);
+            if polls_only && unchanged {
+                assert_eq!(
+                    plan,
+                    self.plan(now),
+                    "re-planning the same inputs gives the same plan"
+                );
+                self.check_converged();
+                return busy;
+            }
+            self.pass(now);
+            busy.push(plan);
+        }
+        panic!(
+            "no convergence in {MAX_PASSES} passes; last plans: {:#?}\nworld: {self:#?}",
+            busy.iter().map(|p| &p.steps).collect::<Vec<_>>()
+        );
+    }
+
+    /// Rules every plan obeys, whatever the situation.
+    pub(super) fn check(&self, plan: &Plan) {
+        let live: Vec<_> = plan
+            .versions
+            .iter()
+            .filter(|(_, v)| v.state != VersionState::Revoked)
+            .collect();
+        let count = |state| live.iter().filter(|(_, v)| v.state == state).count();
+        if let Some(current) = plan.current
+            && !self.deleting
+        {
+            let state = plan.versions.get(&current).map(|v| v.state);
+            let state =
+                state.unwrap_or_else(|| panic!("current has a record: {plan:#?}\n{self:#?}"));
+            assert_eq!(state, VersionState::Active, "current is Active: {plan:#?}");
+            let active = count(VersionState::Active);
+            assert_eq!(active, 1, "exactly one Active: {plan:#?}");
+        }
+        if !self.foreign.is_empty() || self.spec.suspend {
+            return;
+        }
+        assert!(
+            count(VersionState::Retiring) <= 1,
+            "at most one Retiring: {plan:#?}"
+        );
+
+        // Never mint while a minted, not yet current version exists.
+        let held = self.mounted.as_ref().and_then(|m| m.version);
+        let recorded = self.status.as_ref().and_then(|s| s.current_version);
+        let was_revoked = |n: &u32| {
+            let versions = self
+                .status
+                .as_ref()
+                .map(|s| s.versions.as_slice())
+                .unwrap_or_default();
+            versions
+                .iter()
+                .any(|v| v.version == *n && v.state == VersionState::Revoked)
+        };
+        let pending: Vec<u32> = self
+            .versioned
+            .keys()
+            .copied()
+            .filter(|n| Some(*n) > held.max(recorded) && !was_revoked(n))
+            .collect();
+        for step in &plan.steps {
+            if let Step::Mint { version, .. } = step {
+                assert!(
+                    pending.is_empty(),
+                    "minted v{version} while {pending:?} is pending: {plan:#?}"
+                );
+                let seen = self
+                    .outside
+                    .minted
+                    .iter()
+                    .chain(self.versioned.keys())
+                    .max();
+                assert!(
+                    seen.is_none_or(|s| version > s),
+                    "version {version} repeats: {plan:#?}"
+                );
+            }
+        }
+        // The version pods read from S is revoked only once S has moved on.
+        for (i, step) in plan.steps.iter().enumerate() {
+            if let Step::Revoke { version, .. } = step {
+                assert!(
+                    self.deleting || Some(*version) != plan.current,
+                    "revokes the current version: {plan:#?}"
+                );
+                let moved = plan.steps[..i]
+                    .iter()
+                    .any(|s| matches!(s, Step::WriteMounted { .. }));
+                assert!(
+                    self.deleting || held != Some(*version) || moved,
+                    "revokes v{version} while S still serves it: {plan:#?}"
+                );
+            }
+        }
+    }
+
+    /// What a converged WorkspaceToken looks like.
+    pub(super) fn check_converged(&self) {
+        if self.deleting || !self.foreign.is_empty() || self.spec.suspend {
+            return;
+        }
+        let status = self.status();
+        let current = status.current_version.expect("a current version");
+        let mounted = self.mounted.as_ref().expect("S exists");
+        assert_eq!(
+            mounted.version,
+            Some(current),
+            "S serves the current version"
+        );
+        assert_eq!(
+            mounted.token_sha256,
+            self.sha_of(current),
+            "S holds the current token"
+        );
+        let active: Vec<_> = status
+            .versions
+            .iter()
+            .filter(|v| v.state == VersionState::Active)
+            .collect();
+        assert_eq!(active.len(), 1, "one Active version in status: {status:#?}");
+        // The issuer accepts exactly the tokens that have a record: none leaks.
+        let records: BTreeSet<u32> = self.versioned.keys().copied().collect();
+        assert_eq!(
+            self.outside.valid, records,
+            "valid tokens are the recorded ones"
+        );
+        let mut minted = self.outside.minted.clone();
+        minted.dedup();
+        assert_eq!(minted, self.outside.minted, "no version minted twice");
+        assert!(
+            minted.windows(2).all(|w| w[0] < w[1]),
+            "versions only grow: {minted:?}"
+        );
+    }
+}
+
+/// What the apply side learns of a token it wrote into `record`.
+pub(super) fn facts(record: &VersionedSecret) -> TokenFacts {
+    TokenFacts {
+        token_sha256: record.token_sha256.clone().unwrap_or_default(),
+        token_prefix: record.token_prefix.clone().unwrap_or_default(),
+        trace_id: record.trace_id.clone().unwrap_or_default(),
+        issuer_token_id: record.issuer_token_id.clone(),
+    }
+}
+
+/// When version `n` of a hand-made cluster was minted and went live: a day apart.
+pub(super) fn day(n: u32) -> DateTime<Utc> {
+    t0() + hours(24 * i64::from(n - 1))
+}
+
+pub(super) fn record(version: u32) -> VersionedSecret {
+    let spec = monthly();
+    VersionedSecret {
+        version,
+        token_sha256: Some(format!("sha-of-v{version}")),
+        token_prefix: Some(format!("wst_{version:04}")),
+        trace_id: Some(format!("trace-v{version}")),
+        spec_hash: Some(spec_hash(&spec)),
+        issuer_token_id: Some(format!("tok-v{version}")),
+        verified: true,
+        created_at: Some(day(version)),
+        metadata: desired_metadata(&spec, NAME, Some(version)),
+    }
+}
+
+/// A hand-made cluster for the `monthly()` spec: the records `S-vN` that exist, what `S`
+/// serves as (token, previous-token), and the versions the last status write recorded (the
+/// Active one is `currentVersion`; an empty list is no status at all). Every version a status
+/// or record mentions was minted at `day(n)` and is still valid at the issuer unless Revoked.
+pub(super) fn cluster(
+    records: &[u32],
+    mounted: Option<(u32, Option<u32>)>,
+    status: &[(u32, VersionState)],
+) -> World {
+    let mut world = World::new(monthly());
+    world.has_finalizer = true;
+    world.versioned = records.iter().map(|n| (*n, record(*n))).collect();
+    world.mounted = mounted.map(|(current, previous)| MountedSecret {
+        version: Some(current),
+        token_sha256: Some(format!("sha-of-v{current}")),
+        previous_version: previous,
+        previous_sha256: previous.map(|p| format!("sha-of-v{p}")),
+        metadata: desired_metadata(&world.spec, NAME, None),
+    });
+    let current = status
+        .iter()
+        .find(|(_, s)| *s == VersionState::Active)
+        .map(|(n, _)| *n);
+    let versions: Vec<VersionStatus> = status
+        .iter()
+        .map(|(n, state)| {
+            let r = record(*n);
+            let time = |at: DateTime<Utc>| Some(crate::time::to_time(at));
+            VersionStatus {
+                version: *n,
+                secret_name: versioned_secret_name(NAME, *n),
+                state: *state,
+                token_prefix: r.token_prefix,
+                token_sha256: r.token_sha256,
+                created_at: time(day(*n)),
+                activated_at: time(day(*n)),
+                retire_at: (*state == VersionState::Retiring).then(|| {
+                    crate::time::to_time(day(current.expect("an Active version")) + hours(1))
+                }),
+                revoked_at: (*state == VersionState::Revoked)
+                    .then(|| crate::time::to_time(day(*n + 1) + hours(1))),
+                trace_id: r.trace_id,
+                issuer_token_id: r.issuer_token_id,
+            }
+        })
+        .collect();
+    if !status.is_empty() {
+        world.status = Some(WorkspaceTokenStatus {
+            observed_generation: Some(1),
+            current_version: current,
+            versions,
+            ..WorkspaceTokenStatus::default()
+        });
+    }
+    let known: BTreeSet<u32> = records
+        .iter()
+        .chain(status.iter().map(|(n, _)| n))
+        .copied()
+        .collect();
+    world.outside.minted = known.iter().copied().collect();
+    world.outside.valid = known
+        .into_iter()
+        .filter(|n| !status.contains(&(*n, VersionState::Revoked)))
+        .collect();
+    world.outside.serial = 100;
+    world
+}
+
+pub(super) fn steps_of(plan: &Plan) -> &[Step] {
+    &plan.steps
+}
+
+pub(super) fn mint(version: u32, reason: RotationReason) -> Step {
+    Step::Mint { version, reason }
+}
+
+pub(super) fn write(current: u32, previous: Option<u32>, why: MountedWrite) -> Step {
+    Step::WriteMounted {
+        current,
+        previous,
+        why,
+    }
+}
+
+pub(super) fn revoke(version: u32, reason: RevokeReason) -> Step {
+    Step::Revoke { version, reason }
+}
+
+/// Steady at v1 (t0), then rotated by hand to v2 at `t0 + 1d`: v2 Active, v1 Retiring for 1h.
+pub(super) fn rotated_once() -> (World, DateTime<Utc>) {
+    let mut world = World::steady(monthly(), t0());
+    let t1 = t0() + hours(24);
+    world.annotate(ROTATE_ANNOTATION, "first");
+    world.converge(t1);
+    (world, t1)
+}
