@@ -312,3 +312,120 @@ pub async fn write(
         .map_err(Error::kube("write status"))?;
     Ok(written.resource_version())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_ready() -> Plan {
+        let mut plan = crate::plan::plan(
+            &crate::plan::Observed {
+                name: "agent",
+                uid: "uid",
+                generation: Some(1),
+                spec: &serde_json::from_value(serde_json::json!({ "workspaceId": "ws" }))
+                    .expect("spec"),
+                annotations: &Default::default(),
+                status: None,
+                deleting: false,
+                has_finalizer: true,
+                versioned: Default::default(),
+                mounted: None,
+                foreign: Vec::new(),
+                mint_intent: None,
+            },
+            chrono::DateTime::UNIX_EPOCH,
+        );
+        plan.readiness = Readiness {
+            ready: true,
+            reason: "Active",
+            message: "version 2 is active".into(),
+        };
+        plan
+    }
+
+    fn ready_before(message: &str) -> WorkspaceTokenStatus {
+        let ready = condition(
+            &WorkspaceTokenStatus::default(),
+            READY,
+            true,
+            "Active",
+            message,
+            Some(1),
+            chrono::DateTime::UNIX_EPOCH,
+        );
+        WorkspaceTokenStatus {
+            conditions: vec![ready],
+            ..WorkspaceTokenStatus::default()
+        }
+    }
+
+    /// The pass's failure, whether the plan is in force, status before; then Ready.
+    type Row<'a> = (
+        Option<&'a Error>,
+        bool,
+        &'a WorkspaceTokenStatus,
+        (bool, &'a str, &'a str),
+    );
+
+    #[test]
+    fn ready_is_a_table_of_the_failure_the_plan_in_force_and_what_was_served() {
+        let plan = plan_ready();
+        let down = Error::Mint("the platform answered 503".into());
+        let conflict = Error::SecretConflict {
+            name: "agent".into(),
+        };
+        let served = ready_before("version 1 is active");
+        let never = WorkspaceTokenStatus::default();
+        let cases: [Row; 6] = [
+            (None, true, &never, (true, "Active", "version 2 is active")),
+            (
+                Some(&down),
+                true,
+                &served,
+                (true, "Active", "version 2 is active"),
+            ),
+            (
+                Some(&down),
+                false,
+                &served,
+                (true, "Active", "version 1 is active"),
+            ),
+            (
+                Some(&down),
+                false,
+                &never,
+                (
+                    false,
+                    "MintFailed",
+                    "mint a token: the platform answered 503",
+                ),
+            ),
+            (
+                Some(&conflict),
+                false,
+                &served,
+                (
+                    false,
+                    "SecretConflict",
+                    "Secret agent exists and is not owned by this WorkspaceToken; it is left untouched",
+                ),
+            ),
+            (
+                Some(&conflict),
+                true,
+                &served,
+                (true, "Active", "version 2 is active"),
+            ),
+        ];
+        for (failure, in_force, previous, (ready, reason, message)) in cases {
+            let row = format!("{failure:?}, in force: {in_force}");
+            let got = readiness(&plan, failure, in_force, previous);
+            assert_eq!(
+                (got.0, got.1, got.2.as_str()),
+                (ready, reason, message),
+                "{row}"
+            );
+        }
+    }
+}
