@@ -166,10 +166,10 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     let view = secrets::view(&wst, &cached);
     let now = crate::time::now();
     let plan = plan::plan(&observe::observed(&wst, &view), now);
-    let (journal, writes) = apply::run(&ctx.io, &wst, &plan, &view, now).await;
+    let (journal, wrote) = apply::run(&ctx.io, &wst, &plan, &view, now).await;
     let quiet = ctx.quiet_conflict(&wst, &journal);
     let written = write_status(&ctx, &wst, &plan, &journal, quiet, now).await;
-    Ok(ctx.pace(&wst, &plan, journal, writes, written, quiet, timer))
+    Ok(ctx.pace(&wst, &plan, journal, wrote, written, quiet, timer, now))
 }
 
 /// Writes the status this pass leaves behind; returns the object's resourceVersion when it
@@ -221,36 +221,34 @@ impl Context {
             && self.pacer().conflict_is_quiet(&ObjectRef::from_obj(wst))
     }
 
-    /// Records what the pass wrote and how it ended; says a loud failure where people look;
-    /// returns when to look again.
+    /// Records what the pass wrote and how it ended; says a failure where people look
+    /// unless it is a conflict redone quietly; returns when to look again.
     #[allow(clippy::too_many_arguments)]
     fn pace(
         &self,
         wst: &WorkspaceToken,
         plan: &plan::Plan,
         mut journal: Journal,
-        writes: apply::Writes,
+        mut wrote: Wrote,
         status: Result<Option<String>>,
         quiet_conflict: bool,
         timer: ReconcileTimer,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Action {
         let key = ObjectRef::from_obj(wst);
-        let now = Instant::now();
+        let at = Instant::now();
         let (status_rv, status_error) = match status {
             Ok(rv) => (rv, None),
             Err(e) => (None, Some(e)),
         };
-        let own_rv = status_rv.or(writes.workspace_token);
         // Recorded whatever the status write did: the next pass must not plan on caches
         // that haven't seen this pass's Secrets.
-        let wrote = Wrote {
-            resource_version: own_rv.clone(),
-            secrets: writes.secrets,
-        };
+        wrote.resource_version = status_rv.or(wrote.resource_version);
+        let own_rv = wrote.resource_version.clone();
         let mut pacer = self.pacer();
-        pacer.wrote(key.clone(), wrote, now);
+        pacer.wrote(key.clone(), wrote, at);
         if journal.removed_finalizer() {
-            pacer.finished(key.clone(), wst.uid().unwrap_or_default(), now);
+            pacer.finished(key.clone(), wst.uid().unwrap_or_default(), at);
         }
         if !plan.steps.is_empty() {
             let (steps, current) = (plan.steps.len(), plan.current);
@@ -259,17 +257,20 @@ impl Context {
         let apply_failed = journal.failure.is_some();
         let Some(failure) = journal.failure.take().or(status_error) else {
             timer.finish(true);
-            let next = pacer.ended(key, Ended::Succeeded(plan.requeue_after), None, now, 0.0);
+            let next = pacer.ended(key, Ended::Succeeded(plan.requeue_after), None, at, 0.0);
             return action(next);
         };
         timer.finish(false);
         self.io.metrics.reconcile_failed(failure.reason());
         let jitter = rand::random::<f64>();
         if quiet_conflict {
-            return action(pacer.ended(key, Ended::QuietConflict, None, now, jitter));
+            return action(pacer.ended(key, Ended::QuietConflict, None, at, jitter));
         }
+        // A conflict under the cap that still wrote status (the platform revoked something)
+        // backs off like a failure, but is no news: it is redone like any conflict.
+        let news = !failure.is_stale_view() || !pacer.conflict_is_quiet(&key);
         let own_rv = own_rv.or_else(|| wst.resource_version());
-        let next = pacer.ended(key.clone(), Ended::Failed, own_rv, now, jitter);
+        let next = pacer.ended(key.clone(), Ended::Failed, own_rv, at, jitter);
         let attempt = pacer.attempts(&key);
         drop(pacer);
         tracing::warn!(
@@ -280,9 +281,9 @@ impl Context {
             attempt,
             "reconcile failed"
         );
-        if apply_failed {
+        if apply_failed && news {
             journal.failure = Some(failure);
-            apply::report_failure(&self.io, wst, plan, &journal);
+            apply::report_failure(&self.io, wst, plan, &journal, now);
         }
         action(next)
     }

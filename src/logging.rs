@@ -2,7 +2,6 @@
 
 use std::{io::Write, str::FromStr};
 
-use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 
@@ -56,11 +55,6 @@ pub struct AuditRecord<'a> {
     pub token_prefix: Option<&'a str>,
 }
 
-/// Current time in the audit format: RFC 3339, UTC, milliseconds, `Z`.
-pub fn audit_timestamp() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 /// Writes the record as one line to stdout; failures are logged, not raised,
 /// because a broken stdout must not stop token rotation.
 pub fn audit(record: &AuditRecord<'_>) {
@@ -82,11 +76,12 @@ pub fn write_audit(out: &mut impl Write, record: &AuditRecord<'_>) -> std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{SecondsFormat, Utc};
 
     #[test]
     fn audit_line_is_json_with_exactly_the_listed_keys_in_order_and_z_timestamp() {
         let record = AuditRecord {
-            timestamp: audit_timestamp(),
+            timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
             trace_id: "trace-1",
             workspace_id: "ws-1",
             user_id: Some("user-1"),

@@ -18,17 +18,31 @@ use tokenwarden::token::sha256_hex;
 
 const WAIT: Duration = Duration::from_secs(45);
 
-#[tokio::test]
-async fn a_crash_between_the_platform_answer_and_the_secret_leaves_no_live_token_nobody_holds() {
-    // A real crash: a dedicated operator is SIGKILLed while the platform holds its mint call.
+/// A namespace of its own with the platform's admin Secret, and a platform with `workspace`.
+async fn setup(
+    prefix: &str,
+    workspace: &str,
+) -> (
+    &'static tokenwarden_testenv::ControlPlane,
+    kube::Client,
+    String,
+    TestPlatform,
+) {
     let cp = control_plane().await;
     let client = cp.admin_client().await;
-    let ns = tokenwarden_testenv::namespace(&client, "http-kill").await;
+    let ns = tokenwarden_testenv::namespace(&client, prefix).await;
     let platform = TestPlatform::start().await;
-    platform.create_workspace("ws-kill").await;
+    platform.create_workspace(workspace).await;
     platform
         .admin_secret(&client, &ns, &platform.admin.clone())
         .await;
+    (cp, client, ns, platform)
+}
+
+#[tokio::test]
+async fn a_crash_between_the_platform_answer_and_the_secret_leaves_no_live_token_nobody_holds() {
+    // A real crash: a dedicated operator is SIGKILLed while the platform holds its mint call.
+    let (cp, client, ns, platform) = setup("http-kill", "ws-kill").await;
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
     let only_here = ["--namespace", ns.as_str()];
     let mut operator = Operator::start(cp, &only_here);
@@ -74,14 +88,7 @@ async fn a_crash_between_the_platform_answer_and_the_secret_leaves_no_live_token
 /// impossible (each of those is a `RevokeImpossible` Warning and a failed audit line).
 #[tokio::test]
 async fn a_revocation_that_turned_out_impossible_is_not_counted_as_one() {
-    let cp = control_plane().await;
-    let client = cp.admin_client().await;
-    let ns = tokenwarden_testenv::namespace(&client, "http-uncounted").await;
-    let platform = TestPlatform::start().await;
-    platform.create_workspace("ws-uncounted").await;
-    platform
-        .admin_secret(&client, &ns, &platform.admin.clone())
-        .await;
+    let (cp, client, ns, platform) = setup("http-uncounted", "ws-uncounted").await;
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
     let operator = Operator::start(cp, &["--namespace", ns.as_str()]);
     let spec = json!({ "rotation": { "gracePeriod": "1h" } });

@@ -58,7 +58,7 @@ impl Applier<'_> {
             .patch(&self.name, &params, &Patch::Json::<()>(patch))
             .await
             .map_err(|e| finalizer_error(operation, e))?;
-        self.writes.workspace_token = patched.resource_version();
+        self.writes.resource_version = patched.resource_version();
         Ok(())
     }
 }
@@ -87,17 +87,26 @@ pub(super) fn add_finalizer_patch(observed: &[String]) -> json_patch::Patch {
     })
 }
 
-/// Removes ours at the index the pass observed it at, failing if another is there now;
-/// None when the observed list does not hold ours.
+/// Removes ours at every index the pass observed it at (highest first, so the indices hold),
+/// failing if another finalizer is there now; None when the observed list does not hold ours.
 pub(super) fn remove_finalizer_patch(observed: &[String]) -> Option<json_patch::Patch> {
-    let at = observed.iter().position(|f| f == FINALIZER)?;
-    let path = format!("/metadata/finalizers/{at}");
-    Some(json_patch::Patch(vec![
-        test(&path, FINALIZER.into()),
-        PatchOperation::Remove(RemoveOperation {
-            path: pointer(&path),
-        }),
-    ]))
+    let at: Vec<usize> = (observed.iter().enumerate())
+        .filter(|(_, f)| *f == FINALIZER)
+        .map(|(i, _)| i)
+        .collect();
+    if at.is_empty() {
+        return None;
+    }
+    let ops = at.iter().rev().flat_map(|i| {
+        let path = format!("/metadata/finalizers/{i}");
+        [
+            test(&path, FINALIZER.into()),
+            PatchOperation::Remove(RemoveOperation {
+                path: pointer(&path),
+            }),
+        ]
+    });
+    Some(json_patch::Patch(ops.collect()))
 }
 
 fn test(path: &str, value: Value) -> PatchOperation {
@@ -111,13 +120,24 @@ fn pointer(path: &str) -> json_patch::jsonptr::PointerBuf {
     json_patch::jsonptr::PointerBuf::parse(path).expect("a JSON pointer written here")
 }
 
-/// A refused finalizer patch is a stale view, like a 409 Conflict: a failed `test` (the list
-/// changed), an index past the end (it shrank), or no new finalizer on an object being
-/// deleted all mean the object changed since the pass observed it, and the pass is redone on
-/// the newer object. The patch itself is always well-formed (see the tests below).
+/// What kube-apiserver answers (v1.36, seen in a test against it) when a JSON Patch does not
+/// apply: a failed `test`, an index past the end. Nothing else gives this message.
+const PATCH_DID_NOT_APPLY: &str = "the server rejected our request due to an error in our request";
+/// Its answer to a new finalizer on an object being deleted.
+const BEING_DELETED: &str = "no new finalizers can be added if the object is being deleted";
+
+/// A finalizer patch that did not apply is a stale view, like a 409 Conflict: the list
+/// changed (or the object is being deleted) since the pass observed it, and the pass is redone
+/// on the newer object. Any other refusal (an admission policy, a validation rule) is an
+/// error, said with the server's own message.
 fn finalizer_error(operation: &'static str, error: kube::Error) -> Error {
     match error {
-        kube::Error::Api(s) if s.code == 422 => Error::StaleView { operation },
+        kube::Error::Api(s)
+            if s.code == 422
+                && (s.message == PATCH_DID_NOT_APPLY || s.message.contains(BEING_DELETED)) =>
+        {
+            Error::StaleView { operation }
+        }
         other => Error::kube(operation)(other),
     }
 }
@@ -163,19 +183,44 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_finalizer_patch_is_a_stale_view_and_other_errors_are_not() {
-        let refused = |code: u16| {
-            kube::Error::Api(Box::new(kube::core::Status {
-                code,
-                message: "the server rejected our request".into(),
-                reason: "Invalid".into(),
-                ..Default::default()
-            }))
-        };
-        assert!(finalizer_error("add", refused(422)).is_stale_view());
-        let forbidden = finalizer_error("add", refused(403));
-        assert!(!forbidden.is_stale_view());
-        assert_eq!(forbidden.reason(), "Forbidden");
-        assert_eq!(finalizer_error("add", refused(422)).reason(), "Conflict");
+    fn removing_takes_every_copy_of_ours_highest_index_first() {
+        let list: Vec<String> = [FINALIZER, "example.com/keep", FINALIZER]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            ops(&remove_finalizer_patch(&list).expect("ours is there")),
+            serde_json::json!([
+                { "op": "test", "path": "/metadata/finalizers/2", "value": FINALIZER },
+                { "op": "remove", "path": "/metadata/finalizers/2" },
+                { "op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER },
+                { "op": "remove", "path": "/metadata/finalizers/0" },
+            ])
+        );
+    }
+
+    fn refused(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            message: message.into(),
+            reason: "Invalid".into(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn a_patch_that_did_not_apply_is_a_stale_view_any_other_refusal_an_error() {
+        let deleting = "WorkspaceToken \"t\" is invalid: metadata.finalizers: Forbidden: no new \
+                        finalizers can be added if the object is being deleted, found new \
+                        finalizers []string{\"tokenwarden.dev/cleanup\"}";
+        for stale in [PATCH_DID_NOT_APPLY, deleting] {
+            let error = finalizer_error("add", refused(422, stale));
+            assert!(error.is_stale_view(), "{stale}");
+            assert_eq!(error.reason(), "Conflict");
+        }
+        let policy = "ValidatingAdmissionPolicy 'no-finalizers' denied request: not here";
+        let denied = finalizer_error("add", refused(422, policy));
+        assert!(!denied.is_stale_view());
+        assert!(denied.to_string().contains("not here"), "{denied}");
+        assert!(!finalizer_error("add", refused(403, "forbidden")).is_stale_view());
     }
 }

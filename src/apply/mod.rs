@@ -18,6 +18,7 @@ use crate::issuer::http::HttpClient;
 use crate::journal::{Done, Journal, TokenFacts};
 use crate::logging::{AuditRecord, audit};
 use crate::metrics::Metrics;
+use crate::pacing::Wrote;
 use crate::plan::{Plan, Step};
 use crate::secrets::{SecretIndex, SecretsView};
 use crate::token::Token;
@@ -41,16 +42,6 @@ pub struct Handle {
     pub http: HttpClient,
 }
 
-/// The objects a pass wrote, as the caches must show them before the next pass plans:
-/// planning on a cache that hasn't seen our writes yet would mint a version we already minted.
-#[derive(Debug, Default)]
-pub struct Writes {
-    /// Secrets written (name, resourceVersion; None = deleted).
-    pub secrets: Vec<(String, Option<String>)>,
-    /// The WorkspaceToken's resourceVersion after our last write to it.
-    pub workspace_token: Option<String>,
-}
-
 pub(crate) struct Applier<'a> {
     io: &'a Handle,
     wst: &'a WorkspaceToken,
@@ -61,21 +52,24 @@ pub(crate) struct Applier<'a> {
     secrets: Api<Secret>,
     now: DateTime<Utc>,
     journal: Journal,
-    writes: Writes,
+    /// What the caches must show before the next pass plans.
+    writes: Wrote,
     /// `S` when it is ours but missing from the label-selected cache.
     unlabelled_mounted: Option<Arc<Secret>>,
     /// The SHA-256 of every token this pass holds or writes: cut from any error text.
     tokens_in_play: std::sync::Mutex<BTreeSet<String>>,
 }
 
-/// Publishes the plan's Warnings, then runs its steps until one fails.
+/// Publishes the plan's Warnings, then runs its steps until one fails. Returns what the pass
+/// did, and what it wrote (the caches must show it before the next pass plans: planning on a
+/// cache that hasn't seen our writes would mint a version we already minted).
 pub async fn run(
     io: &Handle,
     wst: &WorkspaceToken,
     plan: &Plan,
     view: &SecretsView,
     now: DateTime<Utc>,
-) -> (Journal, Writes) {
+) -> (Journal, Wrote) {
     let ns = wst.namespace().unwrap_or_default();
     let mut applier = Applier {
         io,
@@ -87,7 +81,7 @@ pub async fn run(
         name: wst.name_any(),
         now,
         journal: Journal::default(),
-        writes: Writes::default(),
+        writes: Wrote::default(),
         unlabelled_mounted: None,
         tokens_in_play: std::sync::Mutex::new(view.token_hashes()),
     };
@@ -104,20 +98,26 @@ pub async fn run(
 /// Says that a pass failed, where people look: a Warning event on the WorkspaceToken and a
 /// failure line in the audit trail. The controller calls it for every failure it does not
 /// redo quietly.
-pub fn report_failure(io: &Handle, wst: &WorkspaceToken, plan: &Plan, journal: &Journal) {
+pub fn report_failure(
+    io: &Handle,
+    wst: &WorkspaceToken,
+    plan: &Plan,
+    journal: &Journal,
+    now: DateTime<Utc>,
+) {
     let Some(error) = &journal.failure else {
         return;
     };
     let version = plan.current;
     let trace_id = version
-        .and_then(|v| trace_id_of(plan, journal, v))
+        .map(|v| trace_id_of(plan, journal, v).unwrap_or_else(new_trace_id))
         .unwrap_or_default();
     let (event_name, reason) = match error {
         Error::SecretConflict { .. } => ("conflict", "SecretConflict"),
         _ => ("failed", error.reason()),
     };
     audit(&AuditRecord {
-        timestamp: crate::logging::audit_timestamp(),
+        timestamp: now.to_rfc3339_opts(SecondsFormat::Millis, true),
         trace_id: &trace_id,
         workspace_id: &wst.spec.workspace_id,
         user_id: wst.spec.user_id.as_deref(),
@@ -249,6 +249,23 @@ impl Applier<'_> {
             name: &self.name,
             token_prefix: prefix,
         });
+    }
+
+    /// A step that succeeded, said where people look: its audit line (`audit_event`, about
+    /// `version` and the token with `prefix`) and a Normal Event.
+    #[allow(clippy::too_many_arguments)]
+    fn succeeded(
+        &self,
+        audit_event: &str,
+        version: u32,
+        trace_id: &str,
+        prefix: Option<&str>,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.audit(audit_event, "success", Some(version), trace_id, prefix);
+        self.event(EventType::Normal, reason, action, note);
     }
 
     /// One Event per step; posted in the background, so the reconcile does not wait.

@@ -195,22 +195,20 @@ impl Applier<'_> {
                     // line may be missing, so the audit trail says where the token came from.
                     self.audit("adopted", "success", Some(current), trace_id, Some(prefix));
                 }
-                self.audit(
-                    "activated",
-                    "success",
-                    Some(current),
-                    trace_id,
-                    Some(prefix),
-                );
                 let grace = match previous {
                     Some(p) => format!("; version {p} stays valid until its grace period ends"),
                     None => String::new(),
                 };
-                self.event(
-                    EventType::Normal,
+                let note = format!("version {current} is active (prefix {prefix}){grace}");
+                let prefix = Some(prefix);
+                self.succeeded(
+                    "activated",
+                    current,
+                    trace_id,
+                    prefix,
                     "Activated",
                     "Cutover",
-                    format!("version {current} is active (prefix {prefix}){grace}"),
+                    note,
                 );
                 self.record(Done::CutOver { version: current });
             }

@@ -104,7 +104,7 @@ impl Applier<'_> {
             .patch(&self.name, &params(), &Patch::Merge(&patch))
             .await
             .map_err(Error::kube("record mint intent"))?;
-        self.writes.workspace_token = patched.resource_version();
+        self.writes.resource_version = patched.resource_version();
         Ok(())
     }
 
@@ -165,18 +165,10 @@ impl Applier<'_> {
             .map_err(Error::kube("record verification"))?;
         self.wrote_secret(name, patched.resource_version());
         let prefix = token.prefix();
-        self.audit(
-            "verified",
-            "success",
-            Some(version),
-            &trace_id,
-            Some(&prefix),
-        );
-        self.event(
-            EventType::Normal,
-            "Verified",
-            "Verify",
-            format!("the platform accepted version {version} (prefix {prefix})"),
+        let note = format!("the platform accepted version {version} (prefix {prefix})");
+        let prefix = Some(prefix.as_str());
+        self.succeeded(
+            "verified", version, &trace_id, prefix, "Verified", "Verify", note,
         );
         self.record(Done::Verified {
             version,

@@ -18,7 +18,6 @@ use crate::contract::{
     SPEC_HASH_ANNOTATION, TEMPLATE_KEYS_ANNOTATION, TOKEN_KEY, TOKEN_SHA256_ANNOTATION,
     TOKEN_VERSION_KEY, TRACE_ID_ANNOTATION, WORKSPACE_ID_KEY,
 };
-use crate::events::EventType;
 use crate::failpoint;
 use crate::journal::{Done, TokenFacts};
 use crate::plan::{SecretMetadata, SecretRef, desired_metadata, spec_hash};
@@ -79,12 +78,15 @@ impl Applier<'_> {
         }
         self.io.metrics.rotated(reason);
         let prefix = facts.token_prefix.clone();
-        self.audit("minted", "success", Some(version), &trace_id, Some(&prefix));
-        self.event(
-            EventType::Normal,
+        let note = format!("minted version {version} ({reason}), prefix {prefix}");
+        self.succeeded(
+            "minted",
+            version,
+            &trace_id,
+            Some(&prefix),
             "Minted",
             "Mint",
-            format!("minted version {version} ({reason}), prefix {prefix}"),
+            note,
         );
         self.record(Done::Minted {
             version,
@@ -107,18 +109,16 @@ impl Applier<'_> {
         self.wrote_secret(name.clone(), created.resource_version());
         self.io.metrics.drift_repaired();
         let prefix = facts.token_prefix.clone();
-        self.audit(
+        let note = format!("restored {name} from the mounted Secret");
+        let prefix = Some(prefix.as_str());
+        self.succeeded(
             "drift_repaired",
-            "success",
-            Some(version),
+            version,
             &trace_id,
-            Some(&prefix),
-        );
-        self.event(
-            EventType::Normal,
+            prefix,
             "DriftRepaired",
             "Restore",
-            format!("restored {name} from the mounted Secret"),
+            note,
         );
         self.record(Done::Restored {
             version,

@@ -51,12 +51,9 @@ impl Applier<'_> {
             return Ok(());
         }
         self.io.metrics.revoked();
-        self.audit("revoked", "success", Some(version), &trace_id, prefix);
-        self.event(
-            EventType::Normal,
-            "Revoked",
-            "Revoke",
-            format!("revoked version {version} ({reason})"),
+        let note = format!("revoked version {version} ({reason})");
+        self.succeeded(
+            "revoked", version, &trace_id, prefix, "Revoked", "Revoke", note,
         );
         Ok(())
     }

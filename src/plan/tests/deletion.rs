@@ -33,6 +33,24 @@ fn suspend_plans_no_steps() {
     assert!(world.outside.minted.len() > 2);
 }
 
+/// A Secret name someone else holds is a Warning once, with the message Ready carries.
+#[test]
+fn a_foreign_secret_is_warned_once_with_the_message_ready_carries() {
+    let mut world = World::steady(monthly(), t0());
+    world.foreign = vec!["agent-alpha".into(), "agent-alpha-v2".into()];
+    let plan = world.plan(t0() + hours(1));
+    let message = "Secret agent-alpha, agent-alpha-v2 exists and is not owned by this \
+                   WorkspaceToken; it is left untouched";
+    assert_eq!(plan.readiness.message, message);
+    let expected = Warning {
+        reason: "SecretConflict",
+        message: message.into(),
+    };
+    assert_eq!(plan.warnings, [expected]);
+    world.status = Some(world.render_with_conditions(&plan, &Journal::default()));
+    assert_eq!(world.plan(t0() + hours(2)).warnings, [], "said once");
+}
+
 #[test]
 fn foreign_secret_is_a_conflict_with_no_steps() {
     for (world, foreign) in [

@@ -321,6 +321,26 @@ fn cron_schedule_in_time_zone() {
     );
 }
 
+/// The Warning event of a spec problem carries the message Ready carries, once: a pass whose
+/// status already says it publishes nothing more, a new problem is said again.
+#[test]
+fn an_invalid_spec_is_warned_once_with_the_message_ready_carries() {
+    let mut world = World::steady(monthly(), t0());
+    world.spec.rotation.schedule = Some("0 3 * *".into());
+    world.spec.rotation.every = None;
+    let plan = world.plan(t0() + hours(1));
+    let expected = Warning {
+        reason: "InvalidSpec",
+        message: plan.readiness.message.clone(),
+    };
+    assert_eq!(plan.warnings, [expected]);
+    world.status = Some(world.render_with_conditions(&plan, &Journal::default()));
+    assert_eq!(world.plan(t0() + hours(2)).warnings, [], "said once");
+    world.spec.rotation.schedule = Some("61 * * * *".into());
+    let warnings = world.plan(t0() + hours(3)).warnings;
+    assert_eq!(warnings.len(), 1, "a different problem is said again");
+}
+
 #[test]
 fn invalid_cron_is_a_spec_error_not_a_panic() {
     let table = [
