@@ -101,7 +101,9 @@ async fn only_the_leader_writes_and_a_standby_takes_over_without_double_rotation
         takeover.as_secs_f64()
     );
 
-    // Rotation goes on under the new leader.
+    // Rotation goes on under the new leader. Status may be a version behind (the leader was
+    // killed between a cutover and its status write), and the new leader's first pass may go
+    // past the next version at once (the adopted one is already due): any later version.
     for i in 0..TOKENS {
         let current = api
             .get(&format!("t{i}"))
@@ -111,7 +113,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over_without_double_rotation
             .unwrap()
             .current_version
             .unwrap();
-        wait_version(&api, &format!("t{i}"), current + 1, Duration::from_secs(60)).await;
+        wait_version_at_least(&api, &format!("t{i}"), current + 1, Duration::from_secs(60)).await;
     }
     assert_eq!(leader_gauge(&second).as_deref(), Some("1"));
 

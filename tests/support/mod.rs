@@ -214,14 +214,37 @@ pub async fn wait_version(
     version: u32,
     timeout: Duration,
 ) -> WorkspaceToken {
-    eventually(timeout, &format!("{name} Ready at v{version}"), || async {
+    let what = format!("{name} Ready at v{version}");
+    wait_ready_where(api, name, timeout, &what, |v| v == version).await
+}
+
+/// Waits until the WorkspaceToken is Ready with `version` or a later one current: with a
+/// short schedule, a pass may go past `version` before status ever shows it.
+pub async fn wait_version_at_least(
+    api: &Api<WorkspaceToken>,
+    name: &str,
+    version: u32,
+    timeout: Duration,
+) -> WorkspaceToken {
+    let what = format!("{name} Ready at v{version} or later");
+    wait_ready_where(api, name, timeout, &what, |v| v >= version).await
+}
+
+async fn wait_ready_where(
+    api: &Api<WorkspaceToken>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    current: impl Fn(u32) -> bool,
+) -> WorkspaceToken {
+    eventually(timeout, what, || async {
         let w = api.get(name).await.ok()?;
         let s = w.status.as_ref()?;
         let ready = s
             .conditions
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True");
-        (ready && s.current_version == Some(version)).then_some(w)
+        (ready && s.current_version.is_some_and(&current)).then_some(w)
     })
     .await
 }
