@@ -167,7 +167,7 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     let now = crate::time::now();
     let plan = plan::plan(&observe::observed(&wst, &view), now);
     let (journal, wrote) = apply::run(&ctx.io, &wst, &plan, &view, now).await;
-    let quiet = ctx.quiet_conflict(&wst, &journal);
+    let quiet = ctx.quiet_retry(&wst, &journal);
     let written = write_status(&ctx, &wst, &plan, &journal, quiet, now).await;
     Ok(ctx.pace(&wst, &plan, journal, wrote, written, quiet, timer, now))
 }
@@ -180,10 +180,10 @@ async fn write_status(
     wst: &WorkspaceToken,
     plan: &plan::Plan,
     journal: &Journal,
-    quiet_conflict: bool,
+    quiet_retry: bool,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<String>> {
-    if journal.removed_finalizer() || quiet_conflict {
+    if journal.removed_finalizer() || quiet_retry {
         return Ok(None);
     }
     let api: Api<WorkspaceToken> =
@@ -213,12 +213,12 @@ impl Context {
         self.pacer().hold(&key, &seen, Instant::now())
     }
 
-    /// Whether the pass met a conflict that is redone quietly. Not when the platform revoked
+    /// Whether the pass is redone quietly (a conflict, a busy platform). Not when the platform revoked
     /// something in this pass: status must record that.
-    fn quiet_conflict(&self, wst: &WorkspaceToken, journal: &Journal) -> bool {
-        journal.failure.as_ref().is_some_and(Error::is_stale_view)
+    fn quiet_retry(&self, wst: &WorkspaceToken, journal: &Journal) -> bool {
+        journal.failure.as_ref().is_some_and(Error::is_quiet_retry)
             && !journal.revoked_at_issuer()
-            && self.pacer().conflict_is_quiet(&ObjectRef::from_obj(wst))
+            && self.pacer().retry_is_quiet(&ObjectRef::from_obj(wst))
     }
 
     /// Records what the pass wrote and how it ended; says a failure where people look
@@ -231,7 +231,7 @@ impl Context {
         mut journal: Journal,
         mut wrote: Wrote,
         status: Result<Option<String>>,
-        quiet_conflict: bool,
+        quiet_retry: bool,
         timer: ReconcileTimer,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Action {
@@ -263,12 +263,12 @@ impl Context {
         timer.finish(false);
         self.io.metrics.reconcile_failed(failure.reason());
         let jitter = rand::random::<f64>();
-        if quiet_conflict {
-            return action(pacer.ended(key, Ended::QuietConflict, None, at, jitter));
+        if quiet_retry {
+            return action(pacer.ended(key, Ended::QuietRetry, None, at, jitter));
         }
         // A conflict under the cap that still wrote status (the platform revoked something)
         // backs off like a failure, but is no news: it is redone like any conflict.
-        let news = !failure.is_stale_view() || !pacer.conflict_is_quiet(&key);
+        let news = !failure.is_quiet_retry() || !pacer.retry_is_quiet(&key);
         let own_rv = own_rv.or_else(|| wst.resource_version());
         let next = pacer.ended(key.clone(), Ended::Failed, own_rv, at, jitter);
         let attempt = pacer.attempts(&key);

@@ -32,6 +32,11 @@ pub enum Done {
         version: u32,
         issuer_token_id: Option<String>,
     },
+    /// The platform refused the version's new token at verification: it never becomes
+    /// current, and is recorded as revoked.
+    Refused {
+        version: u32,
+    },
     /// The tokens a cut-short mint left without a Secret were dealt with; the intent is clear.
     OrphansReclaimed,
     /// `S` serves `version` now, a new one.
@@ -122,6 +127,14 @@ impl Journal {
         self.done
             .iter()
             .any(|d| matches!(d, Done::RevokedAtIssuer { .. }))
+    }
+
+    /// Versions whose new token the platform refused.
+    pub fn refused(&self) -> impl Iterator<Item = u32> + '_ {
+        self.done.iter().filter_map(|d| match d {
+            Done::Refused { version } => Some(*version),
+            _ => None,
+        })
     }
 
     pub fn cut_over(&self) -> bool {

@@ -67,6 +67,16 @@ impl Error {
             if s.code == 409 && s.reason == "Conflict")
     }
 
+    /// A pass that only needs redoing, soon and without a word: it planned on a stale view,
+    /// or the platform had every slot busy (nothing was sent).
+    pub fn is_quiet_retry(&self) -> bool {
+        self.is_stale_view()
+            || matches!(
+                self,
+                Error::Issuer(crate::issuer::http::IssuerError::Busy { .. })
+            )
+    }
+
     /// The same error with every token in `hashes` cut from the text that came from
     /// elsewhere: the API server's answer (an admission policy or webhook may quote the Secret
     /// it refused) and the reasons quoted from a platform's answer.

@@ -25,18 +25,43 @@ impl FromStr for LogFormat {
 
 /// Installs the global tracing subscriber on stderr; later calls are no-ops.
 pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     // stdout is reserved for audit lines, so logs must never land there.
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let ceiling = filter_fn(|meta| within_ceiling(meta.target(), *meta.level()));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        LogFormat::Json => layer.json().boxed(),
+        LogFormat::Text => layer.boxed(),
+    };
     // try_init fails only if a subscriber already exists (tests, repeated
     // setup); keeping the first one is the intended behaviour.
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(filter.and(ceiling)))
+        .try_init();
+}
+
+/// The HTTP and Kubernetes client crates log raw request and answer bodies below INFO (an
+/// admission refusal may quote the Secret it refused, token included): whatever `RUST_LOG`
+/// asks, nothing of theirs below INFO is written.
+const CLIENT_INTERNALS: [&str; 7] = [
+    "kube_client",
+    "kube_runtime",
+    "hyper",
+    "h2",
+    "reqwest",
+    "rustls",
+    "tower",
+];
+
+/// Targets are matched by prefix: `hyper` also covers `hyper_util`, `rustls` its verifiers.
+fn within_ceiling(target: &str, level: tracing::Level) -> bool {
+    let internal = CLIENT_INTERNALS.iter().any(|c| target.starts_with(c));
+    !internal || level <= tracing::Level::INFO
 }
 
 /// One audit record. Deliberately has no field able to carry a token.
@@ -120,6 +145,29 @@ mod tests {
             ["json", "text", "xml"].iter().all(|w| err.contains(w)),
             "{err}"
         );
+    }
+
+    #[test]
+    fn client_internals_log_nothing_below_info_whatever_rust_log_says() {
+        use tracing::Level;
+        let cases = [
+            ("kube_client::client", Level::DEBUG, false),
+            ("kube_client::client", Level::TRACE, false),
+            ("kube_client", Level::INFO, true),
+            ("hyper_util::client::legacy", Level::DEBUG, false),
+            ("reqwest::connect", Level::TRACE, false),
+            ("h2::codec", Level::WARN, true),
+            (
+                "rustls_platform_verifier::verification",
+                Level::DEBUG,
+                false,
+            ),
+            ("tokenwarden::controller", Level::DEBUG, true),
+            ("kube_runtime::controller", Level::INFO, true),
+        ];
+        for (target, level, shown) in cases {
+            assert_eq!(within_ceiling(target, level), shown, "{target} at {level}");
+        }
     }
 
     #[test]

@@ -2,17 +2,18 @@
 //! given: after a failure, capped exponential backoff that our own writes do not cut short
 //! but anyone else's edit does; after a pass, a wait until the caches show what it wrote
 //! (planning on a cache behind our own writes would mint a version twice); after the
-//! finalizer went, nothing for that object until the cache drops it; and conflicts redone
-//! quietly up to a limit, then reported like any failure.
+//! finalizer went, nothing for that object until the cache drops it; and passes that only
+//! need redoing (a conflict, a platform with every slot busy) redone quietly up to a limit,
+//! then reported like any failure.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-/// Conflicts in a row redone quietly; beyond this, a conflict is a failure like any other:
-/// a Degraded condition, a Warning event and backoff (something keeps changing what our
-/// writes depend on, and someone should know).
-pub const QUIET_CONFLICTS: u32 = 5;
+/// Quiet retries in a row (conflicts, a busy platform); beyond this, one is a failure like
+/// any other: a Degraded condition, a Warning event and backoff (something keeps changing
+/// what our writes depend on, or a platform stays saturated, and someone should know).
+pub const QUIET_RETRIES: u32 = 5;
 
 /// How long to wait for the caches to show our writes before planning anyway.
 pub const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,8 +44,8 @@ pub struct Wrote {
 pub enum Ended {
     /// Every step succeeded; look again after this long (None: on the next change).
     Succeeded(Option<Duration>),
-    /// A write met a newer object, and the pass is redone quietly.
-    QuietConflict,
+    /// A write met a newer object, or the platform had no free slot: redone quietly.
+    QuietRetry,
     /// A failure someone has to hear about.
     Failed,
 }
@@ -80,7 +81,7 @@ struct Failure {
     /// The resourceVersion our own writes left: watch events of our writes are no reason to
     /// retry early, a change by anyone else (a fixed spec) is acted on at once.
     own_resource_version: Option<String>,
-    /// Passes in a row that met a conflict.
+    /// Passes in a row that ended in a quiet retry.
     conflicts: u32,
 }
 
@@ -116,9 +117,9 @@ impl<K: Hash + Eq + Clone> Pacer<K> {
         (ours && !left.is_zero()).then_some(left)
     }
 
-    /// Whether a conflict met now is redone quietly: up to [`QUIET_CONFLICTS`] in a row.
-    pub fn conflict_is_quiet(&self, key: &K) -> bool {
-        self.failures.get(key).map_or(0, |f| f.conflicts) < QUIET_CONFLICTS
+    /// Whether a retry met now is redone quietly: up to [`QUIET_RETRIES`] in a row.
+    pub fn retry_is_quiet(&self, key: &K) -> bool {
+        self.failures.get(key).map_or(0, |f| f.conflicts) < QUIET_RETRIES
     }
 
     /// Records what a pass wrote; the next pass waits until the caches show it.
@@ -169,7 +170,7 @@ impl<K: Hash + Eq + Clone> Pacer<K> {
                 self.failures.remove(&key);
                 after.map_or(Next::OnChange, Next::After)
             }
-            Ended::QuietConflict => {
+            Ended::QuietRetry => {
                 self.failures.entry(key).or_default().conflicts += 1;
                 // Soon, but not in lockstep with whoever else writes the object.
                 let spread = Duration::from_millis(300).mul_f64(jitter.clamp(0.0, 1.0));

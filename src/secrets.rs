@@ -344,10 +344,6 @@ pub(crate) fn view(wst: &WorkspaceToken, secrets: &[Arc<Secret>]) -> SecretsView
                         token_prefix: data_str(secret, PREFIX_KEY),
                         trace_id: secret.annotations().get(TRACE_ID_ANNOTATION).cloned(),
                         spec_hash: secret.annotations().get(SPEC_HASH_ANNOTATION).cloned(),
-                        issuer_token_id: secret
-                            .annotations()
-                            .get(ISSUER_TOKEN_ID_ANNOTATION)
-                            .cloned(),
                         verified: secret.annotations().contains_key(VERIFIED_AT_ANNOTATION),
                         created_at: secret
                             .metadata

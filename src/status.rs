@@ -27,7 +27,7 @@ pub fn render(
     let mut status = if in_force {
         planned(wst, plan, journal, &previous, now)
     } else {
-        kept(wst, journal, &previous, now)
+        kept(wst, plan, journal, &previous, now)
     };
     let ready = readiness(plan, journal.failure.as_ref(), in_force, &previous);
     let degraded = match &journal.failure {
@@ -240,6 +240,7 @@ fn keep_history(versions: &mut Vec<VersionStatus>, history_limit: usize) {
 /// find no token left to authenticate with, and report the version unrevocable.
 fn kept(
     wst: &WorkspaceToken,
+    plan: &Plan,
     journal: &Journal,
     previous: &WorkspaceTokenStatus,
     now: DateTime<Utc>,
@@ -257,6 +258,23 @@ fn kept(
             v.revoked_at = Some(crate::time::to_time(now));
         }
     }
+    // A version the platform refused at verification is Revoked: the next pass revokes its
+    // record and mints the next version (a number never handed out twice).
+    let secret_name = wst.spec.secret_name(&wst.name_any()).to_string();
+    for n in journal.refused() {
+        let Some(record) = plan.versions.get(&n) else {
+            continue;
+        };
+        let fate = Fate {
+            state: VersionState::Revoked,
+            retire_at: None,
+            revoked_at: Some(now),
+        };
+        kept.versions.retain(|v| v.version != n);
+        kept.versions
+            .push(version_status(&secret_name, n, record, fate, journal));
+    }
+    kept.versions.sort_by_key(|v| std::cmp::Reverse(v.version));
     kept
 }
 

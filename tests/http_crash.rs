@@ -137,3 +137,146 @@ async fn a_revocation_that_turned_out_impossible_is_not_counted_as_one() {
     );
     dump(&client, &ns, Some(&operator)).await;
 }
+
+/// The operator's resident memory, from /proc.
+fn rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// A local token beside the platform's: it must keep rotating whatever the platform does.
+async fn local_token(api: &Api<WorkspaceToken>) {
+    let spec =
+        json!({ "workspaceId": "ws-local", "rotation": { "every": "2s", "gracePeriod": "0s" } });
+    create(api, "local", spec).await;
+}
+
+/// A platform (or something posing as one) answering a gigabyte: the answer is refused once
+/// it passes 1 MiB, the operator stays alive and small, and other tokens keep rotating.
+#[tokio::test]
+async fn a_platform_answering_a_gigabyte_leaves_the_operator_alive_and_small() {
+    let (cp, client, ns, platform) = setup("http-huge", "ws-huge").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    let mut operator = Operator::start(cp, &["--namespace", ns.as_str()]);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = tokio::spawn({
+        let (peak, pid) = (peak.clone(), operator.pid());
+        async move {
+            loop {
+                let rss = rss_mib(pid).unwrap_or(0);
+                peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    platform.fault("huge_body", Some(4)).await;
+    create(&api, "t", platform.spec("ws-huge", json!({}))).await;
+    local_token(&api).await;
+    let message = degraded_for(&api, "t", "IssuerMalformedAnswer", WAIT).await;
+    assert!(message.contains("larger than 1024 KiB"), "{message}");
+    wait_version_at_least(&api, "local", 2, WAIT).await;
+    wait_version(&api, "t", 1, Duration::from_secs(90)).await;
+    sampler.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("http_crash: operator peak RSS {peak} MiB while the platform answered 1 GiB");
+    assert!(operator.is_running(), "the operator is alive");
+    assert!(
+        peak < 200,
+        "RSS {peak} MiB: the answer was not held in memory"
+    );
+    dump(&client, &ns, Some(&operator)).await;
+}
+
+/// A redirect is not followed: the request with the bearer token goes nowhere the issuer did
+/// not name. The capture server stands where the platform redirects to.
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let (cp, client, ns, platform) = setup("http-redirect", "ws-redirect").await;
+    let capture = std::net::TcpListener::bind("127.0.0.1:0").expect("capture server");
+    capture.set_nonblocking(true).expect("non-blocking");
+    let location = format!("http://{}/steal", capture.local_addr().unwrap());
+    platform
+        .fault_with_location("redirect", Some(2), &location)
+        .await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    let operator = Operator::start(cp, &["--namespace", ns.as_str()]);
+    create(&api, "t", platform.spec("ws-redirect", json!({}))).await;
+    let message = degraded_for(&api, "t", "IssuerError", WAIT).await;
+    assert!(message.contains("307"), "{message}");
+    wait_version(&api, "t", 1, Duration::from_secs(90)).await;
+    assert!(
+        capture.accept().is_err(),
+        "the capture server saw a connection: the redirect was followed"
+    );
+    dump(&client, &ns, Some(&operator)).await;
+}
+
+/// A platform that never answers holds at most its share of the workers (4 calls in flight
+/// per platform): with 6 workers and 8 tokens on a hanging platform, a local token is still
+/// minted and rotated at once.
+#[tokio::test]
+async fn a_hanging_platform_cannot_hold_every_worker() {
+    let (cp, client, ns, platform) = setup("http-hang", "ws-hang").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    let operator = Operator::start(cp, &["--namespace", ns.as_str(), "--concurrency", "6"]);
+    platform.fault("hang", None).await;
+    for i in 0..8 {
+        let mut spec = platform.spec("ws-hang", json!({}));
+        spec["issuer"]["http"]["timeoutSeconds"] = json!(120);
+        create(&api, &format!("t{i}"), spec).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = tokio::time::Instant::now();
+    local_token(&api).await;
+    wait_version_at_least(&api, "local", 2, Duration::from_secs(20)).await;
+    eprintln!(
+        "http_crash: the local token rotated {:.1}s after its creation while 8 calls hung",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        platform.live("ws-hang").await.len() <= 8,
+        "nothing minted twice while hanging"
+    );
+    dump(&client, &ns, Some(&operator)).await;
+}
+
+/// Whatever `RUST_LOG` asks, the Kubernetes and HTTP client crates log nothing below INFO:
+/// their debug output carries raw request and answer bodies.
+#[tokio::test]
+async fn at_rust_log_trace_the_client_crates_log_nothing_below_info() {
+    let cp = control_plane().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "log-ceiling").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    let operator = Operator::start_with_env(
+        cp,
+        cp.admin_kubeconfig(),
+        &["--namespace", ns.as_str()],
+        &[("RUST_LOG", "trace")],
+    );
+    local_token(&api).await;
+    wait_version_at_least(&api, "local", 2, WAIT).await;
+    let log = std::fs::read_to_string(&operator.stderr).expect("operator log");
+    let mut tokenwarden_debug = 0;
+    for line in log.lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (target, level) = (entry["target"].as_str(), entry["level"].as_str());
+        let (Some(target), Some(level)) = (target, level) else {
+            continue;
+        };
+        let below_info = matches!(level, "DEBUG" | "TRACE");
+        let internal = ["kube_client", "hyper", "h2", "reqwest", "rustls", "tower"]
+            .iter()
+            .any(|c| target.starts_with(c));
+        assert!(!(internal && below_info), "{target} at {level}: {line}");
+        if target.starts_with("tokenwarden") && below_info {
+            tokenwarden_debug += 1;
+        }
+    }
+    eprintln!("http_crash: {tokenwarden_debug} tokenwarden lines below INFO at RUST_LOG=trace");
+    dump(&client, &ns, Some(&operator)).await;
+}

@@ -547,3 +547,96 @@ async fn revoke_after_use_still_revokes_when_the_grace_period_ends_unused() {
     .await;
     s.finish().await;
 }
+
+/// The platform id a revocation deletes comes from a listing matched by the version's prefix,
+/// never from the `issuer-token-id` annotation, which anyone who may edit Secrets can change:
+/// pointing v1's annotation at v2's id must not get the current token revoked.
+#[tokio::test]
+async fn patching_the_token_id_annotation_changes_nothing_that_gets_revoked() {
+    let s = setup("http-tokenid", "ws-tokenid").await;
+    s.rotated_once("ws-tokenid", json!({ "rotation": { "gracePeriod": "4s" } }))
+        .await;
+    let v2_prefix = s.api.get("t").await.unwrap().status.unwrap().token_prefix;
+    let live = s.platform.live("ws-tokenid").await;
+    let v2 = live
+        .iter()
+        .find(|t| Some(&t.prefix) == v2_prefix.as_ref())
+        .expect("v2 live at the platform");
+    let point_at_v2 = json!({ "metadata": { "annotations": {
+        "tokenwarden.dev/issuer-token-id": v2.id,
+    } } });
+    s.secrets
+        .patch("t-v1", &PatchParams::default(), &Patch::Merge(&point_at_v2))
+        .await
+        .unwrap();
+    eventually(WAIT, "v1 revoked when its grace ended", || async {
+        s.secrets
+            .get_opt("t-v1")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let live = s.platform.live("ws-tokenid").await;
+    let prefixes: Vec<&str> = live.iter().map(|t| t.prefix.as_str()).collect();
+    assert_eq!(
+        prefixes,
+        [v2.prefix.as_str()],
+        "v2 (current) is live, v1 is revoked"
+    );
+    s.finish().await;
+}
+
+/// A platform token of 16 characters or fewer would be mostly its 8-character prefix, which
+/// status, events and logs show: it is refused, nothing is written, and the next mint (the
+/// platform well again) is served.
+#[tokio::test]
+async fn a_platform_token_shorter_than_16_characters_is_refused() {
+    let s = setup("http-short", "ws-short").await;
+    s.platform.fault("short_token", Some(1)).await;
+    create(&s.api, "t", s.platform.spec("ws-short", json!({}))).await;
+    let message = s.degraded_reason("t", "IssuerMalformedAnswer").await;
+    assert!(message.contains("shorter than 16"), "{message}");
+    let w = wait_version(&s.api, "t", 1, WAIT).await;
+    let served = s.token_sha("t").await;
+    assert_eq!(served, w.status.unwrap().token_sha256);
+    eventually(WAIT, "only the served token live", || async {
+        let live = s.platform.live("ws-short").await;
+        (live.len() == 1 && Some(&live[0].token_sha256) == served.as_ref()).then_some(())
+    })
+    .await;
+    s.finish().await;
+}
+
+/// A new token the platform refuses at verification never becomes current: it is recorded
+/// Revoked, said in a Warning, and the next version is minted (no endless retry of a token
+/// that will never work).
+#[tokio::test]
+async fn a_new_token_the_platform_refuses_is_revoked_and_the_next_version_minted() {
+    let s = setup("http-refused", "ws-refused").await;
+    create(&s.api, "t", s.platform.spec("ws-refused", json!({}))).await;
+    wait_version(&s.api, "t", 1, WAIT).await;
+    s.platform.fault("refuse_list", Some(1)).await;
+    s.rotate("t", "r1").await;
+    let w = wait_version(&s.api, "t", 3, WAIT).await;
+    let status = w.status.unwrap();
+    let v2 = status
+        .versions
+        .iter()
+        .find(|v| v.version == 2)
+        .expect("v2 in status");
+    assert_eq!(v2.state, tokenwarden::api::VersionState::Revoked);
+    let reasons = event_reasons(&s.client, &s.ns).await;
+    assert!(
+        reasons.iter().any(|r| r == "IssuerRefusedNewToken"),
+        "{reasons:?}"
+    );
+    eventually(WAIT, "v2's record gone, v1 and v3 live", || async {
+        let gone = s.secrets.get_opt("t-v2").await.ok()?.is_none();
+        let live = s.platform.live("ws-refused").await.len();
+        (gone && live == 2).then_some(())
+    })
+    .await;
+    s.finish().await;
+}

@@ -3,8 +3,9 @@
 //! SHA-256 only, identified by an 8-character prefix, with `last_used_at` on every use.
 //!
 //! It is the integration-test peer and the platform `make demo` can show, so it also has
-//! opt-in fault injection (`--enable-faults`): 500s, hangs, malformed JSON and a wrong
-//! `workspace_id`, switched through an admin-only endpoint.
+//! opt-in fault injection (`--enable-faults`): 500s, hangs, malformed JSON, a wrong
+//! `workspace_id`, a gigabyte answer, a redirect, a too-short token and a refused listing,
+//! switched through an admin-only endpoint.
 
 #![forbid(unsafe_code)]
 
@@ -67,6 +68,34 @@ pub enum Fault {
     WrongWorkspace,
     /// Mint creates the token, then never answers: the crash window of a client.
     HangAfterMint,
+    /// 200 with a body of 1 GiB, streamed.
+    HugeBody,
+    /// 307 to the fault's `location`.
+    Redirect,
+    /// Mint answers a 12-character token.
+    ShortToken,
+    /// Listing tokens answers 401 (only listings count down `remaining`).
+    RefuseList,
+}
+
+/// Which route a request came to, for faults that apply to one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Mint,
+    List,
+    Revoke,
+}
+
+impl Fault {
+    fn applies_to(self, route: Route) -> bool {
+        match self {
+            Fault::RefuseList => route == Route::List,
+            Fault::WrongWorkspace | Fault::HangAfterMint | Fault::ShortToken => {
+                route == Route::Mint
+            }
+            _ => true,
+        }
+    }
 }
 
 /// What the platform saw of one request (never its Authorization header).
@@ -81,6 +110,7 @@ pub struct RequestRecord {
 struct Faults {
     fault: Fault,
     remaining: u32,
+    location: Option<String>,
 }
 
 struct Inner {
@@ -192,17 +222,18 @@ impl Platform {
         tokio::fs::rename(&tmp, &self.inner.path).await
     }
 
-    /// The fault to inject into this request, if any (and counts it down).
-    async fn take_fault(&self) -> Fault {
+    /// The fault to inject into this request to `route`, if any (and counts it down), with
+    /// the redirect's location.
+    async fn take_fault(&self, route: Route) -> (Fault, Option<String>) {
         let Some(faults) = &self.inner.faults else {
-            return Fault::None;
+            return (Fault::None, None);
         };
         let mut faults = faults.lock().await;
-        if faults.remaining == 0 {
-            return Fault::None;
+        if faults.remaining == 0 || !faults.fault.applies_to(route) {
+            return (Fault::None, None);
         }
         faults.remaining -= 1;
-        faults.fault
+        (faults.fault, faults.location.clone())
     }
 }
 
@@ -228,7 +259,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 fn require_admin(data: &Data, headers: &HeaderMap) -> Result<(), ApiError> {
     match bearer(headers) {
-        Some(t) if sha256_hex(t.as_bytes()) == data.admin_token_sha256 => Ok(()),
+        Some(t) if same_hash(&sha256_hex(t.as_bytes()), &data.admin_token_sha256) => Ok(()),
         _ => Err(ApiError(StatusCode::UNAUTHORIZED, "admin token required")),
     }
 }
@@ -253,7 +284,7 @@ fn authenticate_workspace(
     let row = workspace
         .tokens
         .iter_mut()
-        .find(|r| r.revoked_at.is_none() && r.token_sha256 == presented)
+        .find(|r| r.revoked_at.is_none() && same_hash(&r.token_sha256, &presented))
         .ok_or(ApiError(
             StatusCode::UNAUTHORIZED,
             "a valid token of this workspace is required",
@@ -280,9 +311,20 @@ async fn record_request(
     next.run(request).await
 }
 
-async fn injected(fault: Fault) -> Option<Response> {
+async fn injected((fault, location): (Fault, Option<String>)) -> Option<Response> {
     match fault {
-        Fault::None | Fault::WrongWorkspace | Fault::HangAfterMint => None,
+        Fault::None | Fault::WrongWorkspace | Fault::HangAfterMint | Fault::ShortToken => None,
+        Fault::RefuseList => Some(ApiError(StatusCode::UNAUTHORIZED, "refused").into_response()),
+        Fault::Redirect => {
+            let location = location.unwrap_or_else(|| "/".into());
+            Some((StatusCode::TEMPORARY_REDIRECT, [("location", location)]).into_response())
+        }
+        Fault::HugeBody => {
+            let chunk = axum::body::Bytes::from(vec![b'a'; 1 << 20]);
+            let chunks = (0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
+            let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+            Some((StatusCode::OK, body).into_response())
+        }
         Fault::Error500 => {
             Some(ApiError(StatusCode::INTERNAL_SERVER_ERROR, "injected failure").into_response())
         }
@@ -339,7 +381,10 @@ async fn mint(
 ) -> ApiResult {
     let wrong_workspace = fault == Fault::WrongWorkspace;
     let now = Utc::now();
-    let token = new_token();
+    let mut token = new_token();
+    if fault == Fault::ShortToken {
+        token.truncate(12);
+    }
     let row = TokenRow {
         id: new_id(),
         workspace_id: id.to_string(),
@@ -382,13 +427,13 @@ async fn admin_mint(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let fault = p.take_fault().await;
-    if let Some(answer) = injected(fault).await {
+    let fault = p.take_fault(Route::Mint).await;
+    if let Some(answer) = injected(fault.clone()).await {
         return Ok(answer);
     }
     let data = p.inner.data.lock().await;
     require_admin(&data, &headers)?;
-    mint(&p, data, &id, fault).await
+    mint(&p, data, &id, fault.0).await
 }
 
 async fn workspace_mint(
@@ -396,13 +441,13 @@ async fn workspace_mint(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let fault = p.take_fault().await;
-    if let Some(answer) = injected(fault).await {
+    let fault = p.take_fault(Route::Mint).await;
+    if let Some(answer) = injected(fault.clone()).await {
         return Ok(answer);
     }
     let mut data = p.inner.data.lock().await;
     authenticate_workspace(&mut data, &id, &headers, Utc::now())?;
-    mint(&p, data, &id, fault).await
+    mint(&p, data, &id, fault.0).await
 }
 
 async fn list_tokens(
@@ -410,7 +455,7 @@ async fn list_tokens(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    if let Some(answer) = injected(p.take_fault().await).await {
+    if let Some(answer) = injected(p.take_fault(Route::List).await).await {
         return Ok(answer);
     }
     let mut data = p.inner.data.lock().await;
@@ -440,7 +485,7 @@ async fn revoke_token(
     UrlPath((id, token_id)): UrlPath<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult {
-    if let Some(answer) = injected(p.take_fault().await).await {
+    if let Some(answer) = injected(p.take_fault(Route::Revoke).await).await {
         return Ok(answer);
     }
     let mut data = p.inner.data.lock().await;
@@ -467,6 +512,8 @@ struct SetFault {
     fault: Fault,
     /// How many token-API requests get the fault (default: until changed).
     remaining: Option<u32>,
+    /// Where `redirect` sends the client.
+    location: Option<String>,
 }
 
 async fn set_fault(
@@ -486,12 +533,32 @@ async fn set_fault(
     let mut faults = faults.lock().await;
     faults.fault = body.fault;
     faults.remaining = body.remaining.unwrap_or(u32::MAX);
+    faults.location = body.location;
     Ok(Json(json!({ "fault": body.fault, "remaining": faults.remaining })).into_response())
 }
 
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+/// Whether two hex hashes are equal, in time that does not depend on where they differ: a
+/// caller timing the answers learns nothing about a stored hash.
+pub fn same_hash(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Writes a new secret file (the generated admin token) readable by its owner only.
+pub fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(secret.as_bytes())
+}
 
 /// A fresh admin token for a new platform (same shape as workspace tokens).
 pub fn new_admin_token() -> String {

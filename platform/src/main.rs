@@ -55,7 +55,8 @@ async fn main() -> ExitCode {
         Ok(t) => t.trim().to_string(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let token = tokenwarden_platform::new_admin_token();
-            if let Err(e) = std::fs::write(&args.admin_token_file, &token) {
+            if let Err(e) = tokenwarden_platform::write_secret_file(&args.admin_token_file, &token)
+            {
                 eprintln!("platform: write {}: {e}", args.admin_token_file.display());
                 return ExitCode::FAILURE;
             }

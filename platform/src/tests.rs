@@ -272,3 +272,29 @@ async fn injected_faults_answer_500_malformed_and_a_wrong_workspace() {
         "one request only"
     );
 }
+
+#[test]
+fn hashes_compare_equal_only_when_equal() {
+    let a = sha256_hex(b"one");
+    assert!(same_hash(&a, &a.clone()));
+    assert!(!same_hash(&a, &sha256_hex(b"two")));
+    assert!(!same_hash(&a, &a[..63]));
+    assert!(!same_hash("", &a));
+}
+
+#[test]
+fn the_generated_admin_token_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("admin.token");
+    write_secret_file(&path, "secret").expect("written");
+    let mode = std::fs::metadata(&path)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        write_secret_file(&path, "other").is_err(),
+        "never overwrites an existing file"
+    );
+}

@@ -41,6 +41,7 @@ pub(super) struct MintedBy {
     timeout_seconds: u32,
 }
 
+const AMBIGUOUS: &str = "two live tokens at the platform share its prefix, and deleting either could revoke the wrong one";
 const NO_BEARER: &str =
     "its Secret and the current version's are gone, so no token is left to authenticate the call";
 
@@ -112,6 +113,7 @@ impl Applier<'_> {
     /// answer and the versioned Secret leaves a trace the next pass acts on.
     pub(super) async fn mint_at_platform(&mut self, version: u32, trace_id: &str) -> Result<Token> {
         let admin = self.admin_token().await?;
+        (self.platform(trace_id).expect("HTTP issuer")).ensure_a_free_slot("mint")?;
         // Each attempt records its own window (a pending earlier one was reclaimed first, when
         // a token to authenticate with exists). Our own write doesn't cut the backoff short.
         let intent = MintIntent {
@@ -147,6 +149,13 @@ impl Applier<'_> {
         self.io
             .metrics
             .issuer_request("verify", if result.is_ok() { "ok" } else { "error" });
+        if let Err(IssuerError::Status { status: 401, .. }) = result {
+            // The platform refuses the token it just minted: it will never become current.
+            // Status records it Revoked, so the next pass revokes its record and mints the
+            // next version instead of verifying this one forever.
+            self.record(Done::Refused { version });
+            return Err(Error::Issuer(IssuerError::NewTokenRefused { version }));
+        }
         let id = result?;
         let mut annotations = serde_json::Map::new();
         // Milliseconds: revokeAfterUse counts only uses after this, the operator's own last.
@@ -225,7 +234,6 @@ impl Applier<'_> {
                 "neither its Secret nor status holds its prefix, so nothing identifies it there",
             ));
         };
-        let known_id = record.and_then(|r| r.issuer_token_id.clone());
         let bearer = match own {
             Some(own) => own,
             None => match self.plan.current.filter(|c| *c != version) {
@@ -248,12 +256,13 @@ impl Applier<'_> {
             &minted_by.workspace_id,
             &trace_id,
         );
-        match platform.revoke(&bearer, &prefix, known_id.as_deref()).await {
+        match platform.revoke(&bearer, &prefix).await {
             Ok(Revocation::Revoked) => {
                 self.io.metrics.issuer_request("revoke", "ok");
                 Ok(PlatformRevoke::Done)
             }
             Ok(Revocation::AlreadyRevoked) => Ok(PlatformRevoke::Done),
+            Ok(Revocation::Ambiguous) => Ok(PlatformRevoke::Impossible(AMBIGUOUS)),
             Err(IssuerError::Status { status: 401, .. }) if own_bearer => Ok(PlatformRevoke::Done),
             Err(e) => {
                 self.io.metrics.issuer_request("revoke", "error");
@@ -309,7 +318,7 @@ impl Applier<'_> {
         match orphans.as_slice() {
             [] => {}
             [(id, prefix)] => {
-                platform.revoke(&bearer, prefix, Some(id)).await?;
+                platform.delete(&bearer, id).await?;
                 self.io.metrics.issuer_request("revoke", "ok");
                 self.audit("revoked", "success", None, &trace_id, Some(prefix));
                 self.event(

@@ -149,27 +149,27 @@ fn a_finished_uid_is_skipped_until_the_cache_drops_it() {
 #[test]
 fn conflicts_stay_quiet_up_to_the_limit_then_fail_loudly() {
     let (mut pacer, now) = (Pacer::default(), t0());
-    for n in 0..QUIET_CONFLICTS {
-        assert!(pacer.conflict_is_quiet(&KEY), "conflict {} is quiet", n + 1);
-        let next = pacer.ended(KEY, Ended::QuietConflict, None, now, 1.0);
+    for n in 0..QUIET_RETRIES {
+        assert!(pacer.retry_is_quiet(&KEY), "conflict {} is quiet", n + 1);
+        let next = pacer.ended(KEY, Ended::QuietRetry, None, now, 1.0);
         assert_eq!(next, Next::After(Duration::from_millis(500)));
         assert_eq!(pacer.attempts(&KEY), 0, "a quiet conflict is no backoff");
     }
-    assert!(!pacer.conflict_is_quiet(&KEY), "the sixth is loud");
+    assert!(!pacer.retry_is_quiet(&KEY), "the sixth is loud");
     assert_eq!(failed(&mut pacer, "5", now), Next::After(secs(1)));
     assert!(
-        !pacer.conflict_is_quiet(&KEY),
+        !pacer.retry_is_quiet(&KEY),
         "and stays loud until a success"
     );
     pacer.ended(KEY, Ended::Succeeded(None), None, now, 0.0);
-    assert!(pacer.conflict_is_quiet(&KEY));
+    assert!(pacer.retry_is_quiet(&KEY));
 }
 
 #[test]
-fn a_quiet_conflict_is_redone_soon_but_spread_out() {
+fn a_quiet_retry_is_redone_soon_but_spread_out() {
     let mut pacer = Pacer::default();
-    let early = pacer.ended(KEY, Ended::QuietConflict, None, t0(), 0.0);
-    let late = pacer.ended(KEY, Ended::QuietConflict, None, t0(), 1.0);
+    let early = pacer.ended(KEY, Ended::QuietRetry, None, t0(), 0.0);
+    let late = pacer.ended(KEY, Ended::QuietRetry, None, t0(), 1.0);
     assert_eq!(early, Next::After(Duration::from_millis(200)));
     assert_eq!(late, Next::After(Duration::from_millis(500)));
 }

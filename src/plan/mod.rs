@@ -34,7 +34,6 @@ pub struct VersionedSecret {
     pub trace_id: Option<String>,
     /// Hash of the token-shaping spec this version was minted for.
     pub spec_hash: Option<String>,
-    pub issuer_token_id: Option<String>,
     /// The HTTP issuer accepted this token in a non-destructive call.
     pub verified: bool,
     pub created_at: Option<DateTime<Utc>>,

@@ -79,10 +79,9 @@ impl<'o, 'a> Planner<'o, 'a> {
                         .trace_id
                         .clone()
                         .or_else(|| kept.and_then(|k| k.trace_id.clone())),
-                    issuer_token_id: secret
-                        .issuer_token_id
-                        .clone()
-                        .or_else(|| kept.and_then(|k| k.issuer_token_id.clone())),
+                    // Learned when the platform verified the token; never from the Secret's
+                    // annotations, which anyone who may edit Secrets can change.
+                    issuer_token_id: kept.and_then(|k| k.issuer_token_id.clone()),
                 },
             );
         }

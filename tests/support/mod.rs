@@ -249,6 +249,23 @@ async fn wait_ready_where(
     .await
 }
 
+/// Waits until `name` is Degraded for `reason`; returns the condition's message.
+pub async fn degraded_for(
+    api: &Api<WorkspaceToken>,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> String {
+    let what = format!("{name} Degraded {reason}");
+    let (_, _, message) = eventually(timeout, &what, || async {
+        condition(api, name, "Degraded")
+            .await
+            .filter(|(status, r, _)| status == "True" && r == reason)
+    })
+    .await;
+    message
+}
+
 pub async fn condition(
     api: &Api<WorkspaceToken>,
     name: &str,

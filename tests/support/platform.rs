@@ -92,6 +92,15 @@ impl TestPlatform {
         assert_eq!(status, 200, "set fault {fault}");
     }
 
+    /// The `redirect` fault, sending clients to `location`.
+    pub async fn fault_with_location(&self, fault: &str, remaining: Option<u32>, location: &str) {
+        let body = json!({ "fault": fault, "remaining": remaining, "location": location });
+        let status = self
+            .admin_call(reqwest::Method::POST, "/admin/faults", body)
+            .await;
+        assert_eq!(status, 200, "set fault {fault}");
+    }
+
     /// Tokens of `workspace` the platform still accepts.
     pub async fn live(&self, workspace: &str) -> Vec<TokenRow> {
         self.platform

@@ -348,7 +348,6 @@ fn revoked_version_is_never_adopted_again() {
         token_prefix: Some("wst_0003".into()),
         trace_id: None,
         spec_hash: Some(spec_hash(&world.spec)),
-        issuer_token_id: None,
         verified: true,
         created_at: Some(t1),
         metadata: desired_metadata(&world.spec, NAME, Some(3)),

@@ -192,10 +192,9 @@ impl World {
                 assert!(self.spec.issuer.is_some(), "Verify with the local issuer");
                 let record = self.versioned.get_mut(version).expect("Verify reads S-vN");
                 record.verified = true;
-                let issuer_token_id = record.issuer_token_id.clone();
                 vec![Done::Verified {
                     version: *version,
-                    issuer_token_id,
+                    issuer_token_id: Some(format!("tok-v{version}")),
                 }]
             }
             Step::ReclaimOrphans { .. } => {
@@ -228,7 +227,6 @@ impl World {
                     token_prefix: Some(format!("wst_{version:04}")),
                     trace_id: Some(format!("trace-{serial}")),
                     spec_hash: Some(spec_hash(&self.spec)),
-                    issuer_token_id: Some(format!("tok-{serial}")),
                     verified: false,
                     created_at: Some(now),
                     metadata: desired_metadata(&self.spec, NAME, Some(*version)),
@@ -256,7 +254,6 @@ impl World {
                     token_prefix: None,
                     trace_id: None,
                     spec_hash: Some(spec_hash(&self.spec)),
-                    issuer_token_id: None,
                     verified: true,
                     created_at: Some(now),
                     metadata: desired_metadata(&self.spec, NAME, Some(*version)),
@@ -544,7 +541,7 @@ pub(super) fn facts(record: &VersionedSecret) -> TokenFacts {
         token_sha256: record.token_sha256.clone().unwrap_or_default(),
         token_prefix: record.token_prefix.clone().unwrap_or_default(),
         trace_id: record.trace_id.clone().unwrap_or_default(),
-        issuer_token_id: record.issuer_token_id.clone(),
+        issuer_token_id: None,
     }
 }
 
@@ -561,7 +558,6 @@ pub(super) fn record(version: u32) -> VersionedSecret {
         token_prefix: Some(format!("wst_{version:04}")),
         trace_id: Some(format!("trace-v{version}")),
         spec_hash: Some(spec_hash(&spec)),
-        issuer_token_id: Some(format!("tok-v{version}")),
         verified: true,
         created_at: Some(day(version)),
         metadata: desired_metadata(&spec, NAME, Some(version)),
@@ -610,7 +606,7 @@ pub(super) fn cluster(
                 revoked_at: (*state == VersionState::Revoked)
                     .then(|| crate::time::to_time(day(*n + 1) + hours(1))),
                 trace_id: r.trace_id,
-                issuer_token_id: r.issuer_token_id,
+                issuer_token_id: Some(format!("tok-v{n}")),
             }
         })
         .collect();
