@@ -252,6 +252,9 @@ async fn as_the_charts_service_account_the_operator_mints_rotates_restarts_and_f
         "cluster mode watches every namespace"
     );
     install(cp, &objects).await;
+    // The chart's admission policies in force: they never stand in the operator's way.
+    let _policies = Policies::apply(cp, &objects);
+    Policies::in_force(cp, &client).await;
     let sa = format!("system:serviceaccount:{system}:tw-cluster-tokenwarden");
     let ns = tokenwarden_testenv::namespace(&client, "tw-app").await;
     assert!(can_i(cp, &sa, "create", "secrets", &ns));
@@ -350,7 +353,17 @@ async fn namespaced_mode_works_in_its_namespace_and_reports_forbidden_outside_it
     let a = tokenwarden_testenv::namespace(&client, "tw-a").await;
     let b = tokenwarden_testenv::namespace(&client, "tw-b").await;
     let objects = render("tw-ns", &system, &[&format!("watchNamespace={a}")]);
-    assert!(!kinds(&objects).contains(&"ClusterRole".to_string()));
+    // The operator's RBAC is namespaced: the only ClusterRoles are the ones aggregated into
+    // the built-in roles for people, and none is bound.
+    for role in find(&objects, "ClusterRole") {
+        let labels = role["metadata"]["labels"].as_object().unwrap();
+        assert!(
+            labels
+                .keys()
+                .any(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to-")),
+            "{role}"
+        );
+    }
     assert!(!kinds(&objects).contains(&"ClusterRoleBinding".to_string()));
     for role in find(&objects, "Role")
         .into_iter()
@@ -608,4 +621,271 @@ fn the_charts_crd_is_the_generated_one() {
         generated == copy,
         "charts/tokenwarden/files/crds/{name} differs from crds/{name}: copy it over"
     );
+}
+
+/// The chart's admission policies, applied for one test and deleted when it ends (they are
+/// cluster-wide, and exempt only their own release's operator).
+struct Policies<'a> {
+    cp: &'a ControlPlane,
+    names: Vec<(String, String)>,
+}
+
+impl<'a> Policies<'a> {
+    fn apply(cp: &'a ControlPlane, objects: &[Value]) -> Policies<'a> {
+        let policies: Vec<&Value> = objects
+            .iter()
+            .filter(|o| {
+                o["kind"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("ValidatingAdmissionPolicy")
+            })
+            .collect();
+        assert_eq!(policies.len(), 4, "two policies and their bindings");
+        kubectl_apply(cp, &policies);
+        let names = policies
+            .iter()
+            .map(|o| {
+                let kind = o["kind"].as_str().unwrap().to_lowercase();
+                (kind, o["metadata"]["name"].as_str().unwrap().to_string())
+            })
+            .collect();
+        Policies { cp, names }
+    }
+}
+
+impl Policies<'_> {
+    /// Waits until the API server enforces them (loading a policy takes a moment): a tenant's
+    /// dry-run of a Secret labelled as tokenwarden's is refused.
+    async fn in_force(cp: &ControlPlane, client: &kube::Client) {
+        let probe = tokenwarden_testenv::namespace(client, "tw-probe").await;
+        tenant_role(client, &probe).await;
+        let tenant = cp.unprivileged_client().await;
+        let secrets: Api<Secret> = Api::namespaced(tenant, &probe);
+        let labelled: Secret = serde_json::from_value(json!({
+            "metadata": { "name": "probe", "labels": { "app.kubernetes.io/managed-by": "tokenwarden" } },
+        }))
+        .unwrap();
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        refused("the admission policies in force", || async {
+            secrets.create(&dry_run, &labelled).await.map(|_| ())
+        })
+        .await;
+    }
+}
+
+impl Drop for Policies<'_> {
+    fn drop(&mut self) {
+        for (kind, name) in &self.names {
+            let _ = self.cp.kubectl().args(["delete", kind, name]).output();
+        }
+    }
+}
+
+/// What a tenant of `ns` may do: WorkspaceTokens, Secrets, get Deployments and patch only
+/// the one named `mine`.
+async fn tenant_role(client: &kube::Client, ns: &str) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let role: Role = serde_json::from_value(json!({
+        "metadata": { "name": "tenant" },
+        "rules": [
+            { "apiGroups": ["tokenwarden.dev"], "resources": ["workspacetokens"],
+              "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] },
+            { "apiGroups": [""], "resources": ["secrets"],
+              "verbs": ["get", "list", "create", "update", "patch", "delete"] },
+            { "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"] },
+            { "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["patch"],
+              "resourceNames": ["mine"] },
+        ],
+    }))
+    .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": "tenant" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant" },
+        "subjects": [{ "kind": "User", "name": tokenwarden_testenv::UNPRIVILEGED_USER }],
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
+fn deployment(name: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name } },
+                "spec": { "containers": [{ "name": "app", "image": "app:1" }] }
+            }
+        }
+    }))
+    .unwrap()
+}
+
+/// The refusal's message, once the policy is in force (policies take a moment to load; a dry
+/// run goes through admission without writing anything).
+async fn refused<F, Fut>(what: &str, attempt: F) -> String
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+{
+    eventually(WAIT, what, || async {
+        match attempt().await {
+            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => Some(s.message),
+            _ => None,
+        }
+    })
+    .await
+}
+
+/// A tenant with `edit`-like rights in one namespace, against the chart's admission
+/// policies: it cannot forge a Secret tokenwarden would trust (a versioned record to adopt,
+/// or one whose revocation sends a token where the tenant chooses), cannot relabel one of its
+/// own into one, and cannot name as a restart target a workload it may not patch itself.
+#[tokio::test]
+async fn the_charts_admission_policies_stop_a_tenant_forging_records_or_restarting_others() {
+    let _turn = SERIAL.lock().await;
+    let cp = tokenwarden_testenv::shared();
+    let client = cp.admin_client().await;
+    let system = tokenwarden_testenv::namespace(&client, "tw-system").await;
+    let ns = tokenwarden_testenv::namespace(&client, "tw-tenant").await;
+    let objects = render("tw-pol", &system, &[]);
+    install(cp, &objects).await;
+    let _policies = Policies::apply(cp, &objects);
+    tenant_role(&client, &ns).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    for name in ["mine", "theirs"] {
+        deployments
+            .create(&PostParams::default(), &deployment(name))
+            .await
+            .unwrap();
+    }
+    let tenant = cp.unprivileged_client().await;
+    let secrets: Api<Secret> = Api::namespaced(tenant.clone(), &ns);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+
+    let forged: Secret = serde_json::from_value(json!({
+        "metadata": {
+            "name": "agent-v9",
+            "labels": {
+                "app.kubernetes.io/managed-by": "tokenwarden",
+                "tokenwarden.dev/token": "agent",
+                "tokenwarden.dev/version": "9",
+            },
+        },
+        "stringData": { "issuer-url": "http://attacker.example", "workspace-id": "ws" },
+    }))
+    .unwrap();
+    let message = refused("a forged versioned Secret refused", || async {
+        secrets.create(&dry_run, &forged).await.map(|_| ())
+    })
+    .await;
+    assert!(
+        message.contains("written by the tokenwarden operator only"),
+        "{message}"
+    );
+
+    let plain: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "mine" }, "stringData": { "k": "v" },
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &plain)
+        .await
+        .expect("a Secret of the tenant's own");
+    let relabel =
+        json!({ "metadata": { "labels": { "app.kubernetes.io/managed-by": "tokenwarden" } } });
+    let message = refused("relabelling a Secret as tokenwarden's refused", || async {
+        secrets
+            .patch("mine", &PatchParams::default(), &Patch::Merge(&relabel))
+            .await
+            .map(|_| ())
+    })
+    .await;
+    assert!(message.contains("tokenwarden operator only"), "{message}");
+
+    let tokens: Api<WorkspaceToken> = Api::namespaced(tenant.clone(), &ns);
+    let with_target = |target: &str| -> WorkspaceToken {
+        serde_json::from_value(json!({
+            "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken",
+            "metadata": { "name": format!("t-{target}") },
+            "spec": { "workspaceId": "ws", "restartTargets": [{ "kind": "Deployment", "name": target }] },
+        }))
+        .unwrap()
+    };
+    let theirs = with_target("theirs");
+    let message = refused(
+        "a restart target the tenant may not patch refused",
+        || async { tokens.create(&dry_run, &theirs).await.map(|_| ()) },
+    )
+    .await;
+    assert!(
+        message.contains("Deployment/theirs") && message.contains("you may not patch"),
+        "{message}"
+    );
+    tokens
+        .create(&PostParams::default(), &with_target("mine"))
+        .await
+        .expect("a restart target the tenant may patch");
+    dump(&client, &ns, None).await;
+}
+
+/// The built-in `edit` role manages WorkspaceTokens (aggregated by the chart), but never
+/// their status, which only the operator writes.
+#[tokio::test]
+async fn edit_may_manage_workspace_tokens_but_not_their_status() {
+    let _turn = SERIAL.lock().await;
+    let cp = tokenwarden_testenv::shared();
+    let client = cp.admin_client().await;
+    let system = tokenwarden_testenv::namespace(&client, "tw-system").await;
+    let ns = tokenwarden_testenv::namespace(&client, "tw-edit").await;
+    install(cp, &render("tw-agg", &system, &[])).await;
+    let out = cp
+        .kubectl()
+        .args([
+            "create",
+            "rolebinding",
+            "developers",
+            "--clusterrole=edit",
+            "-n",
+            &ns,
+        ])
+        .args(["--user", tokenwarden_testenv::UNPRIVILEGED_USER])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let user = tokenwarden_testenv::UNPRIVILEGED_USER;
+    let resource = "workspacetokens.tokenwarden.dev";
+    let can = |verb: &str, subresource: Option<&str>| {
+        let mut cmd = cp.kubectl();
+        cmd.args(["auth", "can-i", verb, resource, "-n", &ns, "--as", user]);
+        if let Some(sub) = subresource {
+            cmd.args(["--subresource", sub]);
+        }
+        let out = cmd.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    eventually(WAIT, "edit aggregates WorkspaceTokens", || async {
+        can("create", None).then_some(())
+    })
+    .await;
+    assert!(can("delete", None));
+    assert!(!can("update", Some("status")), "status is the operator's");
 }

@@ -152,11 +152,12 @@ impl ControlPlane {
             return Err(e);
         }
 
-        // Garbage collection (ownerReferences) and namespace deletion; nothing else is needed.
+        // Garbage collection (ownerReferences), namespace deletion, and the aggregation of
+        // ClusterRoles into the built-in edit/view/admin (the chart aggregates WorkspaceTokens).
         let mut kcm = Command::new(bin_dir.join("kube-controller-manager"));
         kcm.arg("--kubeconfig").arg(&cp.admin_kubeconfig).args([
             "--controllers",
-            "garbage-collector-controller,namespace-controller",
+            "garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller",
             "--leader-elect=false",
             "--secure-port=0",
             "--use-service-account-credentials=false",
