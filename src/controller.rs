@@ -213,11 +213,13 @@ impl Context {
         self.pacer().hold(&key, &seen, Instant::now())
     }
 
-    /// Whether the pass is redone quietly (a conflict, a busy platform). Not when the platform revoked
-    /// something in this pass: status must record that.
+    /// Whether the pass is redone quietly (a conflict, a busy platform). Not when the pass
+    /// moved the world in a way status must record: a revocation at the platform (a pass that
+    /// redoes it finds no token to authenticate with), a cutover or a restart (a pass that
+    /// redoes it rolls the restart targets a second time).
     fn quiet_retry(&self, wst: &WorkspaceToken, journal: &Journal) -> bool {
         journal.failure.as_ref().is_some_and(Error::is_quiet_retry)
-            && !journal.revoked_at_issuer()
+            && !journal.must_be_recorded()
             && self.pacer().retry_is_quiet(&ObjectRef::from_obj(wst))
     }
 

@@ -137,6 +137,14 @@ impl Journal {
         })
     }
 
+    /// Whether this pass changed what a redo would do again or could no longer do: a
+    /// revocation at the platform (the redo finds no token to authenticate with), a cutover or
+    /// a restart (the redo rolls the restart targets a second time). Such a pass writes its
+    /// status even when it ends in a conflict.
+    pub fn must_be_recorded(&self) -> bool {
+        self.revoked_at_issuer() || self.cut_over() || self.restarted()
+    }
+
     pub fn cut_over(&self) -> bool {
         self.done.iter().any(|d| matches!(d, Done::CutOver { .. }))
     }
@@ -149,5 +157,38 @@ impl Journal {
 
     pub fn removed_finalizer(&self) -> bool {
         self.failure.is_none() && self.done.contains(&Done::FinalizerRemoved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(done: Vec<Done>) -> Journal {
+        Journal {
+            done,
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn a_pass_that_revoked_cut_over_or_restarted_must_be_recorded() {
+        let recorded = [
+            Done::RevokedAtIssuer {
+                version: 1,
+                impossible: false,
+            },
+            Done::CutOver { version: 2 },
+            Done::Restarted { version: 2 },
+        ];
+        for done in recorded {
+            assert!(journal(vec![done.clone()]).must_be_recorded(), "{done:?}");
+        }
+        let redone = vec![
+            Done::FinalizerAdded,
+            Done::MetadataSynced,
+            Done::OrphansReclaimed,
+        ];
+        assert!(!journal(redone).must_be_recorded());
     }
 }

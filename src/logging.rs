@@ -32,7 +32,10 @@ pub fn init_logging(format: LogFormat) {
     // stdout is reserved for audit lines, so logs must never land there.
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
-    let ceiling = filter_fn(|meta| within_ceiling(meta.target(), *meta.level()));
+    // With a hint, the combined filter keeps the env filter's maximum level: callsites above
+    // it are never even built.
+    let ceiling = filter_fn(|meta| within_ceiling(meta.target(), *meta.level()))
+        .with_max_level_hint(tracing_subscriber::filter::LevelFilter::TRACE);
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let layer = match format {
         LogFormat::Json => layer.json().boxed(),

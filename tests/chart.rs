@@ -253,7 +253,7 @@ async fn as_the_charts_service_account_the_operator_mints_rotates_restarts_and_f
     );
     install(cp, &objects).await;
     // The chart's admission policies in force: they never stand in the operator's way.
-    let _policies = Policies::apply(cp, &objects);
+    let policies = Policies::apply(cp, &objects);
     Policies::in_force(cp, &client).await;
     let sa = format!("system:serviceaccount:{system}:tw-cluster-tokenwarden");
     let ns = tokenwarden_testenv::namespace(&client, "tw-app").await;
@@ -342,6 +342,7 @@ async fn as_the_charts_service_account_the_operator_mints_rotates_restarts_and_f
     assert!(denied.is_empty(), "the chart's RBAC is enough: {denied:?}");
     dump(&client, &ns, Some(&operator)).await;
     operator.kill();
+    policies.lift(&client).await;
 }
 
 #[tokio::test]
@@ -677,6 +678,31 @@ impl Policies<'_> {
     }
 }
 
+impl Policies<'_> {
+    /// Deletes them and waits until the API server no longer enforces them, so the next test
+    /// (another release, another ServiceAccount) is not refused by this release's policies.
+    async fn lift(self, client: &kube::Client) {
+        let cp = self.cp;
+        drop(self);
+        let probe = tokenwarden_testenv::namespace(client, "tw-probe").await;
+        tenant_role(client, &probe).await;
+        let tenant = cp.unprivileged_client().await;
+        let secrets: Api<Secret> = Api::namespaced(tenant, &probe);
+        let labelled: Secret = serde_json::from_value(json!({
+            "metadata": { "name": "probe", "labels": { "app.kubernetes.io/managed-by": "tokenwarden" } },
+        }))
+        .unwrap();
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        eventually(WAIT, "the admission policies lifted", || async {
+            secrets.create(&dry_run, &labelled).await.ok().map(|_| ())
+        })
+        .await;
+    }
+}
+
 impl Drop for Policies<'_> {
     fn drop(&mut self) {
         for (kind, name) in &self.names {
@@ -761,7 +787,7 @@ async fn the_charts_admission_policies_stop_a_tenant_forging_records_or_restarti
     let ns = tokenwarden_testenv::namespace(&client, "tw-tenant").await;
     let objects = render("tw-pol", &system, &[]);
     install(cp, &objects).await;
-    let _policies = Policies::apply(cp, &objects);
+    let policies = Policies::apply(cp, &objects);
     tenant_role(&client, &ns).await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     for name in ["mine", "theirs"] {
@@ -841,6 +867,7 @@ async fn the_charts_admission_policies_stop_a_tenant_forging_records_or_restarti
         .await
         .expect("a restart target the tenant may patch");
     dump(&client, &ns, None).await;
+    policies.lift(&client).await;
 }
 
 /// The built-in `edit` role manages WorkspaceTokens (aggregated by the chart), but never

@@ -230,7 +230,7 @@ async fn a_hanging_platform_cannot_hold_every_worker() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = tokio::time::Instant::now();
     local_token(&api).await;
-    wait_version_at_least(&api, "local", 2, Duration::from_secs(20)).await;
+    wait_version_at_least(&api, "local", 2, WAIT).await;
     eprintln!(
         "http_crash: the local token rotated {:.1}s after its creation while 8 calls hung",
         started.elapsed().as_secs_f64()

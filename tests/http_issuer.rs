@@ -554,7 +554,7 @@ async fn revoke_after_use_still_revokes_when_the_grace_period_ends_unused() {
 #[tokio::test]
 async fn patching_the_token_id_annotation_changes_nothing_that_gets_revoked() {
     let s = setup("http-tokenid", "ws-tokenid").await;
-    s.rotated_once("ws-tokenid", json!({ "rotation": { "gracePeriod": "4s" } }))
+    s.rotated_once("ws-tokenid", json!({ "rotation": { "gracePeriod": "1h" } }))
         .await;
     let v2_prefix = s.api.get("t").await.unwrap().status.unwrap().token_prefix;
     let live = s.platform.live("ws-tokenid").await;
@@ -569,7 +569,13 @@ async fn patching_the_token_id_annotation_changes_nothing_that_gets_revoked() {
         .patch("t-v1", &PatchParams::default(), &Patch::Merge(&point_at_v2))
         .await
         .unwrap();
-    eventually(WAIT, "v1 revoked when its grace ended", || async {
+    let revoke_v1 =
+        json!({ "metadata": { "annotations": { "tokenwarden.dev/revoke-version": "1" } } });
+    s.api
+        .patch("t", &PatchParams::default(), &Patch::Merge(&revoke_v1))
+        .await
+        .unwrap();
+    eventually(WAIT, "v1 revoked on request", || async {
         s.secrets
             .get_opt("t-v1")
             .await
@@ -638,5 +644,53 @@ async fn a_new_token_the_platform_refuses_is_revoked_and_the_next_version_minted
         (gone && live == 2).then_some(())
     })
     .await;
+    s.finish().await;
+}
+
+/// A Secret put in the place of a deleted `S-v1` (unlabelled, so the chart's policy does not
+/// apply, with an ownerReference to the WorkspaceToken and the current token inside) is never
+/// read as v1's: v1 is revoked by the prefix status recorded, and the current token stays.
+#[tokio::test]
+async fn a_secret_put_in_the_place_of_a_versioned_one_never_stands_in_for_it() {
+    let s = setup("http-standin", "ws-standin").await;
+    s.rotated_once("ws-standin", json!({ "rotation": { "gracePeriod": "1h" } }))
+        .await;
+    let w = s.api.get("t").await.unwrap();
+    let current = s.secrets.get("t").await.unwrap();
+    let current_token = data(&current, "token").expect("S holds the current token");
+    s.secrets
+        .delete("t-v1", &DeleteParams::default())
+        .await
+        .unwrap();
+    let stand_in: Secret = serde_json::from_value(json!({
+        "metadata": {
+            "name": "t-v1",
+            "ownerReferences": [{
+                "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken",
+                "name": "t", "uid": w.metadata.uid, "controller": true,
+            }],
+        },
+        "stringData": { "token": current_token },
+    }))
+    .unwrap();
+    s.secrets
+        .create(&kube::api::PostParams::default(), &stand_in)
+        .await
+        .unwrap();
+    eventually(WAIT, "v1 revoked, its record lost", || async {
+        let w = s.api.get("t").await.ok()?;
+        let versions = w.status?.versions;
+        let v1 = versions.into_iter().find(|v| v.version == 1)?;
+        (v1.state == tokenwarden::api::VersionState::Revoked).then_some(())
+    })
+    .await;
+    let live = s.platform.live("ws-standin").await;
+    let served = w.status.unwrap().token_sha256;
+    assert_eq!(live.len(), 1, "v1 revoked at the platform");
+    assert_eq!(
+        Some(&live[0].token_sha256),
+        served.as_ref(),
+        "the current token stays live"
+    );
     s.finish().await;
 }

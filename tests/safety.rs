@@ -394,6 +394,10 @@ async fn deletion_with_revoke_removes_the_secrets_and_retain_keeps_them_unowned(
             .await
             .unwrap_or_else(|e| panic!("{name} retained: {e}"));
         assert!(s.owner_references().is_empty(), "{name} released");
+        assert!(
+            !s.labels().contains_key("app.kubernetes.io/managed-by"),
+            "{name} no longer marked as tokenwarden's: its new owners may edit it"
+        );
     }
     dump(&client, &ns, Some(operator)).await;
 }

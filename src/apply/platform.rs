@@ -17,6 +17,7 @@ use crate::events::EventType;
 use crate::issuer::http::{HttpIssuer, IssuerError, Revocation, unheld_since, used_since_cutover};
 use crate::journal::Done;
 use crate::plan::MintIntent;
+use crate::secrets::controlled_by;
 use crate::token::Token;
 use crate::{Error, Result};
 
@@ -150,10 +151,7 @@ impl Applier<'_> {
             .metrics
             .issuer_request("verify", if result.is_ok() { "ok" } else { "error" });
         if let Err(IssuerError::Status { status: 401, .. }) = result {
-            // The platform refuses the token it just minted: it will never become current.
-            // Status records it Revoked, so the next pass revokes its record and mints the
-            // next version instead of verifying this one forever.
-            self.record(Done::Refused { version });
+            self.retire_refused(version, &token).await?;
             return Err(Error::Issuer(IssuerError::NewTokenRefused { version }));
         }
         let id = result?;
@@ -183,6 +181,56 @@ impl Applier<'_> {
             version,
             issuer_token_id: id,
         });
+        Ok(())
+    }
+
+    /// The platform refuses the token it just minted: it will never become current. It is
+    /// revoked there now, authenticating with the token `S` serves (the refused one proves
+    /// nothing), and its record deleted; status records it Revoked, so the next pass mints
+    /// the next version instead of verifying this one forever, and refusals never pile up
+    /// live tokens.
+    async fn retire_refused(&mut self, version: u32, refused: &Token) -> Result<()> {
+        self.record(Done::Refused { version });
+        let served = (self.view.mounted.as_ref())
+            .and_then(|m| m.version)
+            .filter(|v| *v != version);
+        let bearer = match served {
+            Some(served) => self.read_version_token(served).await?,
+            None => None,
+        };
+        if let Some(bearer) = bearer {
+            let trace_id = self.trace_id_of(version);
+            let platform = self.platform(&trace_id).expect("HTTP issuer");
+            let revoked = platform.revoke(&bearer, &refused.prefix(), None).await?;
+            let impossible = revoked == Revocation::Ambiguous;
+            self.record(Done::RevokedAtIssuer {
+                version,
+                impossible,
+            });
+        }
+        let name = versioned_secret_name(&self.mounted_name(), version);
+        let uid = self.wst.uid().unwrap_or_default();
+        let existing = self
+            .secrets
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube("get Secret"))?;
+        if let Some(existing) = existing.filter(|s| controlled_by(&s.metadata, &uid)) {
+            let params = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: existing.uid(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match self.secrets.delete(&name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::kube("delete refused versioned Secret")(e)),
+            }
+            self.wrote_secret(name, None);
+            self.record(Done::Revoked { version });
+        }
         Ok(())
     }
 
@@ -221,14 +269,11 @@ impl Applier<'_> {
         version: u32,
         minted_by: &MintedBy,
     ) -> Result<PlatformRevoke> {
-        let own = self
-            .read_token_opt(&versioned_secret_name(&self.mounted_name(), version))
-            .await?;
+        let own = self.read_version_token(version).await?;
         let record = self.plan.versions.get(&version);
-        let Some(prefix) = own
-            .as_ref()
-            .map(Token::prefix)
-            .or_else(|| record.and_then(|r| r.token_prefix.clone()))
+        let Some(prefix) = record
+            .and_then(|r| r.token_prefix.clone())
+            .or_else(|| own.as_ref().map(Token::prefix))
         else {
             return Ok(PlatformRevoke::Impossible(
                 "neither its Secret nor status holds its prefix, so nothing identifies it there",
@@ -237,13 +282,10 @@ impl Applier<'_> {
         let bearer = match own {
             Some(own) => own,
             None => match self.plan.current.filter(|c| *c != version) {
-                Some(current) => {
-                    let name = versioned_secret_name(&self.mounted_name(), current);
-                    match self.read_token_opt(&name).await? {
-                        Some(token) => token,
-                        None => return Ok(PlatformRevoke::Impossible(NO_BEARER)),
-                    }
-                }
+                Some(current) => match self.read_version_token(current).await? {
+                    Some(token) => token,
+                    None => return Ok(PlatformRevoke::Impossible(NO_BEARER)),
+                },
                 None => return Ok(PlatformRevoke::Impossible(NO_BEARER)),
             },
         };
@@ -256,7 +298,8 @@ impl Applier<'_> {
             &minted_by.workspace_id,
             &trace_id,
         );
-        match platform.revoke(&bearer, &prefix).await {
+        let known_id = record.and_then(|r| r.issuer_token_id.as_deref());
+        match platform.revoke(&bearer, &prefix, known_id).await {
             Ok(Revocation::Revoked) => {
                 self.io.metrics.issuer_request("revoke", "ok");
                 Ok(PlatformRevoke::Done)
@@ -398,12 +441,30 @@ impl Applier<'_> {
     /// A token from a Secret, or None when the Secret (or its key) is gone.
     pub(super) async fn read_token_opt(&self, secret_name: &str) -> Result<Option<Token>> {
         match self.secrets.get_opt(secret_name).await {
-            Ok(Some(secret)) => Ok(crate::secrets::take_string(secret, TOKEN_KEY)
-                .filter(|v| !v.is_empty())
-                .map(Token::from_plaintext)
-                .inspect(|token| self.in_play(token))),
+            Ok(Some(secret)) => {
+                // A Secret of that name that this WorkspaceToken does not control (deleted and
+                // recreated by someone else, unlabelled so the cache never saw it) is not ours
+                // to take a token from.
+                let uid = self.wst.uid().unwrap_or_default();
+                if !crate::secrets::controlled_by(&secret.metadata, &uid) {
+                    return Ok(None);
+                }
+                Ok(crate::secrets::take_string(secret, TOKEN_KEY)
+                    .filter(|v| !v.is_empty())
+                    .map(Token::from_plaintext)
+                    .inspect(|token| self.in_play(token)))
+            }
             Ok(None) => Ok(None),
             Err(e) => Err(Error::kube("read Secret")(e)),
         }
+    }
+
+    /// The token of `version` from its `S-vN`, only when it is the token status recorded for
+    /// that version (when status recorded one): a Secret put in its place never stands in.
+    pub(super) async fn read_version_token(&self, version: u32) -> Result<Option<Token>> {
+        let name = versioned_secret_name(&self.mounted_name(), version);
+        let token = self.read_token_opt(&name).await?;
+        let recorded = (self.plan.versions.get(&version)).and_then(|r| r.token_sha256.as_deref());
+        Ok(token.filter(|t| recorded.is_none_or(|sha| t.sha256_hex() == sha)))
     }
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{Applier, new_trace_id};
 use crate::api::versioned_secret_name;
 use crate::contract::{
-    ENVIRONMENT_LABEL, FIELD_MANAGER, ISSUER_TOKEN_ID_ANNOTATION, ISSUER_URL_KEY,
+    ENVIRONMENT_LABEL, FIELD_MANAGER, ISSUER_TOKEN_ID_ANNOTATION, ISSUER_URL_KEY, MANAGED_BY_LABEL,
     SPEC_HASH_ANNOTATION, TEMPLATE_KEYS_ANNOTATION, TOKEN_KEY, TOKEN_SHA256_ANNOTATION,
     TOKEN_VERSION_KEY, TRACE_ID_ANNOTATION, WORKSPACE_ID_KEY,
 };
@@ -155,7 +155,12 @@ impl Applier<'_> {
                 .filter(|o| o.uid != uid)
                 .cloned()
                 .collect();
-            let patch = json!({ "metadata": { "ownerReferences": kept } });
+            // Without the managed-by label the Secret is no longer tokenwarden's anywhere: the
+            // cache drops it, and the chart's admission policy lets its new owners edit it.
+            let patch = json!({ "metadata": {
+                "ownerReferences": kept,
+                "labels": { MANAGED_BY_LABEL: null },
+            } });
             match self
                 .secrets
                 .patch(name, &params(), &Patch::Merge(&patch))

@@ -122,6 +122,22 @@ pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// of the controller's workers (16 by default), never all of them.
 pub const PER_PLATFORM_IN_FLIGHT: usize = 4;
 
+/// How long a call waits for a free slot before the pass is retried later.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
+
+/// `https://Platform.example:443/x` and `https://platform.example` are one platform.
+fn platform_key(base: &str) -> String {
+    match reqwest::Url::parse(base) {
+        Ok(url) => format!(
+            "{}://{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default().to_ascii_lowercase(),
+            url.port_or_known_default().unwrap_or_default()
+        ),
+        Err(_) => base.to_string(),
+    }
+}
+
 /// A connection pool shared by every WorkspaceToken (timeouts are per request), and the
 /// calls in flight to each platform.
 #[derive(Clone)]
@@ -154,15 +170,20 @@ impl HttpClient {
         }
     }
 
-    /// A slot for one call to the platform at `base`, or None when every slot is taken.
-    fn slot(&self, base: &str) -> Option<OwnedSemaphorePermit> {
-        self.slots(base).try_acquire_owned().ok()
+    /// A slot for one call to the platform at `base`, waiting a moment for one to free up
+    /// (a burst of rotations at one healthy platform queues briefly); None when every slot
+    /// stays taken (a slow or hanging platform), and the pass is retried later.
+    async fn slot(&self, base: &str) -> Option<OwnedSemaphorePermit> {
+        let slots = self.slots(base);
+        let wait = tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await;
+        wait.ok()?.ok()
     }
 
+    /// The slots of one platform: one per scheme, host and port, however its URL is spelled.
     fn slots(&self, base: &str) -> Arc<Semaphore> {
         let mut in_flight = self.in_flight.lock().expect("in-flight lock");
         let slots = in_flight
-            .entry(base.to_string())
+            .entry(platform_key(base))
             .or_insert_with(|| Arc::new(Semaphore::new(PER_PLATFORM_IN_FLIGHT)));
         slots.clone()
     }
@@ -225,10 +246,7 @@ impl<'a> HttpIssuer<'a> {
         bearer: &Token,
         operation: &'static str,
     ) -> Result<(u16, Vec<u8>), IssuerError> {
-        let _slot = self
-            .client
-            .slot(&self.base)
-            .ok_or(IssuerError::Busy { operation })?;
+        let _slot = (self.client.slot(&self.base).await).ok_or(IssuerError::Busy { operation })?;
         let answer = self
             .client
             .http
@@ -338,17 +356,22 @@ impl<'a> HttpIssuer<'a> {
     }
 
     /// Revokes the token with prefix `prefix`, authenticating with `bearer`. The id to delete
-    /// comes from a listing made now and matched by prefix, never from a record someone
-    /// else could have edited: a wrong id would revoke another token and leave this one live.
-    pub async fn revoke(&self, bearer: &Token, prefix: &str) -> Result<Revocation, IssuerError> {
+    /// comes from a listing made now and matched by prefix, never from a record someone else
+    /// could have edited: a wrong id would revoke another token and leave this one live. When
+    /// several live tokens share the prefix, `known_id` (the id the platform gave at
+    /// verification, kept in status) picks among them; without it nothing is deleted.
+    pub async fn revoke(
+        &self,
+        bearer: &Token,
+        prefix: &str,
+        known_id: Option<&str>,
+    ) -> Result<Revocation, IssuerError> {
         let tokens = self.list(bearer, "revoke").await?;
-        let mut matching = tokens.into_iter().filter(|t| t.prefix == prefix);
-        let id = match (matching.next(), matching.next()) {
-            (None, _) => return Ok(Revocation::AlreadyRevoked),
-            (Some(one), None) => one.id,
-            (Some(_), Some(_)) => return Ok(Revocation::Ambiguous),
-        };
-        self.delete(bearer, &id).await
+        match pick_by_prefix(&tokens, prefix, known_id) {
+            Pick::None => Ok(Revocation::AlreadyRevoked),
+            Pick::One(id) => self.delete(bearer, &id).await,
+            Pick::Ambiguous => Ok(Revocation::Ambiguous),
+        }
     }
 
     /// Deletes the token with platform id `id`, which a listing just made showed.
@@ -454,6 +477,27 @@ fn is_trace_id(value: &str) -> bool {
         && value.bytes().any(|b| b != b'0')
 }
 
+/// Which listed token a revocation deletes.
+#[derive(Debug, PartialEq, Eq)]
+enum Pick {
+    None,
+    One(String),
+    Ambiguous,
+}
+
+/// The one live token with `prefix`; among several, the one whose id is `known_id`.
+fn pick_by_prefix(tokens: &[PlatformToken], prefix: &str, known_id: Option<&str>) -> Pick {
+    let matching: Vec<&PlatformToken> = tokens.iter().filter(|t| t.prefix == prefix).collect();
+    match matching.as_slice() {
+        [] => Pick::None,
+        [one] => Pick::One(one.id.clone()),
+        several => match several.iter().find(|t| Some(t.id.as_str()) == known_id) {
+            Some(known) => Pick::One(known.id.clone()),
+            None => Pick::Ambiguous,
+        },
+    }
+}
+
 /// Which of the platform's tokens no Secret holds, among those created at or after `since`.
 pub fn unheld_since<'t>(
     tokens: &'t [PlatformToken],
@@ -480,98 +524,5 @@ pub fn used_since_cutover(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
-    }
-
-    fn listed(id: &str, prefix: &str, created: &str, used: Option<&str>) -> PlatformToken {
-        PlatformToken {
-            id: id.into(),
-            prefix: prefix.into(),
-            created_at: at(created),
-            last_used_at: used.map(at),
-        }
-    }
-
-    #[test]
-    fn traceparent_carries_the_rotation_trace_id() {
-        let tp = traceparent("0af7651916cd43dd8448eb211c80319c");
-        let parts: Vec<_> = tp.split('-').collect();
-        assert_eq!(parts.len(), 4);
-        assert_eq!(
-            (parts[0], parts[1], parts[3]),
-            ("00", "0af7651916cd43dd8448eb211c80319c", "01")
-        );
-        assert_eq!(parts[2].len(), 16);
-    }
-
-    #[test]
-    fn a_trace_id_that_is_not_one_is_replaced_by_a_fresh_one() {
-        let bad = [
-            "",
-            "0af7651916cd43dd8448eb211c80319",
-            "0AF7651916CD43DD8448EB211C80319C",
-            "00000000000000000000000000000000",
-            "0af7651916cd43dd8448eb211c80319c\r\nx-evil: 1",
-            "zzf7651916cd43dd8448eb211c80319c",
-        ];
-        for value in bad {
-            let tp = traceparent(value);
-            let parts: Vec<&str> = tp.split('-').collect();
-            assert_eq!(parts.len(), 4, "{value:?}: {tp}");
-            assert!(is_trace_id(parts[1]), "{value:?}: {tp}");
-            assert_ne!(parts[1], value);
-            assert!(http::HeaderValue::from_str(&tp).is_ok(), "{value:?}");
-        }
-    }
-
-    #[test]
-    fn orphans_are_tokens_created_in_the_window_that_no_secret_holds() {
-        let tokens = [
-            listed("old", "aaaaaaaa", "2026-01-01T00:00:00Z", None),
-            listed("held", "bbbbbbbb", "2026-01-02T00:00:10Z", None),
-            listed("orphan", "cccccccc", "2026-01-02T00:00:11Z", None),
-        ];
-        let orphans = unheld_since(&tokens, at("2026-01-02T00:00:00Z"), &["bbbbbbbb".into()]);
-        assert_eq!(
-            orphans.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
-            ["orphan"]
-        );
-    }
-
-    #[test]
-    fn only_use_after_the_cutover_counts_as_consumer_use() {
-        let current = Token::from_plaintext("newtokenXYZ".into());
-        let cutover = at("2026-01-02T00:00:00Z");
-        let before = [listed(
-            "n",
-            "newtoken",
-            "2026-01-01T23:59:00Z",
-            Some("2026-01-01T23:59:30Z"),
-        )];
-        let after = [listed(
-            "n",
-            "newtoken",
-            "2026-01-01T23:59:00Z",
-            Some("2026-01-02T00:00:05Z"),
-        )];
-        assert!(
-            !used_since_cutover(&before, &current, cutover),
-            "the operator's verify call"
-        );
-        assert!(used_since_cutover(&after, &current, cutover));
-    }
-
-    #[test]
-    fn issuer_errors_never_carry_a_token() {
-        let e = IssuerError::WrongWorkspace {
-            expected: "ws-a".into(),
-            got: "ws-b".into(),
-        };
-        assert!(e.to_string().contains("nothing was written"));
-        assert_eq!(e.reason(), "IssuerWrongWorkspace");
-    }
-}
+#[path = "http_tests.rs"]
+mod tests;
