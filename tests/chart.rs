@@ -659,35 +659,43 @@ impl Policies<'_> {
     /// Waits until the API server enforces them (loading a policy takes a moment): a tenant's
     /// dry-run of a Secret labelled as tokenwarden's is refused.
     async fn in_force(cp: &ControlPlane, client: &kube::Client) {
-        let probe = tokenwarden_testenv::namespace(client, "tw-probe").await;
-        tenant_role(client, &probe).await;
-        let tenant = cp.unprivileged_client().await;
-        let secrets: Api<Secret> = Api::namespaced(tenant, &probe);
-        let labelled: Secret = serde_json::from_value(json!({
-            "metadata": { "name": "probe", "labels": { "app.kubernetes.io/managed-by": "tokenwarden" } },
-        }))
-        .unwrap();
-        let dry_run = PostParams {
-            dry_run: true,
-            ..PostParams::default()
-        };
-        refused("the admission policies in force", || async {
-            secrets.create(&dry_run, &labelled).await.map(|_| ())
+        let probe = Probe::new(cp, client).await;
+        refused("the admission policies in force", || {
+            probe.labelled_secret()
         })
         .await;
     }
-}
 
-impl Policies<'_> {
     /// Deletes them and waits until the API server no longer enforces them, so the next test
     /// (another release, another ServiceAccount) is not refused by this release's policies.
     async fn lift(self, client: &kube::Client) {
         let cp = self.cp;
         drop(self);
-        let probe = tokenwarden_testenv::namespace(client, "tw-probe").await;
-        tenant_role(client, &probe).await;
+        let probe = Probe::new(cp, client).await;
+        eventually(WAIT, "the admission policies lifted", || async {
+            probe.labelled_secret().await.ok()
+        })
+        .await;
+    }
+}
+
+/// A tenant of a namespace of its own, to ask the API server whether the policies apply.
+struct Probe {
+    secrets: Api<Secret>,
+}
+
+impl Probe {
+    async fn new(cp: &ControlPlane, client: &kube::Client) -> Probe {
+        let ns = tokenwarden_testenv::namespace(client, "tw-probe").await;
+        tenant_role(client, &ns).await;
         let tenant = cp.unprivileged_client().await;
-        let secrets: Api<Secret> = Api::namespaced(tenant, &probe);
+        Probe {
+            secrets: Api::namespaced(tenant, &ns),
+        }
+    }
+
+    /// A dry run of the tenant creating a Secret labelled as tokenwarden's.
+    async fn labelled_secret(&self) -> Result<(), kube::Error> {
         let labelled: Secret = serde_json::from_value(json!({
             "metadata": { "name": "probe", "labels": { "app.kubernetes.io/managed-by": "tokenwarden" } },
         }))
@@ -696,10 +704,7 @@ impl Policies<'_> {
             dry_run: true,
             ..PostParams::default()
         };
-        eventually(WAIT, "the admission policies lifted", || async {
-            secrets.create(&dry_run, &labelled).await.ok().map(|_| ())
-        })
-        .await;
+        self.secrets.create(&dry_run, &labelled).await.map(|_| ())
     }
 }
 
