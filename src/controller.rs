@@ -230,7 +230,7 @@ impl Context {
         &self,
         wst: &WorkspaceToken,
         plan: &plan::Plan,
-        mut journal: Journal,
+        journal: Journal,
         mut wrote: Wrote,
         status: Result<Option<String>>,
         quiet_retry: bool,
@@ -257,7 +257,7 @@ impl Context {
             tracing::info!(steps, current, ready = plan.readiness.ready, "reconciled");
         }
         let apply_failed = journal.failure.is_some();
-        let Some(failure) = journal.failure.take().or(status_error) else {
+        let Some(failure) = journal.failure.as_ref().or(status_error.as_ref()) else {
             timer.finish(true);
             let next = pacer.ended(key, Ended::Succeeded(plan.requeue_after), None, at, 0.0);
             return action(next);
@@ -268,8 +268,8 @@ impl Context {
         if quiet_retry {
             return action(pacer.ended(key, Ended::QuietRetry, None, at, jitter));
         }
-        // A conflict under the cap that still wrote status (the platform revoked something)
-        // backs off like a failure, but is no news: it is redone like any conflict.
+        // A retry under the cap that still wrote status (it revoked, cut over or restarted)
+        // backs off like a failure, but is no news: it is redone like any quiet retry.
         let news = !failure.is_quiet_retry() || !pacer.retry_is_quiet(&key);
         let own_rv = own_rv.or_else(|| wst.resource_version());
         let next = pacer.ended(key.clone(), Ended::Failed, own_rv, at, jitter);
@@ -284,7 +284,6 @@ impl Context {
             "reconcile failed"
         );
         if apply_failed && news {
-            journal.failure = Some(failure);
             apply::report_failure(&self.io, wst, plan, &journal, now);
         }
         action(next)

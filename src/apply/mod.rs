@@ -116,19 +116,7 @@ pub fn report_failure(
         Error::SecretConflict { .. } => ("conflict", "SecretConflict"),
         _ => ("failed", error.reason()),
     };
-    audit(&AuditRecord {
-        timestamp: now.to_rfc3339_opts(SecondsFormat::Millis, true),
-        trace_id: &trace_id,
-        workspace_id: &wst.spec.workspace_id,
-        user_id: wst.spec.user_id.as_deref(),
-        profile_id: wst.spec.profile_id.as_deref(),
-        token_version: version.map(|v| format!("v{v}")),
-        event: event_name,
-        status: "failure",
-        namespace: &wst.namespace().unwrap_or_default(),
-        name: &wst.name_any(),
-        token_prefix: None,
-    });
+    audit_line(wst, now, event_name, "failure", version, &trace_id, None);
     io.events.publish(
         wst,
         EventType::Warning,
@@ -136,6 +124,31 @@ pub fn report_failure(
         "Reconcile",
         error.to_string(),
     );
+}
+
+/// One line of the audit trail about `wst` (and `version` of its token, with `prefix`).
+fn audit_line(
+    wst: &WorkspaceToken,
+    at: DateTime<Utc>,
+    event: &str,
+    status: &str,
+    version: Option<u32>,
+    trace_id: &str,
+    prefix: Option<&str>,
+) {
+    audit(&AuditRecord {
+        timestamp: at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        trace_id,
+        workspace_id: &wst.spec.workspace_id,
+        user_id: wst.spec.user_id.as_deref(),
+        profile_id: wst.spec.profile_id.as_deref(),
+        token_version: version.map(|v| format!("v{v}")),
+        event,
+        status,
+        namespace: &wst.namespace().unwrap_or_default(),
+        name: &wst.name_any(),
+        token_prefix: prefix,
+    });
 }
 
 /// The trace id of `version`: minted in this pass, or recorded on its `S-vN`.
@@ -236,19 +249,7 @@ impl Applier<'_> {
         trace_id: &str,
         prefix: Option<&str>,
     ) {
-        audit(&AuditRecord {
-            timestamp: self.now.to_rfc3339_opts(SecondsFormat::Millis, true),
-            trace_id,
-            workspace_id: &self.wst.spec.workspace_id,
-            user_id: self.wst.spec.user_id.as_deref(),
-            profile_id: self.wst.spec.profile_id.as_deref(),
-            token_version: version.map(|v| format!("v{v}")),
-            event,
-            status,
-            namespace: &self.ns,
-            name: &self.name,
-            token_prefix: prefix,
-        });
+        audit_line(self.wst, self.now, event, status, version, trace_id, prefix);
     }
 
     /// A step that succeeded, said where people look: its audit line (`audit_event`, about

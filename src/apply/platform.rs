@@ -216,19 +216,9 @@ impl Applier<'_> {
             .await
             .map_err(Error::kube("get Secret"))?;
         if let Some(existing) = existing.filter(|s| controlled_by(&s.metadata, &uid)) {
-            let params = kube::api::DeleteParams {
-                preconditions: Some(kube::api::Preconditions {
-                    uid: existing.uid(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match self.secrets.delete(&name, &params).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(Error::kube("delete refused versioned Secret")(e)),
-            }
-            self.wrote_secret(name, None);
+            let operation = "delete refused versioned Secret";
+            self.delete_exactly(&name, existing.uid(), operation)
+                .await?;
             self.record(Done::Revoked { version });
         }
         Ok(())

@@ -188,9 +188,19 @@ impl Applier<'_> {
         let Some(existing) = self.view.objects.get(name) else {
             return Ok(());
         };
+        self.delete_exactly(name, existing.uid(), operation).await
+    }
+
+    /// Deletes the Secret `name` only if it is still the object with `uid`; gone is fine.
+    pub(super) async fn delete_exactly(
+        &mut self,
+        name: &str,
+        uid: Option<String>,
+        operation: &'static str,
+    ) -> Result<()> {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
-                uid: existing.uid(),
+                uid,
                 resource_version: None,
             }),
             ..DeleteParams::default()
