@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::schedule::DURATION_PATTERN;
 
+mod issuer;
+
+pub use issuer::{
+    ClusterTokenIssuer, ClusterTokenIssuerSpec, HttpIssuerSpec, InventorySpec, IssuerKind,
+    IssuerRef, IssuerStatus, SecretKeyRef, TokenIssuer, TokenIssuerSpec, WorkspaceId,
+};
+
 /// Desired state of one workspace bearer token.
 // The derive's repeated `printcolumn(type_ = ...)` arguments look like duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -86,9 +93,16 @@ pub struct WorkspaceTokenSpec {
     /// When to rotate.
     #[serde(default)]
     pub rotation: RotationSpec,
-    /// Where tokens come from: absent means minted locally from the OS CSPRNG.
+    /// The TokenIssuer or ClusterTokenIssuer tokens are minted at; absent: minted locally
+    /// from the OS CSPRNG.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<IssuerSpec>,
+    pub issuer_ref: Option<IssuerRef>,
+    // Removed: the inline issuer of earlier releases. Kept in the schema only so that the API
+    // server refuses it with a message saying where it went, instead of pruning it (which
+    // would silently turn a platform token into a local one).
+    #[serde(rename = "issuer", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "removed_issuer")]
+    pub removed_issuer: Option<serde_json::Value>,
     /// Labels and annotations copied onto every Secret written.
     #[serde(default)]
     pub secret_template: SecretTemplate,
@@ -106,6 +120,18 @@ pub struct WorkspaceTokenSpec {
     /// true: no writes and no rotation; the status says so.
     #[serde(default)]
     pub suspend: bool,
+}
+
+fn removed_issuer(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Removed: name a TokenIssuer or ClusterTokenIssuer in issuerRef instead.",
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "x-kubernetes-validations": [{
+            "rule": "false",
+            "message": "spec.issuer was removed: put the http issuer in a TokenIssuer and name it in spec.issuerRef (README: moving an inline issuer)"
+        }]
+    })
 }
 
 fn default_history_limit() -> u32 {
@@ -177,9 +203,13 @@ pub struct RotationSpec {
     #[serde(default = "default_grace_period")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub grace_period: String,
-    /// Rotate when the token-shaping spec (token, issuer, userId, environment) changes.
+    /// Rotate when the token-shaping spec (token, issuerRef, userId, environment) changes.
     #[serde(default = "default_true")]
     pub rotate_on_change: bool,
+    /// Issuer tokens: revoke a retiring version before its grace period ends, once the
+    /// platform shows the new token used by a consumer after the cutover.
+    #[serde(default)]
+    pub revoke_after_use: bool,
 }
 
 fn default_grace_period() -> String {
@@ -199,49 +229,9 @@ impl Default for RotationSpec {
             jitter: None,
             grace_period: default_grace_period(),
             rotate_on_change: true,
+            revoke_after_use: false,
         }
     }
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct IssuerSpec {
-    /// The platform token API (seed 001).
-    pub http: HttpIssuerSpec,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct HttpIssuerSpec {
-    /// Base URL of the platform, e.g. http://platform.team-a.svc:8080
-    #[schemars(
-        length(max = 2048),
-        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
-    )]
-    pub url: String,
-    /// The Secret (in the WorkspaceToken's namespace) holding the platform admin token.
-    pub admin_token_secret_ref: SecretKeyRef,
-    /// Per-request timeout.
-    #[serde(default = "default_timeout_seconds")]
-    #[schemars(range(min = 1, max = 300), extend("format" = "int32"))]
-    pub timeout_seconds: u32,
-    /// Revoke a retiring version only once the platform shows the new token used by a
-    /// consumer after the cutover, or when the grace period ends, whichever comes first.
-    #[serde(default)]
-    pub revoke_after_use: bool,
-}
-
-pub(crate) fn default_timeout_seconds() -> u32 {
-    45
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    #[schemars(length(min = 1, max = 253))]
-    pub key: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

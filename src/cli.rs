@@ -137,9 +137,25 @@ pub async fn execute(cli: Cli) -> CliResult {
     }
 }
 
-/// The CRD exactly as `crds/workspacetokens.tokenwarden.dev.yaml` holds it.
+/// The CRDs, each exactly as its file in `crds/` holds it, in this order.
+pub const CRD_FILES: [&str; 3] = [
+    "workspacetokens.tokenwarden.dev.yaml",
+    "tokenissuers.tokenwarden.dev.yaml",
+    "clustertokenissuers.tokenwarden.dev.yaml",
+];
+
+/// Every CRD as YAML, in the order of [`CRD_FILES`].
+pub fn crds() -> Result<[String; 3], serde_norway::Error> {
+    Ok([
+        serde_norway::to_string(&WorkspaceToken::crd())?,
+        serde_norway::to_string(&crate::api::TokenIssuer::crd())?,
+        serde_norway::to_string(&crate::api::ClusterTokenIssuer::crd())?,
+    ])
+}
+
+/// What `tokenwarden crd` prints: every CRD, one YAML document each.
 pub(crate) fn crd_yaml() -> Result<String, serde_norway::Error> {
-    serde_norway::to_string(&WorkspaceToken::crd())
+    Ok(crds()?.join("---\n"))
 }
 
 async fn client_and_namespace(namespace: Option<String>) -> Result<(Client, String), String> {

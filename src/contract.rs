@@ -53,9 +53,14 @@ pub const RESTARTED_AT_ANNOTATION: &str = "tokenwarden.dev/restartedAt";
 pub const TOKEN_KEY: &str = "token";
 pub const TOKEN_VERSION_KEY: &str = "token-version";
 pub const WORKSPACE_ID_KEY: &str = "workspace-id";
-/// On `S-vN`: the platform that minted the version (immutable, like the token), where it is
-/// revoked even after `spec.issuer` moved elsewhere.
+/// On `S-vN` written before issuers were resources: the URL of the inline issuer. Only read
+/// to match it against the URL of an issuer object (see `apply::platform`), never called.
 pub const ISSUER_URL_KEY: &str = "issuer-url";
+/// On `S-vN`: the issuer object that minted the version (immutable, like the token). Its
+/// revocation goes to that object's URL of the moment, and nowhere once the object is gone.
+pub const ISSUER_KIND_KEY: &str = "issuer-kind";
+pub const ISSUER_NAME_KEY: &str = "issuer-name";
+pub const ISSUER_UID_KEY: &str = "issuer-uid";
 pub const PREVIOUS_TOKEN_KEY: &str = "previous-token";
 pub const PREVIOUS_TOKEN_VERSION_KEY: &str = "previous-token-version";
 

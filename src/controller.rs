@@ -19,6 +19,7 @@ use crate::api::WorkspaceToken;
 use crate::contract::{LAST_APPLIED_ANNOTATION, READY, managed_selector};
 use crate::events::EventPublisher;
 use crate::issuer::http::HttpClient;
+use crate::issuer_watch::issuer_watches;
 use crate::journal::Journal;
 use crate::metrics::{Health, Metrics, ReconcileTimer};
 use crate::pacing::{Ended, Next, Pacer, Seen, Wrote};
@@ -37,6 +38,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// The `reportingInstance` of events (the pod name in a cluster).
     pub instance: String,
+    /// Where ClusterTokenIssuer admin Secrets are read.
+    pub cluster_resource_namespace: String,
 }
 
 pub async fn run(
@@ -54,13 +57,19 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let index = SecretIndex::default();
+    let (issuers, issuer_feeds) = issuer_watches(
+        &client,
+        settings.namespace.as_deref(),
+        &settings.cluster_resource_namespace,
+    );
     let ctx = Arc::new(Context {
         io: apply::Handle {
             events: EventPublisher::new(client.clone(), settings.instance.clone()),
-            client,
+            client: client.clone(),
             index: index.clone(),
             metrics,
             http: HttpClient::new(),
+            issuers,
         },
         pacer: Mutex::default(),
     });
@@ -110,12 +119,21 @@ pub async fn run(
         controller.store(),
         ctx.io.metrics.clone(),
     ));
-    controller
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let issuer_triggers = issuer_feeds.triggers(controller.store());
+    let tokens = controller
         .reconcile_on(secret_triggers)
-        .graceful_shutdown_on(shutdown)
+        .reconcile_on(issuer_triggers)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| future::ready(()))
-        .await;
+        .for_each(|_| future::ready(()));
+    let issuer_status = crate::issuer_controller::run(
+        client,
+        settings.namespace.clone(),
+        settings.cluster_resource_namespace.clone(),
+        shutdown,
+    );
+    future::join(tokens, issuer_status).await;
     gauge.abort();
 }
 
@@ -165,8 +183,9 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
         .secrets_of(&wst.namespace().unwrap_or_default(), &wst.name_any());
     let view = secrets::view(&wst, &cached);
     let now = crate::time::now();
-    let plan = plan::plan(&observe::observed(&wst, &view), now);
-    let (journal, wrote) = apply::run(&ctx.io, &wst, &plan, &view, now).await;
+    let issuer = ctx.io.issuers.for_token(&wst);
+    let plan = plan::plan(&observe::observed(&wst, &view, issuer.as_ref()), now);
+    let (journal, wrote) = apply::run(&ctx.io, &wst, issuer.as_ref(), &plan, &view, now).await;
     let quiet = ctx.quiet_retry(&wst, &journal);
     let written = write_status(&ctx, &wst, &plan, &journal, quiet, now).await;
     Ok(ctx.pace(&wst, &plan, journal, wrote, written, quiet, timer, now))

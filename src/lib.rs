@@ -9,6 +9,8 @@ mod controller;
 mod events;
 pub mod failpoint;
 mod issuer;
+mod issuer_controller;
+mod issuer_watch;
 mod journal;
 mod leader;
 mod logging;
@@ -48,6 +50,12 @@ pub enum Error {
     Issuer(#[from] crate::issuer::http::IssuerError),
     #[error("admin token: {0}")]
     AdminSecret(String),
+    /// `spec.issuerRef` names an issuer this WorkspaceToken may not use now.
+    #[error("{message}")]
+    IssuerUnusable {
+        reason: &'static str,
+        message: String,
+    },
     #[error("Secret {name} has no usable token (key {key:?} missing)")]
     MissingTokenData { name: String, key: &'static str },
 }
@@ -142,6 +150,7 @@ impl Error {
             Error::Mint(_) => "MintFailed",
             Error::Issuer(e) => e.reason(),
             Error::AdminSecret(_) => "AdminSecretMissing",
+            Error::IssuerUnusable { reason, .. } => reason,
             Error::MissingTokenData { .. } => "MissingTokenData",
         }
     }

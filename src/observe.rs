@@ -5,11 +5,17 @@ use kube::ResourceExt;
 
 use crate::api::WorkspaceToken;
 use crate::contract::{FINALIZER, MINT_INTENT_ANNOTATION};
+use crate::issuer::resolve::{IssuerProblem, ResolvedIssuer};
 use crate::plan::{MintIntent, Observed};
 use crate::secrets::SecretsView;
 
-/// The planner's input for `wst`, whose cached Secrets are sorted into `view`.
-pub fn observed<'a>(wst: &'a WorkspaceToken, view: &SecretsView) -> Observed<'a> {
+/// The planner's input for `wst`, whose cached Secrets are sorted into `view` and whose
+/// issuer resolved to `issuer` (None: it mints locally).
+pub fn observed<'a>(
+    wst: &'a WorkspaceToken,
+    view: &SecretsView,
+    issuer: Option<&Result<ResolvedIssuer, IssuerProblem>>,
+) -> Observed<'a> {
     static NO_ANNOTATIONS: std::collections::BTreeMap<String, String> =
         std::collections::BTreeMap::new();
     Observed {
@@ -28,5 +34,6 @@ pub fn observed<'a>(wst: &'a WorkspaceToken, view: &SecretsView) -> Observed<'a>
             .annotations()
             .get(MINT_INTENT_ANNOTATION)
             .and_then(|v| MintIntent::parse(v)),
+        issuer_problem: issuer.and_then(|i| i.as_ref().err()).cloned(),
     }
 }

@@ -31,9 +31,22 @@ pub struct RunArgs {
     /// Where the Lease lives (default: $POD_NAMESPACE, else `default`).
     #[arg(long)]
     pub leader_election_namespace: Option<String>,
+    /// Where ClusterTokenIssuer admin Secrets are read (default: the leader election
+    /// namespace, $POD_NAMESPACE, else `default`).
+    #[arg(long)]
+    pub cluster_resource_namespace: Option<String>,
     /// How long a leader that stopped renewing keeps the Lease; renewals every third of it.
     #[arg(long, default_value_t = 15)]
     pub lease_duration_seconds: u64,
+}
+
+/// The operator's own namespace: `--leader-election-namespace`, else $POD_NAMESPACE, else
+/// `default`.
+fn operator_namespace(args: &RunArgs) -> String {
+    args.leader_election_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into())
 }
 
 /// Runs until SIGTERM or Ctrl-C; an error says in one line what could not start.
@@ -63,6 +76,10 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
         instance: instance.clone(),
+        cluster_resource_namespace: args
+            .cluster_resource_namespace
+            .clone()
+            .unwrap_or_else(|| operator_namespace(&args)),
     };
 
     if !args.leader_elect {
@@ -73,11 +90,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         return Ok(());
     }
 
-    let namespace = args
-        .leader_election_namespace
-        .clone()
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .unwrap_or_else(|| "default".into());
+    let namespace = operator_namespace(&args);
     // Replicas on one host (no POD_NAME) still need distinct identities.
     let identity = match std::env::var("POD_NAME") {
         Ok(pod) => pod,

@@ -351,6 +351,7 @@ mod tests {
                 mounted: None,
                 foreign: Vec::new(),
                 mint_intent: None,
+                issuer_problem: None,
             },
             chrono::DateTime::UNIX_EPOCH,
         );

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
-use support::platform::TestPlatform;
+use support::platform::{ISSUER, TestPlatform};
 use support::*;
 use tokenwarden::api::WorkspaceToken;
 use tokenwarden::token::sha256_hex;
@@ -46,8 +46,9 @@ async fn a_crash_between_the_platform_answer_and_the_secret_leaves_no_live_token
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
     let only_here = ["--namespace", ns.as_str()];
     let mut operator = Operator::start(cp, &only_here);
-    let mut spec = platform.spec("ws-kill", json!({ "rotation": { "gracePeriod": "0s" } }));
-    spec["issuer"]["http"]["timeoutSeconds"] = json!(60);
+    let slow = json!({ "http": { "timeoutSeconds": 60 } });
+    platform.issuer(&client, &ns, ISSUER, slow).await;
+    let spec = platform.spec("ws-kill", json!({ "rotation": { "gracePeriod": "0s" } }));
     create(&api, "t", spec).await;
     wait_version(&api, "t", 1, WAIT).await;
 
@@ -221,11 +222,11 @@ async fn a_hanging_platform_cannot_hold_every_worker() {
     let (cp, client, ns, platform) = setup("http-hang", "ws-hang").await;
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
     let operator = Operator::start(cp, &["--namespace", ns.as_str(), "--concurrency", "6"]);
+    let slow = json!({ "http": { "timeoutSeconds": 120 } });
+    platform.issuer(&client, &ns, ISSUER, slow).await;
     platform.fault("hang", None).await;
     for i in 0..8 {
-        let mut spec = platform.spec("ws-hang", json!({}));
-        spec["issuer"]["http"]["timeoutSeconds"] = json!(120);
-        create(&api, &format!("t{i}"), spec).await;
+        create(&api, &format!("t{i}"), platform.spec("ws-hang", json!({}))).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = tokio::time::Instant::now();

@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use support::platform::TestPlatform;
 use support::*;
-use tokenwarden::api::WorkspaceToken;
+use tokenwarden::api::{TokenIssuer, WorkspaceToken};
 use tokenwarden::token::sha256_hex;
 
 const WAIT: Duration = Duration::from_secs(45);
@@ -281,7 +281,7 @@ async fn a_version_that_cannot_be_revoked_is_reported_by_prefix_never_passed_as_
     s.finish().await;
 }
 
-/// `spec.issuer` moves from the platform to the local issuer: the rotation that follows mints
+/// `spec.issuerRef` moves from the platform to the local issuer: the rotation that follows mints
 /// v2 locally, and v1 is still revoked at the platform that minted it (recorded on `S-v1`),
 /// not left live there.
 #[tokio::test]
@@ -292,13 +292,16 @@ async fn a_version_outlives_a_change_of_issuer_and_is_revoked_where_it_was_minte
     wait_version(&s.api, "t", 1, WAIT).await;
     assert_eq!(s.platform.live("ws-moved").await.len(), 1);
     let recorded = s.secrets.get("t-v1").await.unwrap();
+    let issuer: Api<TokenIssuer> = Api::namespaced(s.client.clone(), &s.ns);
+    let uid = issuer.get("platform").await.unwrap().uid();
     assert_eq!(
-        data(&recorded, "issuer-url"),
-        Some(s.platform.url()),
-        "S-v1 records the platform that minted it"
+        ["issuer-kind", "issuer-name", "issuer-uid"].map(|k| data(&recorded, k)),
+        [Some("TokenIssuer".into()), Some("platform".into()), uid],
+        "S-v1 records the issuer object that minted it"
     );
+    assert_eq!(data(&recorded, "issuer-url"), None, "never a URL");
 
-    let to_local = json!({ "spec": { "issuer": null } });
+    let to_local = json!({ "spec": { "issuerRef": null } });
     s.api
         .patch("t", &PatchParams::default(), &Patch::Merge(&to_local))
         .await
@@ -437,20 +440,28 @@ async fn an_answer_for_another_workspace_writes_nothing_and_leaves_no_live_token
 #[tokio::test]
 async fn a_missing_or_refused_admin_token_is_reported_not_retried_hot() {
     let s = setup("http-admin", "ws-admin").await;
+    // One issuer per admin Secret; each token names its own.
     let spec = |secret: &str| {
-        let mut spec = s.platform.spec("ws-admin", json!({}));
-        spec["issuer"]["http"]["adminTokenSecretRef"]["name"] = json!(secret);
-        spec
+        let issuer = json!({ "http": { "adminTokenSecretRef": { "name": secret } } });
+        let token = s
+            .platform
+            .spec("ws-admin", json!({ "issuerRef": { "name": secret } }));
+        (issuer, token)
     };
-    create(&s.api, "missing", spec("no-such-secret")).await;
-    let (ready, reason, message) = eventually(WAIT, "AdminSecretMissing", || async {
+    let (issuer, token) = spec("no-such-secret");
+    s.platform
+        .issuer(&s.client, &s.ns, "no-such-secret", issuer)
+        .await;
+    create(&s.api, "missing", token).await;
+    let (ready, reason, message) = eventually(WAIT, "IssuerNotReady", || async {
         condition(&s.api, "missing", "Ready")
             .await
-            .filter(|(_, r, _)| r == "AdminSecretMissing")
+            .filter(|(_, r, _)| r == "IssuerNotReady")
     })
     .await;
     assert_eq!(ready, "False");
     assert!(message.contains("no-such-secret"), "{reason}: {message}");
+    assert!(message.contains("AdminSecretMissing"), "{message}");
 
     // A revoked (wrong) admin token: refused by the platform.
     let wrong: Secret = serde_json::from_value(json!({
@@ -458,14 +469,18 @@ async fn a_missing_or_refused_admin_token_is_reported_not_retried_hot() {
     }))
     .unwrap();
     s.secrets.create(&Default::default(), &wrong).await.unwrap();
-    create(&s.api, "refused", spec("revoked-admin")).await;
+    let (issuer, token) = spec("revoked-admin");
+    s.platform
+        .issuer(&s.client, &s.ns, "revoked-admin", issuer)
+        .await;
+    create(&s.api, "refused", token).await;
     s.degraded_reason("refused", "IssuerAdminTokenRejected")
         .await;
     assert!(s.platform.live("ws-admin").await.is_empty());
     assert!(
         event_reasons(&s.client, &s.ns)
             .await
-            .contains(&"AdminSecretMissing".to_string())
+            .contains(&"IssuerNotReady".to_string())
     );
     s.finish().await;
 }
@@ -505,8 +520,11 @@ async fn a_token_minted_before_a_crash_that_no_secret_holds_is_revoked_on_recove
 #[tokio::test]
 async fn revoke_after_use_revokes_the_old_version_once_a_consumer_used_the_new_one() {
     let s = setup("http-used", "ws-used").await;
-    s.rotated_once("ws-used", json!({ "rotation": { "gracePeriod": "1h" }, "issuer": { "http": { "revokeAfterUse": true } } }))
-        .await;
+    s.rotated_once(
+        "ws-used",
+        json!({ "rotation": { "gracePeriod": "1h", "revokeAfterUse": true } }),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         s.secrets.get_opt("t-v1").await.unwrap().is_some(),
@@ -538,8 +556,11 @@ async fn revoke_after_use_revokes_the_old_version_once_a_consumer_used_the_new_o
 #[tokio::test]
 async fn revoke_after_use_still_revokes_when_the_grace_period_ends_unused() {
     let s = setup("http-unused", "ws-unused").await;
-    s.rotated_once("ws-unused", json!({ "rotation": { "gracePeriod": "4s" }, "issuer": { "http": { "revokeAfterUse": true } } }))
-        .await;
+    s.rotated_once(
+        "ws-unused",
+        json!({ "rotation": { "gracePeriod": "4s", "revokeAfterUse": true } }),
+    )
+    .await;
     eventually(WAIT, "v1 revoked at the end of its grace", || async {
         let gone = s.secrets.get_opt("t-v1").await.ok()?.is_none();
         (gone && s.platform.live("ws-unused").await.len() == 1).then_some(())

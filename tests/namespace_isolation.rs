@@ -1,4 +1,4 @@
-//! A WorkspaceToken reaches nothing outside its own namespace: its admin token Secret and
+//! A WorkspaceToken reaches nothing outside its own namespace: the TokenIssuer it names and
 //! the Secrets it writes are always in the namespace it lives in, whatever its spec says.
 
 mod support;
@@ -16,7 +16,7 @@ use tokenwarden::api::WorkspaceToken;
 const WAIT: Duration = Duration::from_secs(45);
 
 #[tokio::test]
-async fn an_admin_token_secret_in_another_namespace_is_never_read() {
+async fn a_token_issuer_in_another_namespace_is_never_used() {
     let cp = control_plane().await;
     let operator = shared_operator().await;
     let client = cp.admin_client().await;
@@ -24,35 +24,35 @@ async fn an_admin_token_secret_in_another_namespace_is_never_read() {
     let tenant = tokenwarden_testenv::namespace(&client, "admin-tenant").await;
     let platform = TestPlatform::start().await;
     platform.create_workspace("ws-iso").await;
-    // The valid admin token exists only in the other namespace.
+    // The issuer and its admin token exist only in the other namespace.
     platform
         .admin_secret(&client, &holder, &platform.admin.clone())
         .await;
 
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &tenant);
     // A `namespace` in the reference is no field of the API: the API server prunes it.
-    let spec = platform.spec(
-        "ws-iso",
-        json!({ "issuer": { "http": { "adminTokenSecretRef": { "namespace": holder } } } }),
-    );
+    let spec = platform.spec("ws-iso", json!({ "issuerRef": { "namespace": holder } }));
     let created = create(&api, "t", spec).await;
     let stored = serde_json::to_value(&created.spec).expect("spec as JSON");
     assert_eq!(
-        stored["issuer"]["http"]["adminTokenSecretRef"],
-        json!({ "name": "platform-admin", "key": "token" }),
+        stored["issuerRef"],
+        json!({ "kind": "TokenIssuer", "name": "platform" }),
         "the reference has no namespace"
     );
-    let (ready, _, message) = eventually(WAIT, "AdminSecretMissing", || async {
+    let (ready, _, message) = eventually(WAIT, "IssuerNotFound", || async {
         condition(&api, "t", "Ready")
             .await
-            .filter(|(_, reason, _)| reason == "AdminSecretMissing")
+            .filter(|(_, reason, _)| reason == "IssuerNotFound")
     })
     .await;
     assert_eq!(ready, "False");
-    assert!(message.contains("platform-admin"), "{message}");
+    assert!(
+        message.contains(&format!("in namespace {tenant}")),
+        "{message}"
+    );
     assert!(platform.live("ws-iso").await.is_empty(), "nothing minted");
 
-    // The same Secret in its own namespace is all it takes.
+    // The same issuer in its own namespace is all it takes.
     platform
         .admin_secret(&client, &tenant, &platform.admin.clone())
         .await;

@@ -73,7 +73,7 @@ proptest! {
         let observed = Observed {
             name: "t", uid: "uid", generation: Some(1), spec: &spec, annotations: &annotations,
             status: None, deleting: false, has_finalizer: true, versioned: BTreeMap::new(),
-            mounted: None, foreign: Vec::new(), mint_intent: None,
+            mounted: None, foreign: Vec::new(), mint_intent: None, issuer_problem: None,
         };
         let _ = plan(&observed, now);
     }

@@ -98,14 +98,19 @@ fn invalid_specs() -> Vec<(&'static str, Value, &'static str)> {
             "deletionPolicy",
         ),
         (
-            "issuer url not http",
-            json!({ "workspaceId": "w", "issuer": { "http": { "url": "ftp://x", "adminTokenSecretRef": { "name": "a", "key": "b" } } } }),
-            "issuer.http.url",
+            "the removed inline issuer",
+            json!({ "workspaceId": "w", "issuer": { "http": { "url": "https://x", "adminTokenSecretRef": { "name": "a", "key": "b" } } } }),
+            "issuer",
         ),
         (
-            "issuer timeout 0",
-            json!({ "workspaceId": "w", "issuer": { "http": { "url": "http://x", "timeoutSeconds": 0, "adminTokenSecretRef": { "name": "a", "key": "b" } } } }),
-            "issuer.http.timeoutSeconds",
+            "issuerRef of an unknown kind",
+            json!({ "workspaceId": "w", "issuerRef": { "kind": "Issuer", "name": "p" } }),
+            "issuerRef.kind",
+        ),
+        (
+            "issuerRef name not DNS-1123",
+            json!({ "workspaceId": "w", "issuerRef": { "name": "Platform_1" } }),
+            "issuerRef.name",
         ),
         (
             "template label owned by tokenwarden",
@@ -221,18 +226,21 @@ fn checked_in_crd_is_exactly_what_tokenwarden_crd_prints() {
         .output()
         .expect("run tokenwarden crd");
     assert!(output.status.success());
-    let checked_in = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crds/workspacetokens.tokenwarden.dev.yaml"
-    ))
-    .expect("read crds/");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let checked_in: Vec<String> = tokenwarden::cli::CRD_FILES
+        .iter()
+        .map(|file| {
+            let path = format!("{}/crds/{file}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+        })
+        .collect();
     assert!(
-        String::from_utf8_lossy(&output.stdout) == checked_in,
-        "crds/workspacetokens.tokenwarden.dev.yaml drifted: run `cargo run -- crd > crds/workspacetokens.tokenwarden.dev.yaml`"
+        printed == checked_in.join("---\n"),
+        "crds/ drifted from `tokenwarden crd`: regenerate each file from `tokenwarden::cli::crds()`"
     );
 }
 
-/// The API server accepts the CRD without a warning (it warned about `format: uint32`,
+/// The API server accepts the CRDs without a warning (it warned about `format: uint32`,
 /// which OpenAPI validation does not know): `kubectl apply` prints nothing on stderr.
 #[tokio::test]
 async fn the_crd_installs_without_a_warning() {
@@ -246,10 +254,7 @@ async fn the_crd_installs_without_a_warning() {
             "--dry-run=server",
             "-f",
         ])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/crds/workspacetokens.tokenwarden.dev.yaml"
-        ))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/"))
         .output()
         .expect("run kubectl");
     assert!(
@@ -262,4 +267,118 @@ async fn the_crd_installs_without_a_warning() {
         "",
         "warnings from the API server"
     );
+}
+
+/// (case, TokenIssuer spec, a field name the error must mention)
+fn invalid_issuer_specs() -> Vec<(&'static str, Value, &'static str)> {
+    let http = |extra: Value| {
+        let mut http = json!({ "url": "https://platform.example", "adminTokenSecretRef": { "name": "a", "key": "token" } });
+        for (k, v) in extra.as_object().unwrap() {
+            http[k] = v.clone();
+        }
+        json!({ "http": http })
+    };
+    vec![
+        (
+            "http:// without allowInsecureHttp",
+            http(json!({ "url": "http://platform.example" })),
+            "http.url",
+        ),
+        (
+            "http:// with allowInsecureHttp false",
+            http(json!({ "url": "http://p", "allowInsecureHttp": false })),
+            "http.url",
+        ),
+        (
+            "not a URL",
+            http(json!({ "url": "ftp://platform.example" })),
+            "http.url",
+        ),
+        (
+            "credentials in the URL",
+            http(json!({ "url": "https://user:pw@platform.example" })),
+            "http.url",
+        ),
+        (
+            "timeout 0",
+            http(json!({ "timeoutSeconds": 0 })),
+            "http.timeoutSeconds",
+        ),
+        (
+            "caBundle not PEM",
+            http(json!({ "caBundle": "bm90IGEgY2VydGlmaWNhdGU=" })),
+            "http.caBundle",
+        ),
+        (
+            "caBundle not base64",
+            http(json!({ "caBundle": "not base64!" })),
+            "http.caBundle",
+        ),
+        (
+            "admin Secret name not DNS-1123",
+            http(json!({ "adminTokenSecretRef": { "name": "Admin_1", "key": "token" } })),
+            "http.adminTokenSecretRef.name",
+        ),
+        (
+            "workspace id with a slash",
+            json!({ "http": http(json!({}))["http"], "workspaceIds": ["a/b"] }),
+            "workspaceIds",
+        ),
+    ]
+}
+
+/// The issuer resources refuse what would send a credential in plaintext or somewhere
+/// unparseable, naming the field; `allowInsecureHttp: true` admits http:// on purpose.
+#[tokio::test]
+async fn api_server_refuses_invalid_issuers_naming_the_field() {
+    use tokenwarden::api::{ClusterTokenIssuer, TokenIssuer};
+    let cp = control_plane().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "invalid-issuer").await;
+    let namespaced: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::erase::<TokenIssuer>(&()),
+    );
+    let cluster: Api<kube::api::DynamicObject> = Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource::erase::<ClusterTokenIssuer>(&()),
+    );
+    let mut failures = Vec::new();
+    for (i, (case, spec, field)) in invalid_issuer_specs().into_iter().enumerate() {
+        for (kind, api) in [
+            ("TokenIssuer", &namespaced),
+            ("ClusterTokenIssuer", &cluster),
+        ] {
+            let manifest: kube::api::DynamicObject = serde_json::from_value(json!({
+                "apiVersion": "tokenwarden.dev/v1alpha1", "kind": kind,
+                "metadata": { "name": format!("invalid-{i}") }, "spec": spec,
+            }))
+            .unwrap();
+            match api.create(&PostParams::default(), &manifest).await {
+                Ok(_) => failures.push(format!("{kind} {case}: accepted")),
+                Err(kube::Error::Api(s)) if s.code == 422 => {
+                    if !s.message.contains(&format!("spec.{field}")) {
+                        failures.push(format!(
+                            "{kind} {case}: does not name spec.{field}: {}",
+                            s.message
+                        ));
+                    }
+                }
+                Err(e) => failures.push(format!("{kind} {case}: unexpected error {e}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let insecure: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "TokenIssuer",
+        "metadata": { "name": "on-purpose" },
+        "spec": { "http": { "url": "http://platform.example", "allowInsecureHttp": true,
+                            "adminTokenSecretRef": { "name": "a", "key": "token" } } },
+    }))
+    .unwrap();
+    namespaced
+        .create(&PostParams::default(), &insecure)
+        .await
+        .expect("http:// with allowInsecureHttp: true is accepted");
 }

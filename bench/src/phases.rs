@@ -164,7 +164,14 @@ fn start_operator(cp: &ControlPlane, cfg: &Config, seq: usize) -> OperatorProces
 }
 
 async fn install_crd(client: &Client) {
-    tokenwarden_testenv::crd::install(client, &WorkspaceToken::crd(), "tokenwarden-bench").await;
+    use tokenwarden::api::{ClusterTokenIssuer, TokenIssuer};
+    for crd in [
+        WorkspaceToken::crd(),
+        TokenIssuer::crd(),
+        ClusterTokenIssuer::crd(),
+    ] {
+        tokenwarden_testenv::crd::install(client, &crd, "tokenwarden-bench").await;
+    }
 }
 
 fn workspace_token(i: usize) -> WorkspaceToken {

@@ -14,7 +14,9 @@ use kube::{Client, ResourceExt};
 
 use crate::api::WorkspaceToken;
 use crate::events::{EventPublisher, EventType};
+use crate::issuer::caches::IssuerCaches;
 use crate::issuer::http::HttpClient;
+use crate::issuer::resolve::{IssuerProblem, ResolvedIssuer};
 use crate::journal::{Done, Journal, TokenFacts};
 use crate::logging::{AuditRecord, audit};
 use crate::metrics::Metrics;
@@ -40,6 +42,8 @@ pub struct Handle {
     pub metrics: Metrics,
     /// One connection pool for every platform (HTTP issuer).
     pub http: HttpClient,
+    /// The TokenIssuers and ClusterTokenIssuers, for the versions they minted.
+    pub issuers: IssuerCaches,
 }
 
 pub(crate) struct Applier<'a> {
@@ -47,6 +51,8 @@ pub(crate) struct Applier<'a> {
     wst: &'a WorkspaceToken,
     plan: &'a Plan,
     view: &'a SecretsView,
+    /// The issuer the WorkspaceToken names, resolved now; None: it mints locally.
+    issuer: Option<&'a std::result::Result<ResolvedIssuer, IssuerProblem>>,
     ns: String,
     name: String,
     secrets: Api<Secret>,
@@ -66,6 +72,7 @@ pub(crate) struct Applier<'a> {
 pub async fn run(
     io: &Handle,
     wst: &WorkspaceToken,
+    issuer: Option<&std::result::Result<ResolvedIssuer, IssuerProblem>>,
     plan: &Plan,
     view: &SecretsView,
     now: DateTime<Utc>,
@@ -76,6 +83,7 @@ pub async fn run(
         wst,
         plan,
         view,
+        issuer,
         secrets: Api::namespaced(io.client.clone(), &ns),
         ns,
         name: wst.name_any(),

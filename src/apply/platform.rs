@@ -8,13 +8,16 @@ use serde_json::json;
 
 use super::Applier;
 use super::records::params;
-use crate::api::{WorkspaceToken, versioned_secret_name};
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::api::{IssuerKind, WorkspaceToken, versioned_secret_name};
 use crate::contract::{
-    ISSUER_TOKEN_ID_ANNOTATION, ISSUER_URL_KEY, MINT_INTENT_ANNOTATION, TOKEN_KEY,
-    VERIFIED_AT_ANNOTATION, WORKSPACE_ID_KEY,
+    ISSUER_KIND_KEY, ISSUER_NAME_KEY, ISSUER_TOKEN_ID_ANNOTATION, ISSUER_UID_KEY, ISSUER_URL_KEY,
+    MINT_INTENT_ANNOTATION, TOKEN_KEY, VERIFIED_AT_ANNOTATION,
 };
 use crate::events::EventType;
 use crate::issuer::http::{HttpIssuer, IssuerError, Revocation, unheld_since, used_since_cutover};
+use crate::issuer::resolve::{IssuerIdentity, ResolvedIssuer};
 use crate::journal::Done;
 use crate::plan::MintIntent;
 use crate::secrets::controlled_by;
@@ -32,56 +35,87 @@ pub(super) enum PlatformRevoke {
     Done,
     /// Nothing left to revoke it with: the token may still be live there, and only a person
     /// with the platform's console can tell. Said in a Warning event, never passed as done.
-    Impossible(&'static str),
+    Impossible(String),
 }
 
-/// The platform and workspace a version was minted at.
-pub(super) struct MintedBy {
-    url: String,
-    workspace_id: String,
-    timeout_seconds: u32,
+/// Where a version's token may be sent: only ever to the current URL of the issuer object
+/// that minted it.
+#[derive(Debug)]
+pub(super) enum MintedAt {
+    /// Minted locally from the CSPRNG: there is nothing to revoke anywhere.
+    Local,
+    Platform(ResolvedIssuer),
+    /// Minted at a platform that can no longer be asked (its issuer object is gone): said in a
+    /// RevokeImpossible Warning, never sent elsewhere.
+    Unreachable(String),
+    /// No record to tell: its `S-vN` is gone, or holds no token (tokenwarden never wrote it).
+    Unrecorded,
+}
+
+/// What an `S-vN` records of the issuer that minted it.
+enum Record {
+    /// No token-holding `S-vN`: the Secret is gone, or was never ours.
+    Missing,
+    Local,
+    Issuer(IssuerIdentity),
+    /// Written before issuers were resources: the inline issuer's URL.
+    LegacyUrl(String),
 }
 
 const AMBIGUOUS: &str = "two live tokens at the platform share its prefix, and deleting either could revoke the wrong one";
+const INSECURE_401: &str = "the platform refused its own token over plaintext http://, where \
+     anyone on the path can forge that answer, so it is not taken as revoked";
 const NO_BEARER: &str =
     "its Secret and the current version's are gone, so no token is left to authenticate the call";
 
 impl Applier<'_> {
-    /// The platform client for one call carrying `trace_id`; None for the local issuer.
-    pub(super) fn platform(&self, trace_id: &str) -> Option<HttpIssuer<'_>> {
-        let spec = &self.wst.spec.issuer.as_ref()?.http;
-        Some(HttpIssuer::new(
+    /// The issuer this WorkspaceToken mints at now; None: locally. One it may not use is an
+    /// error (the plan mints nothing then; this guards every other path).
+    pub(super) fn current_issuer(&self) -> Result<Option<&ResolvedIssuer>> {
+        match self.issuer {
+            None => Ok(None),
+            Some(Ok(issuer)) => Ok(Some(issuer)),
+            Some(Err(problem)) => Err(Error::IssuerUnusable {
+                reason: problem.reason,
+                message: problem.message.clone(),
+            }),
+        }
+    }
+
+    /// The client of `issuer`'s platform for one call carrying `trace_id`.
+    pub(super) fn platform_at<'i>(
+        &'i self,
+        issuer: &'i ResolvedIssuer,
+        trace_id: &str,
+    ) -> Result<HttpIssuer<'i>> {
+        Ok(HttpIssuer::new(
             &self.io.http,
-            spec,
+            &issuer.http,
             &self.wst.spec.workspace_id,
             trace_id,
-        ))
+        )?)
     }
 
     pub(super) fn uses_platform(&self) -> bool {
-        self.wst.spec.issuer.is_some()
+        self.wst.spec.issuer_ref.is_some()
     }
 
-    /// The admin token, read from `adminTokenSecretRef` in the WorkspaceToken's own namespace
-    /// each time it is needed: never cached, never logged.
-    async fn admin_token(&self) -> Result<Token> {
-        let reference = &self
-            .wst
-            .spec
-            .issuer
-            .as_ref()
-            .expect("HTTP issuer")
-            .http
-            .admin_token_secret_ref;
-        let secret = self
-            .secrets
+    /// The admin token, read from the issuer's `adminTokenSecretRef` in the issuer's
+    /// namespace (a ClusterTokenIssuer's: `--cluster-resource-namespace`) each time it is
+    /// needed: never from the WorkspaceToken's namespace unless the issuer lives there, never
+    /// cached, never logged.
+    async fn admin_token(&self, issuer: &ResolvedIssuer) -> Result<Token> {
+        let reference = &issuer.http.admin_token_secret_ref;
+        let ns = &issuer.admin_namespace;
+        let secrets: kube::Api<Secret> = kube::Api::namespaced(self.io.client.clone(), ns);
+        let secret = secrets
             .get_opt(&reference.name)
             .await
             .map_err(Error::kube("read admin token Secret"))?
             .ok_or_else(|| {
                 Error::AdminSecret(format!(
-                    "Secret {}/{} (spec.issuer.http.adminTokenSecretRef) not found",
-                    self.ns, reference.name
+                    "Secret {ns}/{} ({} adminTokenSecretRef) not found",
+                    reference.name, issuer.identity
                 ))
             })?;
         crate::secrets::take_string(secret, &reference.key)
@@ -91,8 +125,8 @@ impl Applier<'_> {
             .inspect(|admin| self.in_play(admin))
             .ok_or_else(|| {
                 Error::AdminSecret(format!(
-                    "Secret {}/{} has no key {:?}",
-                    self.ns, reference.name, reference.key
+                    "Secret {ns}/{} has no key {:?}",
+                    reference.name, reference.key
                 ))
             })
     }
@@ -112,9 +146,15 @@ impl Applier<'_> {
 
     /// Mints at the platform. The intent is recorded first, so a crash between the platform's
     /// answer and the versioned Secret leaves a trace the next pass acts on.
-    pub(super) async fn mint_at_platform(&mut self, version: u32, trace_id: &str) -> Result<Token> {
-        let admin = self.admin_token().await?;
-        (self.platform(trace_id).expect("HTTP issuer")).ensure_a_free_slot("mint")?;
+    pub(super) async fn mint_at_platform(
+        &mut self,
+        issuer: &ResolvedIssuer,
+        version: u32,
+        trace_id: &str,
+    ) -> Result<Token> {
+        let admin = self.admin_token(issuer).await?;
+        self.platform_at(issuer, trace_id)?
+            .ensure_a_free_slot("mint")?;
         // Each attempt records its own window (a pending earlier one was reclaimed first, when
         // a token to authenticate with exists). Our own write doesn't cut the backoff short.
         let intent = MintIntent {
@@ -122,7 +162,7 @@ impl Applier<'_> {
             since: crate::time::now(),
         };
         self.set_mint_intent(Some(intent.render())).await?;
-        let platform = self.platform(trace_id).expect("HTTP issuer");
+        let platform = self.platform_at(issuer, trace_id)?;
         let result = platform.mint(&admin).await;
         self.io
             .metrics
@@ -145,13 +185,14 @@ impl Applier<'_> {
         let name = versioned_secret_name(&self.mounted_name(), version);
         let token = self.read_token(&name, TOKEN_KEY).await?;
         let trace_id = self.trace_id_of(version);
-        let platform = self.platform(&trace_id).expect("HTTP issuer");
+        let issuer = self.issuer_to_ask(version)?;
+        let platform = self.platform_at(&issuer, &trace_id)?;
         let result = platform.verify(&token).await;
         self.io
             .metrics
             .issuer_request("verify", if result.is_ok() { "ok" } else { "error" });
         if let Err(IssuerError::Status { status: 401, .. }) = result {
-            self.retire_refused(version, &token).await?;
+            self.retire_refused(version, &issuer, &token).await?;
             return Err(Error::Issuer(IssuerError::NewTokenRefused { version }));
         }
         let id = result?;
@@ -189,18 +230,25 @@ impl Applier<'_> {
     /// nothing), and its record deleted; status records it Revoked, so the next pass mints
     /// the next version instead of verifying this one forever, and refusals never pile up
     /// live tokens.
-    async fn retire_refused(&mut self, version: u32, refused: &Token) -> Result<()> {
+    async fn retire_refused(
+        &mut self,
+        version: u32,
+        issuer: &ResolvedIssuer,
+        refused: &Token,
+    ) -> Result<()> {
         self.record(Done::Refused { version });
         let served = (self.view.mounted.as_ref())
             .and_then(|m| m.version)
             .filter(|v| *v != version);
+        // The served token may only go where it was minted.
+        let served = served.filter(|s| self.same_issuer(*s, issuer));
         let bearer = match served {
             Some(served) => self.read_version_token(served).await?,
             None => None,
         };
         if let Some(bearer) = bearer {
             let trace_id = self.trace_id_of(version);
-            let platform = self.platform(&trace_id).expect("HTTP issuer");
+            let platform = self.platform_at(issuer, &trace_id)?;
             let revoked = platform.revoke(&bearer, &refused.prefix(), None).await?;
             let impossible = revoked == Revocation::Ambiguous;
             self.record(Done::RevokedAtIssuer {
@@ -224,31 +272,73 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// The platform that minted `version`: recorded in its immutable `S-vN`, so a version outlives a
-    /// change of `spec.issuer` (http to local, or another URL) and is still revoked where it
-    /// is live; else the spec's (a Secret written before the record, or already gone).
-    /// None: minted locally, there is nothing to revoke anywhere.
-    pub(super) fn minted_by(&self, version: u32) -> Option<MintedBy> {
-        let spec = self.wst.spec.issuer.as_ref().map(|i| &i.http);
-        let timeout_seconds =
-            spec.map_or(crate::api::default_timeout_seconds(), |s| s.timeout_seconds);
-        let secret = self
-            .view
-            .objects
-            .get(&versioned_secret_name(&self.mounted_name(), version));
-        let recorded = |key: &str| {
-            secret
-                .and_then(|s| s.data.as_ref()?.get(key))
+    /// What the `S-vN` of `version` records of its issuer, when that Secret holds a token
+    /// (tokenwarden never wrote one without: a token-less one was put there by someone else).
+    fn record_of(&self, version: u32) -> Record {
+        let name = versioned_secret_name(&self.mounted_name(), version);
+        let Some(data) = self.view.objects.get(&name).and_then(|s| s.data.as_ref()) else {
+            return Record::Missing;
+        };
+        if !data.contains_key(TOKEN_KEY) {
+            return Record::Missing;
+        }
+        let text = |key: &str| {
+            data.get(key)
                 .map(|v| String::from_utf8_lossy(&v.0).into_owned())
         };
-        let (recorded_url, recorded_workspace) =
-            (recorded(ISSUER_URL_KEY), recorded(WORKSPACE_ID_KEY));
-        let url = recorded_url.or_else(|| spec.map(|s| s.url.clone()))?;
-        Some(MintedBy {
-            url,
-            workspace_id: recorded_workspace.unwrap_or_else(|| self.wst.spec.workspace_id.clone()),
-            timeout_seconds,
-        })
+        let kind = text(ISSUER_KIND_KEY).and_then(|k| IssuerKind::parse(&k));
+        match (kind, text(ISSUER_NAME_KEY), text(ISSUER_UID_KEY)) {
+            (Some(kind), Some(name), Some(uid)) => {
+                Record::Issuer(IssuerIdentity { kind, name, uid })
+            }
+            _ => match text(ISSUER_URL_KEY) {
+                Some(url) => Record::LegacyUrl(url),
+                None => Record::Local,
+            },
+        }
+    }
+
+    /// Where `version` was minted, as far as a token-holding `S-vN` tells.
+    pub(super) fn minted_at(&self, version: u32) -> MintedAt {
+        match self.record_of(version) {
+            Record::Missing => MintedAt::Unrecorded,
+            Record::Local => MintedAt::Local,
+            Record::Issuer(identity) => match self.io.issuers.minted_by(&identity, &self.ns) {
+                Some(issuer) => MintedAt::Platform(issuer),
+                None => MintedAt::Unreachable(format!(
+                    "{identity} (uid {}), which minted it, is gone",
+                    identity.uid
+                )),
+            },
+            // Adopted only by an issuer object that has that very URL now: the URL is matched,
+            // never taken from the Secret.
+            Record::LegacyUrl(url) => match self.issuer {
+                Some(Ok(issuer)) if same_url(&issuer.http.url, &url) => {
+                    MintedAt::Platform(issuer.clone())
+                }
+                _ => MintedAt::Unreachable(
+                    "it was minted by an inline spec.issuer, and no issuer this token may use \
+                     has that URL now"
+                        .into(),
+                ),
+            },
+        }
+    }
+
+    /// The issuer to call about `version` (verify it): where it was minted.
+    fn issuer_to_ask(&self, version: u32) -> Result<ResolvedIssuer> {
+        match self.minted_at(version) {
+            MintedAt::Platform(issuer) => Ok(issuer),
+            MintedAt::Unreachable(why) => Err(Error::Issuer(IssuerError::Unusable { reason: why })),
+            MintedAt::Local | MintedAt::Unrecorded => Err(Error::Issuer(IssuerError::Unusable {
+                reason: format!("version {version} has no record of an issuer to ask"),
+            })),
+        }
+    }
+
+    /// Whether `version` was minted by the same issuer object as `issuer`.
+    fn same_issuer(&self, version: u32, issuer: &ResolvedIssuer) -> bool {
+        matches!(self.minted_at(version), MintedAt::Platform(i) if i.identity == issuer.identity)
     }
 
     /// Revokes a version at the platform that minted it, authenticating with its own token
@@ -257,7 +347,7 @@ impl Applier<'_> {
     pub(super) async fn revoke_at_platform(
         &mut self,
         version: u32,
-        minted_by: &MintedBy,
+        issuer: &ResolvedIssuer,
     ) -> Result<PlatformRevoke> {
         let own = self.read_version_token(version).await?;
         let record = self.plan.versions.get(&version);
@@ -266,28 +356,26 @@ impl Applier<'_> {
             .or_else(|| own.as_ref().map(Token::prefix))
         else {
             return Ok(PlatformRevoke::Impossible(
-                "neither its Secret nor status holds its prefix, so nothing identifies it there",
+                "neither its Secret nor status holds its prefix, so nothing identifies it there"
+                    .into(),
             ));
         };
         let bearer = match own {
             Some(own) => own,
-            None => match self.plan.current.filter(|c| *c != version) {
+            // The current token may only go where it was minted too.
+            None => match (self.plan.current)
+                .filter(|c| *c != version && self.same_issuer(*c, issuer))
+            {
                 Some(current) => match self.read_version_token(current).await? {
                     Some(token) => token,
-                    None => return Ok(PlatformRevoke::Impossible(NO_BEARER)),
+                    None => return Ok(PlatformRevoke::Impossible(NO_BEARER.into())),
                 },
-                None => return Ok(PlatformRevoke::Impossible(NO_BEARER)),
+                None => return Ok(PlatformRevoke::Impossible(NO_BEARER.into())),
             },
         };
         let own_bearer = bearer.prefix() == prefix;
         let trace_id = self.current_trace_id();
-        let platform = HttpIssuer::at(
-            &self.io.http,
-            &minted_by.url,
-            minted_by.timeout_seconds,
-            &minted_by.workspace_id,
-            &trace_id,
-        );
+        let platform = self.platform_at(issuer, &trace_id)?;
         let known_id = record.and_then(|r| r.issuer_token_id.as_deref());
         match platform.revoke(&bearer, &prefix, known_id).await {
             Ok(Revocation::Revoked) => {
@@ -295,8 +383,15 @@ impl Applier<'_> {
                 Ok(PlatformRevoke::Done)
             }
             Ok(Revocation::AlreadyRevoked) => Ok(PlatformRevoke::Done),
-            Ok(Revocation::Ambiguous) => Ok(PlatformRevoke::Impossible(AMBIGUOUS)),
-            Err(IssuerError::Status { status: 401, .. }) if own_bearer => Ok(PlatformRevoke::Done),
+            Ok(Revocation::Ambiguous) => Ok(PlatformRevoke::Impossible(AMBIGUOUS.into())),
+            // The platform no longer accepts the token: revoked already. Not over plaintext,
+            // where anyone on the path can answer 401.
+            Err(IssuerError::Status { status: 401, .. }) if own_bearer && !platform.insecure => {
+                Ok(PlatformRevoke::Done)
+            }
+            Err(IssuerError::Status { status: 401, .. }) if own_bearer => {
+                Ok(PlatformRevoke::Impossible(INSECURE_401.into()))
+            }
             Err(e) => {
                 self.io.metrics.issuer_request("revoke", "error");
                 Err(Error::Issuer(e))
@@ -306,14 +401,23 @@ impl Applier<'_> {
 
     /// A mint cut short (intent recorded, no Secret): revoke the window's tokens no Secret holds.
     pub(super) async fn reclaim_orphans(&mut self, since: chrono::DateTime<Utc>) -> Result<()> {
-        // Authenticate with the newest token a Secret holds (the current one, or the one just
-        // minted when the reclaim follows the first mint).
+        // The intent was recorded at the issuer this token mints at now.
+        let issuer = self
+            .current_issuer()?
+            .ok_or_else(|| Error::AdminSecret("a mint intent without an issuer".into()))?
+            .clone();
+        // Authenticate with the newest token a Secret holds that this issuer minted (the
+        // current one, or the one just minted when the reclaim follows the first mint).
         let mut bearer = None;
         let mut candidates: Vec<u32> = self.plan.versions.keys().copied().collect();
         candidates.extend(self.journal.tokens().map(|(version, _)| version));
         candidates.sort_unstable();
         candidates.dedup();
         for version in candidates.into_iter().rev() {
+            let minted_now = self.journal.token(version).is_some();
+            if !minted_now && !self.same_issuer(version, &issuer) {
+                continue;
+            }
             let name = versioned_secret_name(&self.mounted_name(), version);
             if let Some(token) = self.read_token_opt(&name).await? {
                 bearer = Some((version, token));
@@ -324,9 +428,7 @@ impl Applier<'_> {
             return Ok(()); // nothing to authenticate with yet; the intent stays
         };
         let trace_id = self.trace_id_of(version);
-        let platform = self
-            .platform(&trace_id)
-            .ok_or_else(|| Error::AdminSecret("a mint intent without an HTTP issuer".into()))?;
+        let platform = self.platform_at(&issuer, &trace_id)?;
         let tokens = platform.list(&bearer, "reclaim").await?;
         // Held by any Secret tokenwarden owns, in any namespace: other WorkspaceTokens may
         // share the workspace.
@@ -335,12 +437,7 @@ impl Applier<'_> {
         let held: Vec<String> = held.into_iter().collect();
         // Only the call the intent recorded could have created the orphan: the window ends
         // when that call had to give up.
-        let timeout = self
-            .wst
-            .spec
-            .issuer
-            .as_ref()
-            .map_or(0, |i| i.http.timeout_seconds);
+        let timeout = issuer.http.timeout_seconds;
         let from = since - TimeDelta::seconds(CLOCK_SLACK_SECONDS);
         let until = since + TimeDelta::seconds(i64::from(timeout) + CLOCK_SLACK_SECONDS);
         let orphans: Vec<(String, String)> = unheld_since(&tokens, from, &held)
@@ -407,8 +504,14 @@ impl Applier<'_> {
             .map(|t| t.to_utc());
         // Plus a second: the platform's clock stamps last_used_at, ours stamped verified-at.
         let since = verified_at.map_or(cutover, |v| v.max(cutover)) + TimeDelta::seconds(1);
-        let old_name = versioned_secret_name(&self.mounted_name(), old);
-        let Some(old_token) = self.read_token_opt(&old_name).await? else {
+        // Both tokens must be of one issuer: the old one is sent to list the new one's use.
+        let MintedAt::Platform(issuer) = self.minted_at(old) else {
+            return Ok(());
+        };
+        if !self.same_issuer(current, &issuer) {
+            return Ok(());
+        }
+        let Some(old_token) = self.read_version_token(old).await? else {
             return Ok(());
         };
         let current_token = self
@@ -418,7 +521,7 @@ impl Applier<'_> {
             )
             .await?;
         let trace_id = self.trace_id_of(current);
-        let platform = self.platform(&trace_id).expect("HTTP issuer");
+        let platform = self.platform_at(&issuer, &trace_id)?;
         // Listed with the OLD token: the operator's own call must not mark the new one used.
         let tokens = platform.list(&old_token, "usage").await?;
         self.io.metrics.issuer_request("list", "ok");
@@ -457,4 +560,9 @@ impl Applier<'_> {
         let recorded = (self.plan.versions.get(&version)).and_then(|r| r.token_sha256.as_deref());
         Ok(token.filter(|t| recorded.is_none_or(|sha| t.sha256_hex() == sha)))
     }
+}
+
+/// `https://p.example/` and `https://p.example` are one URL.
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }

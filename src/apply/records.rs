@@ -14,11 +14,12 @@ use serde_json::{Value, json};
 use super::{Applier, new_trace_id};
 use crate::api::versioned_secret_name;
 use crate::contract::{
-    ENVIRONMENT_LABEL, FIELD_MANAGER, ISSUER_TOKEN_ID_ANNOTATION, ISSUER_URL_KEY, MANAGED_BY_LABEL,
-    SPEC_HASH_ANNOTATION, TEMPLATE_KEYS_ANNOTATION, TOKEN_KEY, TOKEN_SHA256_ANNOTATION,
-    TOKEN_VERSION_KEY, TRACE_ID_ANNOTATION, WORKSPACE_ID_KEY,
+    ENVIRONMENT_LABEL, FIELD_MANAGER, ISSUER_KIND_KEY, ISSUER_NAME_KEY, ISSUER_TOKEN_ID_ANNOTATION,
+    ISSUER_UID_KEY, MANAGED_BY_LABEL, SPEC_HASH_ANNOTATION, TEMPLATE_KEYS_ANNOTATION, TOKEN_KEY,
+    TOKEN_SHA256_ANNOTATION, TOKEN_VERSION_KEY, TRACE_ID_ANNOTATION, WORKSPACE_ID_KEY,
 };
 use crate::failpoint;
+use crate::issuer::resolve::ResolvedIssuer;
 use crate::journal::{Done, TokenFacts};
 use crate::plan::{SecretMetadata, SecretRef, desired_metadata, spec_hash};
 use crate::secrets::controlled_by;
@@ -43,14 +44,15 @@ pub(super) fn post_params() -> PostParams {
 impl Applier<'_> {
     pub(super) async fn mint(&mut self, version: u32, reason: &str) -> Result<()> {
         let trace_id = new_trace_id();
-        let token = match self.platform(&trace_id) {
+        let issuer = self.current_issuer()?.cloned();
+        let token = match &issuer {
             None => crate::issuer::local::mint(&self.wst.spec.token)?,
-            Some(_) => self.mint_at_platform(version, &trace_id).await?,
+            Some(issuer) => self.mint_at_platform(issuer, version, &trace_id).await?,
         };
         self.in_play(&token);
         failpoint::hit(failpoint::AFTER_MINT);
         let facts = TokenFacts::of(&token, &trace_id);
-        let secret = self.versioned_secret(version, &token, &facts);
+        let secret = self.versioned_secret(version, &token, &facts, issuer.as_ref());
         let name = versioned_secret_name(&self.mounted_name(), version);
         match self.secrets.create(&post_params(), &secret).await {
             Ok(created) => self.wrote_secret(name, created.resource_version()),
@@ -99,7 +101,10 @@ impl Applier<'_> {
         let mounted = self.read_token(&self.mounted_name(), TOKEN_KEY).await?;
         let trace_id = self.trace_id_of(version);
         let facts = TokenFacts::of(&mounted, &trace_id);
-        let secret = self.versioned_secret(version, &mounted, &facts);
+        // The record is rebuilt from `S`, which does not say who minted the token: the issuer
+        // this WorkspaceToken names now is the one it is sent to from here on.
+        let issuer = self.current_issuer()?.cloned();
+        let secret = self.versioned_secret(version, &mounted, &facts, issuer.as_ref());
         let name = versioned_secret_name(&self.mounted_name(), version);
         let created = self
             .secrets
@@ -214,7 +219,13 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn versioned_secret(&self, version: u32, token: &Token, facts: &TokenFacts) -> Secret {
+    fn versioned_secret(
+        &self,
+        version: u32,
+        token: &Token,
+        facts: &TokenFacts,
+        issuer: Option<&ResolvedIssuer>,
+    ) -> Secret {
         let desired = desired_metadata(&self.wst.spec, &self.name, Some(version));
         let mut extra = BTreeMap::from([
             (TOKEN_SHA256_ANNOTATION.into(), facts.token_sha256.clone()),
@@ -234,8 +245,11 @@ impl Applier<'_> {
                 text(&self.wst.spec.workspace_id),
             ),
         ]);
-        if let Some(issuer) = &self.wst.spec.issuer {
-            data.insert(ISSUER_URL_KEY.to_string(), text(&issuer.http.url));
+        if let Some(issuer) = issuer {
+            let id = &issuer.identity;
+            data.insert(ISSUER_KIND_KEY.to_string(), text(id.kind.as_str()));
+            data.insert(ISSUER_NAME_KEY.to_string(), text(&id.name));
+            data.insert(ISSUER_UID_KEY.to_string(), text(&id.uid));
         }
         Secret {
             metadata: self.object_meta(name, desired, extra),

@@ -3,21 +3,78 @@
 //! as done.
 
 use super::Applier;
-use super::platform::PlatformRevoke;
+use super::platform::{MintedAt, PlatformRevoke};
 use crate::Result;
 use crate::api::versioned_secret_name;
 use crate::events::EventType;
 use crate::failpoint;
 use crate::journal::Done;
 
+const NO_RECORD: &str = "no record says which issuer minted it";
+
 impl Applier<'_> {
+    /// Where `version` is revoked. Without a token-holding `S-vN` the only bearer left is the
+    /// current token, which may only go where it was minted: there, if the version's prefix is
+    /// known (status), else nowhere.
+    fn where_to_revoke(&self, version: u32) -> MintedAt {
+        let recorded = self.minted_at(version);
+        if !matches!(recorded, MintedAt::Unrecorded) {
+            return recorded;
+        }
+        let prefix_known =
+            (self.plan.versions.get(&version)).is_some_and(|r| r.token_prefix.is_some());
+        if !self.uses_platform() {
+            return MintedAt::Local;
+        }
+        match self.plan.current.filter(|c| *c != version && prefix_known) {
+            None => MintedAt::Unrecorded,
+            Some(current) => match self.minted_at(current) {
+                MintedAt::Platform(issuer) => MintedAt::Platform(issuer),
+                _ => MintedAt::Unrecorded,
+            },
+        }
+    }
+
+    /// An `S-vN` without a token that status never knew: put there by someone else (with
+    /// tokenwarden's labels and an ownerReference, which the chart's admission policy refuses).
+    fn untrusted_record(&self, version: u32) -> bool {
+        let name = versioned_secret_name(&self.mounted_name(), version);
+        let tokenless = (self.view.objects.get(&name)).is_some_and(|s| {
+            s.data
+                .as_ref()
+                .is_none_or(|d| !d.contains_key(crate::contract::TOKEN_KEY))
+        });
+        let known = (self.plan.versions.get(&version)).is_some_and(|r| r.token_prefix.is_some());
+        tokenless && !known
+    }
+
     pub(super) async fn revoke(&mut self, version: u32, reason: &str) -> Result<()> {
         let name = versioned_secret_name(&self.mounted_name(), version);
+        if self.untrusted_record(version) {
+            self.event(
+                EventType::Warning,
+                "UntrustedRecord",
+                "Revoke",
+                format!(
+                    "Secret {name} claims to be version {version} of this WorkspaceToken but holds \
+                     no token, so tokenwarden never wrote it; it is deleted, and nothing is sent \
+                     to any platform"
+                ),
+            );
+            self.delete_owned(&name, "delete untrusted versioned Secret")
+                .await?;
+            self.record(Done::Revoked { version });
+            return Ok(());
+        }
         let mut unrevoked = None;
-        if let Some(minted_by) = self.minted_by(version) {
-            if let PlatformRevoke::Impossible(why) =
-                self.revoke_at_platform(version, &minted_by).await?
-            {
+        let outcome = match self.where_to_revoke(version) {
+            MintedAt::Local => None,
+            MintedAt::Platform(issuer) => Some(self.revoke_at_platform(version, &issuer).await?),
+            MintedAt::Unreachable(why) => Some(PlatformRevoke::Impossible(why)),
+            MintedAt::Unrecorded => Some(PlatformRevoke::Impossible(NO_RECORD.into())),
+        };
+        if let Some(outcome) = outcome {
+            if let PlatformRevoke::Impossible(why) = outcome {
                 unrevoked = Some(why);
             }
             let impossible = unrevoked.is_some();

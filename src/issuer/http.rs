@@ -65,6 +65,9 @@ pub enum IssuerError {
          revoked and the next version is minted"
     )]
     NewTokenRefused { version: u32 },
+    /// The issuer's spec cannot be used to call it: nothing was sent.
+    #[error("{reason}; nothing was sent")]
+    Unusable { reason: String },
 }
 
 impl IssuerError {
@@ -78,6 +81,7 @@ impl IssuerError {
             IssuerError::WrongWorkspace { .. } => "IssuerWrongWorkspace",
             IssuerError::Busy { .. } => "IssuerBusy",
             IssuerError::NewTokenRefused { .. } => "IssuerRefusedNewToken",
+            IssuerError::Unusable { .. } => "IssuerNotReady",
         }
     }
 }
@@ -143,6 +147,8 @@ fn platform_key(base: &str) -> String {
 #[derive(Clone)]
 pub struct HttpClient {
     http: reqwest::Client,
+    /// One client per distinct `caBundle` (by its SHA-256): the system roots plus its own.
+    with_roots: Arc<Mutex<HashMap<String, reqwest::Client>>>,
     in_flight: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
 }
 
@@ -153,21 +159,36 @@ impl HttpClient {
             // kube already links ring; one provider for every TLS client in the process.
             let _ = rustls::crypto::ring::default_provider().install_default();
         });
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("tokenwarden/", env!("CARGO_PKG_VERSION")))
-            // A redirect would send the bearer token's request somewhere the issuer did not
-            // name; a 3xx is an error like any other status.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            // DNS in Rust (reads /etc/resolv.conf): the static binary in a distroless image
-            // has no glibc NSS modules for getaddrinfo to load.
-            .hickory_dns(true)
+        let http = builder()
             .build()
             .expect("an HTTP client with the default TLS provider");
         HttpClient {
             http,
+            with_roots: Arc::default(),
             in_flight: Arc::default(),
         }
+    }
+
+    /// The client for an issuer: the shared one, or one that also trusts `ca_bundle` (base64
+    /// of PEM certificates), built once per bundle.
+    fn for_roots(&self, ca_bundle: Option<&str>) -> Result<reqwest::Client, IssuerError> {
+        let Some(bundle) = ca_bundle else {
+            return Ok(self.http.clone());
+        };
+        let key = crate::token::sha256_hex(bundle.as_bytes());
+        let mut clients = self.with_roots.lock().expect("client lock");
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let certificates = ca_certificates(bundle)?;
+        let client = builder()
+            .tls_certs_merge(certificates)
+            .build()
+            .map_err(|e| IssuerError::Unusable {
+                reason: format!("caBundle: {e}"),
+            })?;
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 
     /// A slot for one call to the platform at `base`, waiting a moment for one to free up
@@ -195,9 +216,60 @@ impl Default for HttpClient {
     }
 }
 
+/// Every client's settings: no redirects, no proxy, DNS in Rust.
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(concat!("tokenwarden/", env!("CARGO_PKG_VERSION")))
+        // A redirect would send the bearer token's request somewhere the issuer did not
+        // name; a 3xx is an error like any other status.
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        // DNS in Rust (reads /etc/resolv.conf): the static binary in a distroless image
+        // has no glibc NSS modules for getaddrinfo to load.
+        .hickory_dns(true)
+}
+
+/// The certificates of a `caBundle`: base64 of one or more PEM certificates, at least one.
+pub fn ca_certificates(bundle: &str) -> Result<Vec<reqwest::Certificate>, IssuerError> {
+    use base64::Engine;
+    let unusable = |why: &str| IssuerError::Unusable {
+        reason: format!("caBundle {why}"),
+    };
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(bundle.trim())
+        .map_err(|_| unusable("is not base64"))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|_| unusable("holds no readable PEM certificate"))?;
+    if certificates.is_empty() {
+        return Err(unusable("holds no PEM certificate"));
+    }
+    Ok(certificates)
+}
+
+/// Whether `spec` may be called at all: https, or http with `allowInsecureHttp` (the API
+/// server checks this too; an older CRD might not).
+pub fn check_url(spec: &HttpIssuerSpec) -> Result<(), IssuerError> {
+    let url = reqwest::Url::parse(&spec.url).map_err(|_| IssuerError::Unusable {
+        reason: "http.url is not a URL".into(),
+    })?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if spec.allow_insecure_http => Ok(()),
+        "http" => Err(IssuerError::Unusable {
+            reason: "http.url is http:// without allowInsecureHttp: true".into(),
+        }),
+        _ => Err(IssuerError::Unusable {
+            reason: "http.url is neither https:// nor http://".into(),
+        }),
+    }
+}
+
 /// The platform of one WorkspaceToken.
 pub struct HttpIssuer<'a> {
     client: &'a HttpClient,
+    http: reqwest::Client,
+    /// Plain `http://` (allowInsecureHttp): an answer may be forged by anyone on the path.
+    pub insecure: bool,
     base: String,
     workspace_id: &'a str,
     timeout_seconds: u32,
@@ -205,36 +277,24 @@ pub struct HttpIssuer<'a> {
 }
 
 impl<'a> HttpIssuer<'a> {
+    /// The platform `spec` names; refused (nothing sent, ever) when its URL is not allowed
+    /// or its caBundle does not parse.
     pub fn new(
         client: &'a HttpClient,
         spec: &HttpIssuerSpec,
         workspace_id: &'a str,
         trace_id: &str,
-    ) -> Self {
-        Self::at(
+    ) -> Result<Self, IssuerError> {
+        check_url(spec)?;
+        Ok(HttpIssuer {
             client,
-            &spec.url,
-            spec.timeout_seconds,
+            http: client.for_roots(spec.ca_bundle.as_deref())?,
+            insecure: spec.url.starts_with("http://"),
+            base: spec.url.trim_end_matches('/').to_string(),
             workspace_id,
-            trace_id,
-        )
-    }
-
-    /// The platform at `url` (a version's recorded issuer, which the spec may have left).
-    pub fn at(
-        client: &'a HttpClient,
-        url: &str,
-        timeout_seconds: u32,
-        workspace_id: &'a str,
-        trace_id: &str,
-    ) -> Self {
-        HttpIssuer {
-            client,
-            base: url.trim_end_matches('/').to_string(),
-            workspace_id,
-            timeout_seconds,
+            timeout_seconds: spec.timeout_seconds,
             traceparent: traceparent(trace_id),
-        }
+        })
     }
 
     /// One call: a slot for it (none free: `Busy`, at once), the request, and the answer's
@@ -248,7 +308,6 @@ impl<'a> HttpIssuer<'a> {
     ) -> Result<(u16, Vec<u8>), IssuerError> {
         let _slot = (self.client.slot(&self.base).await).ok_or(IssuerError::Busy { operation })?;
         let answer = self
-            .client
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(bearer.expose())

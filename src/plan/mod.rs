@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::api::{VersionState, WorkspaceTokenSpec, WorkspaceTokenStatus};
+pub use crate::issuer::resolve::IssuerProblem;
 
 mod metadata;
 mod planner;
@@ -99,6 +100,8 @@ pub struct Observed<'a> {
     pub foreign: Vec<String>,
     /// An HTTP mint that may have been cut short.
     pub mint_intent: Option<MintIntent>,
+    /// Why the issuer `spec.issuerRef` names may not be used now: nothing is minted.
+    pub issuer_problem: Option<IssuerProblem>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -157,9 +157,18 @@ impl<'o, 'a> Planner<'o, 'a> {
 
         // 1. Which version is current, and does S need repair?
         let mut mounted_ok = self.find_current(status_current);
-        // 2.-3. A pending version is adopted, else a new one minted when due.
+        // 2.-3. A pending version is adopted, else a new one minted when due; neither while
+        //    the issuer may not be used (nothing is sent to it, nothing minted).
         let floor = self.current.max(status_current);
-        let rotated = self.adopt_or_rotate(floor, schedule.as_ref(), jitter);
+        let rotated = match &self.o.issuer_problem {
+            Some(problem) if self.current.is_none() => {
+                self.mark_states();
+                self.readiness = Some(not_ready(problem.reason, &problem.message));
+                return;
+            }
+            Some(_) => false,
+            None => self.adopt_or_rotate(floor, schedule.as_ref(), jitter),
+        };
         if rotated {
             mounted_ok = false;
         }
@@ -287,7 +296,7 @@ impl<'o, 'a> Planner<'o, 'a> {
     /// HTTP issuer: verify a new token before its cutover, and reclaim a cut-short mint.
     fn check_at_issuer(&mut self, current: u32, rotated: bool) {
         let o = self.o;
-        if o.spec.issuer.is_none() {
+        if o.spec.issuer_ref.is_none() {
             return;
         }
         // An HTTP token is activated only once the platform accepted it; a failed
@@ -296,7 +305,11 @@ impl<'o, 'a> Planner<'o, 'a> {
         if rotated && !verified {
             self.steps.push(Step::Verify { version: current });
         }
-        if let Some(intent) = o.mint_intent.as_ref() {
+        if let Some(intent) = o
+            .mint_intent
+            .as_ref()
+            .filter(|_| o.issuer_problem.is_none())
+        {
             // Before a new mint when a token to authenticate with exists (so a mint that
             // keeps failing can't pile up unreclaimed windows), else right after it.
             let reclaim = Step::ReclaimOrphans {
@@ -382,11 +395,7 @@ impl<'o, 'a> Planner<'o, 'a> {
             if let Some(retire_at) = retire_at {
                 self.wake(retire_at);
             }
-            let after_use = o
-                .spec
-                .issuer
-                .as_ref()
-                .is_some_and(|i| i.http.revoke_after_use);
+            let after_use = o.spec.issuer_ref.is_some() && o.spec.rotation.revoke_after_use;
             if after_use && !rotated {
                 revocations.push(Step::RevokeIfUsed { version: old });
                 self.wake(self.now + TimeDelta::seconds(USAGE_POLL_SECONDS));
@@ -427,18 +436,23 @@ impl<'o, 'a> Planner<'o, 'a> {
 
     /// When the next scheduled rotation is, and whether the token is Ready.
     fn schedule_next(&mut self, schedule: Option<&Schedule>, current: u32, jitter: TimeDelta) {
+        let issuer_problem = self.o.issuer_problem.as_ref();
         if let Some(schedule) = schedule {
             match self.due_at(schedule, current, jitter) {
                 Ok(next) => {
                     self.next_rotation = Some(next);
-                    self.wake(next);
+                    // An overdue rotation waits for its issuer, whose change wakes this token.
+                    if issuer_problem.is_none() || next > self.now {
+                        self.wake(next);
+                    }
                 }
                 Err(e) => self.spec_problem(e),
             }
         }
-        self.readiness = Some(match &self.spec_error {
-            Some(error) => not_ready("InvalidSpec", error),
-            None => Readiness {
+        self.readiness = Some(match (&self.spec_error, issuer_problem) {
+            (Some(error), _) => not_ready("InvalidSpec", error),
+            (None, Some(problem)) => not_ready(problem.reason, &problem.message),
+            (None, None) => Readiness {
                 ready: true,
                 reason: "Active",
                 message: format!("version {current} is active"),

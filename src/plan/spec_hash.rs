@@ -2,17 +2,17 @@
 
 use crate::api::WorkspaceTokenSpec;
 
-/// Hash of the token-shaping spec (`token`, `issuer`, `userId`, `environment`): a change
+/// Hash of the token-shaping spec (`token`, `issuerRef`, `userId`, `environment`): a change
 /// rotates when `rotateOnChange` is true.
 ///
 /// Every record carries this hash, so the same spec must hash the same in every release or an
 /// upgrade rotates every token: keys are sorted and absent fields left out, whatever
 /// serde_json's map order (the `preserve_order` feature) or a new optional field would do.
 pub(crate) fn spec_hash(spec: &WorkspaceTokenSpec) -> String {
-    // The issuer's address shapes the token; its timeout and revokeAfterUse don't.
+    // Which issuer mints shapes the token (a local token hashes as it always did: no key).
     let shaping = serde_json::json!({
         "token": spec.token,
-        "issuer": spec.issuer.as_ref().map(|i| &i.http.url),
+        "issuerRef": spec.issuer_ref.as_ref().map(|r| format!("{}/{}", r.kind.as_str(), r.name)),
         "userId": spec.user_id,
         "environment": spec.environment,
     });

@@ -31,6 +31,15 @@ pub(super) fn warnings(o: &Observed<'_>, spec_error: Option<&str>) -> Vec<Warnin
             message: error.to_string(),
         });
     }
+    if let Some(problem) = &o.issuer_problem
+        && spec_error.is_none()
+        && said.is_none_or(|c| c.message != problem.message)
+    {
+        warnings.push(Warning {
+            reason: problem.reason,
+            message: problem.message.clone(),
+        });
+    }
     if !o.foreign.is_empty() && said.is_none_or(|c| c.reason != "SecretConflict") {
         warnings.push(Warning {
             reason: "SecretConflict",

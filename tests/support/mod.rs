@@ -4,6 +4,7 @@
 
 pub mod invariants;
 pub mod platform;
+pub mod tenant;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,8 +47,16 @@ pub async fn control_plane() -> &'static ControlPlane {
     cp
 }
 
+/// The three CRDs: WorkspaceToken, TokenIssuer, ClusterTokenIssuer.
 pub async fn install_crd(client: &Client) {
-    tokenwarden_testenv::crd::install(client, &WorkspaceToken::crd(), "tokenwarden-tests").await;
+    use tokenwarden::api::{ClusterTokenIssuer, TokenIssuer};
+    for crd in [
+        WorkspaceToken::crd(),
+        TokenIssuer::crd(),
+        ClusterTokenIssuer::crd(),
+    ] {
+        tokenwarden_testenv::crd::install(client, &crd, "tokenwarden-tests").await;
+    }
 }
 
 /// `tokenwarden run` as a child process, logging into the artifacts dir.

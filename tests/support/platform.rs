@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use tokenwarden::api::TokenIssuer;
 use tokenwarden_platform::{Platform, TokenRow};
 
 pub struct TestPlatform {
@@ -131,8 +132,45 @@ impl TestPlatform {
             .to_string()
     }
 
-    /// The admin token as the Secret `platform-admin` (key `token`) in `ns`.
+    /// The admin token as the Secret `platform-admin` (key `token`) in `ns`, and the
+    /// TokenIssuer `platform` of `ns` that uses it (`timeoutSeconds: 3`); an operator marks
+    /// it Ready.
     pub async fn admin_secret(&self, client: &Client, ns: &str, token: &str) {
+        self.admin_secret_only(client, ns, token).await;
+        self.issuer(client, ns, ISSUER, json!({})).await;
+    }
+
+    /// The TokenIssuer `name` in `ns` for this platform (plain http, so
+    /// `allowInsecureHttp`), with `extra` merged into its spec (applied server-side: a second
+    /// call edits it).
+    pub async fn issuer(&self, client: &Client, ns: &str, name: &str, extra: serde_json::Value) {
+        let mut spec = self.issuer_spec();
+        merge(&mut spec, extra);
+        let issuer: TokenIssuer = serde_json::from_value(json!({
+            "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "TokenIssuer",
+            "metadata": { "name": name, "namespace": ns },
+            "spec": spec
+        }))
+        .expect("TokenIssuer");
+        let api: Api<TokenIssuer> = Api::namespaced(client.clone(), ns);
+        let params = PatchParams::apply("tokenwarden-tests").force();
+        api.patch(name, &params, &Patch::Apply(&issuer))
+            .await
+            .expect("apply TokenIssuer");
+    }
+
+    /// The spec of a TokenIssuer or ClusterTokenIssuer for this platform.
+    pub fn issuer_spec(&self) -> serde_json::Value {
+        json!({ "http": {
+            "url": self.url(),
+            "allowInsecureHttp": true,
+            "adminTokenSecretRef": { "name": "platform-admin", "key": "token" },
+            "timeoutSeconds": 3
+        } })
+    }
+
+    /// The admin token as the Secret `platform-admin` (key `token`) in `ns`, without an issuer.
+    pub async fn admin_secret_only(&self, client: &Client, ns: &str, token: &str) {
         let secret: Secret = serde_json::from_value(json!({
             "metadata": { "name": "platform-admin" },
             "stringData": { "token": token }
@@ -151,15 +189,12 @@ impl TestPlatform {
         .expect("record admin token hash");
     }
 
-    /// A WorkspaceToken spec using this platform.
+    /// A WorkspaceToken spec minting at the TokenIssuer `platform` of its namespace (see
+    /// [`TestPlatform::admin_secret`]).
     pub fn spec(&self, workspace: &str, extra: serde_json::Value) -> serde_json::Value {
         let mut spec = json!({
             "workspaceId": workspace,
-            "issuer": { "http": {
-                "url": self.url(),
-                "adminTokenSecretRef": { "name": "platform-admin", "key": "token" },
-                "timeoutSeconds": 3
-            } }
+            "issuerRef": { "name": ISSUER }
         });
         merge(&mut spec, extra);
         spec
@@ -172,7 +207,38 @@ impl Drop for TestPlatform {
     }
 }
 
-fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+/// The name of the TokenIssuer [`TestPlatform::admin_secret`] creates.
+pub const ISSUER: &str = "platform";
+
+/// Waits (up to 30 s) until the issuer `name` is Ready for its current generation.
+pub async fn wait_ready<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + serde::Serialize,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let object = serde_json::to_value(api.get(name).await.expect("get issuer")).unwrap();
+        let generation = &object["metadata"]["generation"];
+        let ready = object["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter().any(|c| {
+                c["type"] == "Ready"
+                    && c["status"] == "True"
+                    && &c["observedGeneration"] == generation
+            })
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "issuer {name} not Ready within 30 s (is an operator running?): {}",
+            object["status"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+pub fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
     match (target, patch) {
         (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
             for (k, v) in p {

@@ -263,9 +263,6 @@ fn every_failure_point_reports_degraded_then_converges_like_a_clean_pass() {
 fn http_spec() -> WorkspaceTokenSpec {
     spec(json!({
         "rotation": { "every": "720h", "gracePeriod": "1h" },
-        "issuer": { "http": {
-            "url": "https://platform.example",
-            "adminTokenSecretRef": { "name": "platform-admin", "key": "token" }
-        } }
+        "issuerRef": { "name": "platform" }
     }))
 }

@@ -8,11 +8,8 @@ use super::*;
 
 fn platform(after_use: bool) -> WorkspaceTokenSpec {
     spec(json!({
-        "rotation": { "every": "720h", "gracePeriod": "1h" },
-        "issuer": { "http": {
-            "url": "http://platform:8080", "revokeAfterUse": after_use,
-            "adminTokenSecretRef": { "name": "platform-admin", "key": "token" }
-        } }
+        "rotation": { "every": "720h", "gracePeriod": "1h", "revokeAfterUse": after_use },
+        "issuerRef": { "name": "platform" }
     }))
 }
 
@@ -167,5 +164,69 @@ fn revoke_after_use_still_revokes_when_the_grace_period_ends() {
         world.outside.valid,
         BTreeSet::from([2]),
         "unused, but the grace period is over"
+    );
+}
+
+// ----------------------------------------------------------------------------------------------
+// An issuer that may not be used: nothing minted, the served token stays
+// ----------------------------------------------------------------------------------------------
+
+fn unusable(reason: &'static str) -> crate::plan::IssuerProblem {
+    crate::plan::IssuerProblem {
+        reason,
+        message: format!("{reason}: nothing is minted"),
+    }
+}
+
+#[test]
+fn a_new_token_whose_issuer_may_not_be_used_mints_nothing_and_says_why() {
+    for reason in ["IssuerNotFound", "IssuerNotReady", "IssuerNotAllowed"] {
+        let mut world = World::new(platform(false));
+        world.issuer_problem = Some(unusable(reason));
+        let plan = world.plan(t0());
+        assert_eq!(steps_of(&plan), [Step::AddFinalizer], "{reason}");
+        assert!(!plan.readiness.ready);
+        assert_eq!(plan.readiness.reason, reason);
+        assert_eq!(plan.warnings.len(), 1, "said once, in a Warning");
+        assert_eq!(plan.warnings[0].reason, reason);
+        world.converge(t0());
+        assert!(
+            world.versioned.is_empty(),
+            "{reason}: no version was minted"
+        );
+        // Status now carries the reason (the world drops conditions: put them back).
+        world.status = Some(world.render_with_conditions(&plan, &Journal::default()));
+        let again = world.plan(t0());
+        assert!(again.warnings.is_empty(), "said once, not every pass");
+    }
+}
+
+#[test]
+fn an_overdue_rotation_waits_for_its_issuer_without_polling_and_the_token_stays_served() {
+    let mut world = World::steady(platform(false), t0());
+    world.issuer_problem = Some(unusable("IssuerNotReady"));
+    let due = t0() + hours(31 * 24);
+    let plan = world.plan(due);
+    assert!(
+        !plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Mint { .. } | Step::Verify { .. })),
+        "nothing is minted or sent while the issuer is not Ready: {:?}",
+        steps_of(&plan)
+    );
+    assert_eq!(plan.current, Some(1), "the current token stays served");
+    assert_eq!(plan.readiness.reason, "IssuerNotReady");
+    assert_eq!(
+        plan.requeue_after, None,
+        "the issuer's change wakes it, not a timer"
+    );
+    // The issuer is back: the overdue rotation happens at once.
+    world.issuer_problem = None;
+    let plan = world.plan(due);
+    assert!(
+        plan.steps
+            .iter()
+            .any(|s| matches!(s, Step::Mint { version: 2, .. }))
     );
 }

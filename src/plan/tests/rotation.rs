@@ -93,10 +93,7 @@ fn spec_hash_is_pinned_so_upgrades_do_not_rotate() {
         "userId": "19047492-ea90-4138-9afc-d2df61de2b06",
         "environment": "staging",
         "token": { "bytes": 48, "encoding": "hex", "prefix": "wst_" },
-        "issuer": { "http": {
-            "url": "http://platform.team-a.svc:8080",
-            "adminTokenSecretRef": { "name": "platform-admin", "key": "token" }
-        } }
+        "issuerRef": { "kind": "ClusterTokenIssuer", "name": "platform" }
     }));
     assert_eq!(spec_hash(&monthly()), SPEC_HASH_OF_DEFAULTS);
     assert_eq!(spec_hash(&shaped), SPEC_HASH_OF_SHAPED);
@@ -106,29 +103,40 @@ fn spec_hash_is_pinned_so_upgrades_do_not_rotate() {
 }
 
 #[test]
-fn issuer_timeout_and_revoke_after_use_do_not_shape_the_token() {
-    let issuer = |timeout: u32, after_use: bool| {
-        spec(json!({ "issuer": { "http": {
-            "url": "http://platform:8080", "timeoutSeconds": timeout, "revokeAfterUse": after_use,
-            "adminTokenSecretRef": { "name": "platform-admin", "key": "token" }
-        } } }))
+fn the_issuer_named_shapes_the_token_and_revoke_after_use_does_not() {
+    let issuer = |kind: &str, name: &str, after_use: bool| {
+        spec(json!({
+            "issuerRef": { "kind": kind, "name": name },
+            "rotation": { "revokeAfterUse": after_use }
+        }))
     };
-    assert_eq!(spec_hash(&issuer(45, false)), spec_hash(&issuer(5, true)));
-    let elsewhere = spec(json!({ "issuer": { "http": {
-        "url": "http://other-platform:8080",
-        "adminTokenSecretRef": { "name": "platform-admin", "key": "token" }
-    } } }));
-    assert_ne!(
-        spec_hash(&elsewhere),
-        spec_hash(&issuer(45, false)),
-        "another platform is another token"
+    assert_eq!(
+        spec_hash(&issuer("TokenIssuer", "platform", false)),
+        spec_hash(&issuer("TokenIssuer", "platform", true))
     );
+    let defaulted = spec(json!({ "issuerRef": { "name": "platform" } }));
+    assert_eq!(
+        spec_hash(&defaulted),
+        spec_hash(&issuer("TokenIssuer", "platform", false))
+    );
+    for elsewhere in [
+        issuer("TokenIssuer", "other", false),
+        issuer("ClusterTokenIssuer", "platform", false),
+        monthly(),
+    ] {
+        assert_ne!(
+            spec_hash(&elsewhere),
+            spec_hash(&issuer("TokenIssuer", "platform", false)),
+            "another issuer is another token"
+        );
+    }
 }
 
 /// sha256(`{"token":{"bytes":32,"encoding":"base64url"}}`), first 16 hex digits.
 const SPEC_HASH_OF_DEFAULTS: &str = "635be3b22bf83056";
-/// The same over the sorted, null-free JSON of token, the issuer's url, userId and environment.
-const SPEC_HASH_OF_SHAPED: &str = "75865ca057441684";
+/// The same over the sorted, null-free JSON of token, the issuerRef (`Kind/name`), userId and
+/// environment.
+const SPEC_HASH_OF_SHAPED: &str = "328449ced5910f20";
 
 // ----------------------------------------------------------------------------------------------
 // Rotation, grace and revocation

@@ -8,17 +8,14 @@ use super::*;
 
 #[test]
 fn spec_change_rotates_when_rotate_on_change() {
-    // The token-shaping fields: token, issuer, userId, environment.
+    // The token-shaping fields: token, issuerRef, userId, environment.
     let shaping = [
         json!({ "token": { "bytes": 48 } }),
         json!({ "token": { "encoding": "hex" } }),
         json!({ "token": { "prefix": "wst_" } }),
         json!({ "userId": "19047492-ea90-4138-9afc-d2df61de2b06" }),
         json!({ "environment": "production" }),
-        json!({ "issuer": { "http": {
-            "url": "http://platform.team-a.svc:8080",
-            "adminTokenSecretRef": { "name": "platform-admin", "key": "token" }
-        } } }),
+        json!({ "issuerRef": { "name": "platform" } }),
     ];
     for change in shaping {
         let mut world = World::steady(monthly(), t0());

@@ -93,6 +93,7 @@ pub(super) struct World {
     pub(super) gone: bool,
     /// An HTTP mint cut short by a crash (the annotation a real pass would have left).
     pub(super) mint_intent: Option<MintIntent>,
+    pub(super) issuer_problem: Option<crate::plan::IssuerProblem>,
     pub(super) outside: Outside,
 }
 
@@ -109,6 +110,7 @@ impl World {
             deleting: false,
             gone: false,
             mint_intent: None,
+            issuer_problem: None,
             outside: Outside::default(),
         }
     }
@@ -139,6 +141,7 @@ impl World {
             mounted: self.mounted.clone(),
             foreign: self.foreign.clone(),
             mint_intent: self.mint_intent.clone(),
+            issuer_problem: self.issuer_problem.clone(),
         }
     }
 
@@ -189,7 +192,10 @@ impl World {
     pub(super) fn apply_step(&mut self, step: &Step, now: DateTime<Utc>) -> Vec<Done> {
         match step {
             Step::Verify { version } => {
-                assert!(self.spec.issuer.is_some(), "Verify with the local issuer");
+                assert!(
+                    self.spec.issuer_ref.is_some(),
+                    "Verify with the local issuer"
+                );
                 let record = self.versioned.get_mut(version).expect("Verify reads S-vN");
                 record.verified = true;
                 vec![Done::Verified {
@@ -332,10 +338,14 @@ impl World {
 
     /// What a revocation did: at the platform first when an HTTP issuer minted it.
     pub(super) fn revoked(&self, version: u32) -> Vec<Done> {
-        let at_issuer = self.spec.issuer.is_some().then_some(Done::RevokedAtIssuer {
-            version,
-            impossible: false,
-        });
+        let at_issuer = self
+            .spec
+            .issuer_ref
+            .is_some()
+            .then_some(Done::RevokedAtIssuer {
+                version,
+                impossible: false,
+            });
         at_issuer
             .into_iter()
             .chain([Done::Revoked { version }])
@@ -501,6 +511,9 @@ impl World {
             return;
         }
         let status = self.status();
+        if self.issuer_problem.is_some() && status.current_version.is_none() {
+            return; // nothing minted yet, and nothing may be
+        }
         let current = status.current_version.expect("a current version");
         let mounted = self.mounted.as_ref().expect("S exists");
         assert_eq!(
