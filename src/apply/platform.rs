@@ -298,8 +298,16 @@ impl Applier<'_> {
         }
     }
 
-    /// Where `version` was minted, as far as a token-holding `S-vN` tells.
+    /// Where `version` was minted: at the current issuer when this pass wrote its record
+    /// (the cache does not show it yet), else as far as a token-holding `S-vN` tells.
     pub(super) fn minted_at(&self, version: u32) -> MintedAt {
+        if self.journal.token(version).is_some() {
+            return match self.issuer {
+                None => MintedAt::Local,
+                Some(Ok(issuer)) => MintedAt::Platform(issuer.clone()),
+                Some(Err(problem)) => MintedAt::Unreachable(problem.message.clone()),
+            };
+        }
         match self.record_of(version) {
             Record::Missing => MintedAt::Unrecorded,
             Record::Local => MintedAt::Local,
@@ -414,8 +422,7 @@ impl Applier<'_> {
         candidates.sort_unstable();
         candidates.dedup();
         for version in candidates.into_iter().rev() {
-            let minted_now = self.journal.token(version).is_some();
-            if !minted_now && !self.same_issuer(version, &issuer) {
+            if !self.same_issuer(version, &issuer) {
                 continue;
             }
             let name = versioned_secret_name(&self.mounted_name(), version);
