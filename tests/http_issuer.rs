@@ -715,3 +715,57 @@ async fn a_secret_put_in_the_place_of_a_versioned_one_never_stands_in_for_it() {
     );
     s.finish().await;
 }
+
+/// A platform behind a private CA: an issuer without `caBundle` refuses the connection (the
+/// system roots do not know the CA; nothing is sent), and with the CA in `caBundle` the same
+/// token is minted and verified over TLS.
+#[tokio::test]
+async fn a_platform_behind_a_private_ca_is_trusted_only_through_the_issuers_ca_bundle() {
+    use base64::Engine;
+    let s = setup("http-tls", "ws-tls").await;
+    let front = tokenwarden_testenv::tls_front::TlsFront::start(s.platform.addr).await;
+    let https = json!({ "http": { "url": front.url, "allowInsecureHttp": false } });
+    s.platform
+        .issuer(&s.client, &s.ns, "private-ca", https)
+        .await;
+    let spec = json!({ "issuerRef": { "name": "private-ca" } });
+    create(&s.api, "t", s.platform.spec("ws-tls", spec)).await;
+    let message = s.degraded_reason("t", "IssuerUnreachable").await;
+    assert!(s.platform.live("ws-tls").await.is_empty(), "{message}");
+
+    let bundle = base64::engine::general_purpose::STANDARD.encode(&front.ca_pem);
+    let trusted = json!({ "http": { "url": front.url, "caBundle": bundle } });
+    s.platform
+        .issuer(&s.client, &s.ns, "private-ca", trusted)
+        .await;
+    let w = wait_version(&s.api, "t", 1, WAIT).await;
+    let live = s.platform.live("ws-tls").await;
+    assert_eq!(live.len(), 1);
+    assert_eq!(
+        Some(&live[0].token_sha256),
+        w.status.unwrap().token_sha256.as_ref()
+    );
+    s.finish().await;
+}
+
+/// Over plaintext http:// anyone on the path can answer 401: a version's own token refused
+/// there is not taken as already revoked. It is RevokeImpossible, said in a Warning, and the
+/// token stays live at the platform for a person to check.
+#[tokio::test]
+async fn a_401_over_plaintext_is_not_taken_for_a_revocation() {
+    let s = setup("http-forged-401", "ws-forged-401").await;
+    create(&s.api, "t", s.platform.spec("ws-forged-401", json!({}))).await;
+    wait_version(&s.api, "t", 1, WAIT).await;
+    s.platform.fault("refuse_list", Some(1)).await;
+    s.delete_and_wait_gone().await;
+    let note = eventually(WAIT, "RevokeImpossible", || async {
+        event_messages(&s.client, &s.ns, "RevokeImpossible")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert!(note.contains("plaintext"), "{note}");
+    assert_eq!(s.platform.live("ws-forged-401").await.len(), 1);
+    s.finish().await;
+}

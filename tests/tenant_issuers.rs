@@ -151,7 +151,7 @@ async fn a_forged_record_without_the_admission_policy_sends_nothing_and_is_named
     }
     for name in ["t-v5", "t-v6"] {
         let note = eventually(WAIT, &format!("UntrustedRecord naming {name}"), || async {
-            warning_notes(&t.admin, &t.ns, "UntrustedRecord")
+            event_messages(&t.admin, &t.ns, "UntrustedRecord")
                 .await
                 .into_iter()
                 .find(|n| n.contains(name))
@@ -328,7 +328,7 @@ async fn a_version_whose_issuer_object_is_gone_is_sent_nowhere() {
         .unwrap();
     wait_version(&t.tenant, "t", 2, WAIT).await;
     let note = eventually(WAIT, "RevokeImpossible for v1", || async {
-        warning_notes(&t.admin, &t.ns, "RevokeImpossible")
+        event_messages(&t.admin, &t.ns, "RevokeImpossible")
             .await
             .into_iter()
             .find(|n| n.contains("version 1"))
@@ -354,18 +354,4 @@ async fn reason_of(api: &Api<WorkspaceToken>, name: &str, reason: &str) -> Strin
     .await;
     assert_eq!(status, "False");
     message
-}
-
-/// The notes of the Warning events with `reason` in `ns`.
-async fn warning_notes(client: &kube::Client, ns: &str, reason: &str) -> Vec<String> {
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
-    events
-        .list(&Default::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.message)
-        .collect()
 }

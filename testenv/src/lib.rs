@@ -16,6 +16,7 @@ pub mod leak;
 mod pki;
 pub mod probe;
 pub mod reaper;
+pub mod tls_front;
 
 use std::sync::OnceLock;
 

@@ -328,6 +328,19 @@ pub async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
         .collect()
 }
 
+/// The messages of the events with `reason` in `ns`.
+pub async fn event_messages(client: &Client, ns: &str, reason: &str) -> Vec<String> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.message)
+        .collect()
+}
+
 /// Dumps what a test's namespace holds that could leak a token (events, WorkspaceTokens,
 /// Secret metadata) plus the operator's metrics page, for the leak scan. Every test calls it
 /// at the end.
