@@ -23,7 +23,7 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --features tokenwarden/failpoints -- -D warnings
 
-# The Helm chart: CRD copy in sync, helm lint --strict, helm template (default, namespaced, HA),
+# The Helm chart: CRD copies in sync, helm lint --strict, helm template (default, namespaced, HA),
 # kubeconform -strict and the kube-linter checks on what it renders.
 chart-check:
 	@bash hack/chart-check.sh

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # `make chart-check`: the Helm chart, checked the way CI checks it.
-#   1. charts/tokenwarden/files/crds/ is byte for byte the generated crds/ (no drift);
+#   1. charts/tokenwarden/files/crds/ is byte for byte the generated crds/ (no drift, no
+#      CRD missing from either);
 #   2. helm lint --strict and helm template for each values set below;
 #   3. kubeconform -strict on every rendered manifest, against JSON schemas generated from the
 #      pinned kube-apiserver's own OpenAPI (hack/kube-schemas.py; cached per Kubernetes version
-#      and CRD), because kubeconform's schemas cannot be downloaded here;
+#      and CRDs), because kubeconform's schemas cannot be downloaded here;
 #   4. the kube-linter checks (.kube-linter.yaml; see hack/kube-lint.py for why a stand-in).
 # Rendered manifests are left in target/chart-check/ for reading.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 chart=charts/tokenwarden
-crd=workspacetokens.tokenwarden.dev.yaml
+crds=(workspacetokens.tokenwarden.dev tokenissuers.tokenwarden.dev clustertokenissuers.tokenwarden.dev)
 out=target/chart-check
 log() { echo "chart-check: $*" >&2; }
 
@@ -19,18 +20,28 @@ tools=$(bash hack/tools/build.sh | tail -n 1)
 helm=("$tools/helm")
 kubeconform="$tools/kubeconform"
 
-# 1. The chart's CRD copy is the generated one.
-if ! cmp -s "crds/$crd" "$chart/files/crds/$crd"; then
-  log "$chart/files/crds/$crd differs from crds/$crd; run: cp crds/$crd $chart/files/crds/"
-  exit 1
-fi
+# 1. The chart's CRD copies are the generated ones, and the chart has every CRD and no other.
+for crd in "${crds[@]}"; do
+  if ! cmp -s "crds/$crd.yaml" "$chart/files/crds/$crd.yaml"; then
+    log "$chart/files/crds/$crd.yaml differs from crds/$crd.yaml; run: cp crds/*.yaml $chart/files/crds/"
+    exit 1
+  fi
+done
+for dir in crds "$chart/files/crds"; do
+  found=$(cd "$dir" && ls -- *.yaml | sort | tr '\n' ' ')
+  want=$(printf '%s.yaml\n' "${crds[@]}" | sort | tr '\n' ' ')
+  if [ "$found" != "$want" ]; then
+    log "$dir holds $found; expected $want (update crds=(...) here and templates/crd.yaml)"
+    exit 1
+  fi
+done
 
 # 2. Lint and render: default (cluster-wide), namespaced, HA, and everything optional on.
 declare -A sets=(
   [default]=""
   [namespaced]="--set watchNamespace=team-a"
   [ha]="--set replicaCount=2"
-  [full]="--set replicaCount=3 --set serviceMonitor.enabled=true --set leaderElection.enabled=true --set watchNamespace=team-a --set image.digest=sha256:0000000000000000000000000000000000000000000000000000000000000000"
+  [full]="--set replicaCount=3 --set serviceMonitor.enabled=true --set leaderElection.enabled=true --set watchNamespace=team-a --set clusterResourceNamespace=platform --set image.digest=sha256:0000000000000000000000000000000000000000000000000000000000000000"
   [nocrd]="--set crds.install=false --set crds.keep=false --set rbac.create=true --set service.enabled=false"
 )
 rm -rf "$out" && mkdir -p "$out"
@@ -44,9 +55,14 @@ for name in "${!sets[@]}"; do
     --kube-version "$k8s_version" ${sets[$name]} >"$out/$name.yaml"
   log "helm lint --strict and helm template ok ($name: $(grep -c '^kind:' "$out/$name.yaml") objects)"
 done
+rendered=$(grep -c '^kind: CustomResourceDefinition$' "$out/default.yaml" || true)
+if [ "$rendered" != "${#crds[@]}" ]; then
+  log "the chart renders $rendered CRDs, not ${#crds[@]}: templates/crd.yaml must name each of crds/"
+  exit 1
+fi
 
 # 3. kubeconform -strict against the real API server's schemas.
-crd_sum=$(sha256sum "crds/$crd" | cut -c1-12)
+crd_sum=$(for crd in "${crds[@]}"; do cat "crds/$crd.yaml"; done | sha256sum | cut -c1-12)
 cache_root=${TOKENWARDEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenwarden}
 schemas="$cache_root/tools/kube-schemas/v$k8s_version-crd-$crd_sum"
 if [ ! -f "$schemas/done" ]; then
@@ -64,8 +80,10 @@ if [ ! -f "$schemas/done" ]; then
     sleep 0.1
   done
   export KUBECONFIG="$work/kubeconfig"
-  "$cp_bin/kubectl" apply -f "crds/$crd" >&2
-  "$cp_bin/kubectl" wait --for=condition=Established --timeout=30s crd/workspacetokens.tokenwarden.dev >&2
+  for crd in "${crds[@]}"; do
+    "$cp_bin/kubectl" apply -f "crds/$crd.yaml" >&2
+  done
+  "$cp_bin/kubectl" wait --for=condition=Established --timeout=30s "${crds[@]/#/crd/}" >&2
   rm -rf "$schemas.tmp" && mkdir -p "$schemas.tmp"
   python3 hack/kube-schemas.py --kubectl "$cp_bin/kubectl" --out "$schemas.tmp"
   touch "$schemas.tmp/done"

@@ -18,7 +18,7 @@ use kube::{Client, ResourceExt};
 use crate::api::WorkspaceToken;
 use crate::contract::{LAST_APPLIED_ANNOTATION, READY, managed_selector};
 use crate::events::EventPublisher;
-use crate::issuer::http::HttpClient;
+use crate::issuer::client::HttpClient;
 use crate::issuer_watch::issuer_watches;
 use crate::journal::Journal;
 use crate::metrics::{Health, Metrics, ReconcileTimer};
@@ -217,8 +217,10 @@ async fn write_status(
 impl Context {
     /// Whether pacing holds this pass back, and for how long.
     fn hold(&self, wst: &WorkspaceToken) -> Option<Duration> {
-        // Before the first list of Secrets completes, absence means nothing: wait.
-        if !self.io.index.is_ready() {
+        // Before the first list of Secrets and of issuers completes, absence means nothing:
+        // wait (the issuer CRDs must be installed: their watches say so in the log until they
+        // are).
+        if !self.io.index.is_ready() || !self.io.issuers.is_ready() {
             return Some(Duration::from_millis(500));
         }
         let secrets = (self.io.index)

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::api::{ClusterTokenIssuer, HttpIssuerSpec, IssuerStatus, TokenIssuer};
 use crate::contract::{FIELD_MANAGER, READY};
-use crate::issuer::http::{ca_certificates, check_url};
+use crate::issuer::client::{ca_certificates, check_url};
 
 /// How often a Ready issuer is checked again (its admin Secret may go), and a not-Ready one.
 const RECHECK_READY: Duration = Duration::from_secs(300);
@@ -114,7 +114,9 @@ struct Context {
     cluster_resource_namespace: String,
 }
 
-/// Runs the controller of both kinds until `shutdown`.
+/// Runs the controller of TokenIssuers (of `namespace`, None: all) and, when it watches every
+/// namespace, of ClusterTokenIssuers, until `shutdown`. An operator of one namespace leaves
+/// ClusterTokenIssuer status alone (see `issuer::resolve::Candidate::owns_cluster_status`).
 pub async fn run(
     client: Client,
     namespace: Option<String>,
@@ -134,6 +136,10 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::<TokenIssuer>, error_policy, ctx.clone())
         .for_each(|_| future::ready(()));
+    if namespace.is_some() {
+        one.await;
+        return;
+    }
     let all = Controller::new(
         Api::<ClusterTokenIssuer>::all(client),
         watcher::Config::default(),

@@ -87,6 +87,7 @@ pub fn issuer_watches(
         cluster,
         namespaces,
         cluster_resource_namespace: cluster_resource_namespace.to_string(),
+        owns_cluster_status: namespace.is_none(),
     };
     let feeds = stream::select_all([
         namespaced_feed.boxed(),

@@ -20,7 +20,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use support::*;
-use tokenwarden::api::WorkspaceToken;
+use tokenwarden::api::{ClusterTokenIssuer, IssuerStatus, TokenIssuer, WorkspaceToken};
+use tokenwarden::cli::CRD_FILES;
 use tokenwarden::token::sha256_hex;
 use tokenwarden_testenv::ControlPlane;
 
@@ -122,28 +123,31 @@ fn kubectl_apply(cp: &ControlPlane, objects: &[&Value]) {
     );
 }
 
-/// Applies the chart's RBAC, ServiceAccount and CRD (not the Deployment, Service, PDB).
+/// Applies the chart's RBAC, ServiceAccount and CRDs (not the Deployment, Service, PDB).
 async fn install(cp: &ControlPlane, objects: &[Value]) {
-    static CRD: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let crd = find(objects, "CustomResourceDefinition");
-    assert_eq!(crd.len(), 1, "the chart installs the CRD");
-    assert_eq!(
-        crd[0]["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
-        "the CRD survives an uninstall by default"
-    );
-    CRD.get_or_init(|| async {
-        kubectl_apply(cp, &crd);
+    static CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let crds = find(objects, "CustomResourceDefinition");
+    let names: Vec<&str> = crds
+        .iter()
+        .map(|crd| crd["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let every = CRD_FILES.map(|file| file.trim_end_matches(".yaml"));
+    assert_eq!(names, every, "the chart installs every CRD");
+    for crd in &crds {
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "the CRDs survive an uninstall by default"
+        );
+    }
+    CRDS.get_or_init(|| async {
+        kubectl_apply(cp, &crds);
         let out = cp
             .kubectl()
-            .args([
-                "wait",
-                "--for=condition=Established",
-                "--timeout=30s",
-                "crd/workspacetokens.tokenwarden.dev",
-            ])
+            .args(["wait", "--for=condition=Established", "--timeout=30s"])
+            .args(names.iter().map(|name| format!("crd/{name}")))
             .output()
             .unwrap();
-        assert!(out.status.success(), "CRD established");
+        assert!(out.status.success(), "CRDs established");
     })
     .await;
     let rbac: Vec<&Value> = objects
@@ -236,6 +240,77 @@ async fn restarted_at(client: &kube::Client, ns: &str) -> Option<String> {
         .cloned()
 }
 
+/// An issuer of `kind` (TokenIssuer or ClusterTokenIssuer) at a platform it never calls: Ready
+/// needs only an allowed URL and the admin Secret `platform-admin`.
+fn issuer(kind: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "tokenwarden.dev/v1alpha1", "kind": kind, "metadata": { "name": name },
+        "spec": { "http": {
+            "url": "https://platform.example.invalid",
+            "adminTokenSecretRef": { "name": "platform-admin", "key": "token" },
+        } },
+    })
+}
+
+fn ready(status: Option<&IssuerStatus>) -> bool {
+    status.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// A TokenIssuer in `ns` and a ClusterTokenIssuer `cluster`, their admin Secrets in `ns` and in
+/// `admin_ns` (the cluster resource namespace, another one): returns once the operator found
+/// both Ready (it watched them, read those Secrets and wrote their status), after deleting the
+/// ClusterTokenIssuer, which every later operator would see.
+/// A TokenIssuer of `ns` and the ClusterTokenIssuer `cluster` (admin Secret in `admin_ns`):
+/// the TokenIssuer becomes Ready; the ClusterTokenIssuer too when the operator watches every
+/// namespace (`cluster_mode`), else its status stays the cluster-wide operator's to write.
+async fn issuers_ready(
+    client: &kube::Client,
+    ns: &str,
+    cluster: &str,
+    admin_ns: &str,
+    cluster_mode: bool,
+) {
+    let admin: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "platform-admin" }, "stringData": { "token": "chart-admin-token" },
+    }))
+    .unwrap();
+    for ns in [ns, admin_ns] {
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &admin)
+            .await
+            .unwrap();
+    }
+    let namespaced: Api<TokenIssuer> = Api::namespaced(client.clone(), ns);
+    let issuer_of_ns = serde_json::from_value(issuer("TokenIssuer", "platform")).unwrap();
+    namespaced
+        .create(&PostParams::default(), &issuer_of_ns)
+        .await
+        .unwrap();
+    let all: Api<ClusterTokenIssuer> = Api::all(client.clone());
+    let issuer_of_all = serde_json::from_value(issuer("ClusterTokenIssuer", cluster)).unwrap();
+    all.create(&PostParams::default(), &issuer_of_all)
+        .await
+        .unwrap();
+    eventually(WAIT, "the TokenIssuer Ready", || async {
+        ready(namespaced.get("platform").await.ok()?.status.as_ref()).then_some(())
+    })
+    .await;
+    if cluster_mode {
+        eventually(WAIT, "the ClusterTokenIssuer Ready", || async {
+            ready(all.get(cluster).await.ok()?.status.as_ref()).then_some(())
+        })
+        .await;
+    } else {
+        let status = all.get(cluster).await.unwrap().status;
+        assert_eq!(status, None, "an operator of one namespace leaves it alone");
+    }
+    all.delete(cluster, &DeleteParams::default()).await.unwrap();
+}
+
 #[tokio::test]
 async fn as_the_charts_service_account_the_operator_mints_rotates_restarts_and_finalizes() {
     let _turn = SERIAL.lock().await;
@@ -250,6 +325,10 @@ async fn as_the_charts_service_account_the_operator_mints_rotates_restarts_and_f
             .iter()
             .any(|a| a.starts_with("--namespace")),
         "cluster mode watches every namespace"
+    );
+    assert!(
+        operator_args(&objects).contains(&format!("--cluster-resource-namespace={system}")),
+        "ClusterTokenIssuers' admin Secrets are read in the release namespace by default"
     );
     install(cp, &objects).await;
     // The chart's admission policies in force: they never stand in the operator's way.
@@ -275,11 +354,20 @@ async fn as_the_charts_service_account_the_operator_mints_rotates_restarts_and_f
         &ns
     ));
     assert!(!can_i(cp, &sa, "list", "pods", &ns));
+    for issuers in [
+        "tokenissuers.tokenwarden.dev",
+        "clustertokenissuers.tokenwarden.dev",
+    ] {
+        assert!(can_i(cp, &sa, "watch", issuers, &ns), "{issuers}");
+        assert!(!can_i(cp, &sa, "patch", issuers, &ns), "only their status");
+    }
+    assert!(can_i(cp, &sa, "watch", "namespaces", &ns));
 
     let kubeconfig = service_account_kubeconfig(cp, &system, "tw-cluster-tokenwarden");
     let args = operator_args(&objects);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut operator = Operator::start_as(cp, &kubeconfig, &args);
+    issuers_ready(&client, &ns, "tw-cluster-platform", &system, true).await;
 
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
     restart_target(&client, &ns).await;
@@ -354,26 +442,46 @@ async fn namespaced_mode_works_in_its_namespace_and_reports_forbidden_outside_it
     let a = tokenwarden_testenv::namespace(&client, "tw-a").await;
     let b = tokenwarden_testenv::namespace(&client, "tw-b").await;
     let objects = render("tw-ns", &system, &[&format!("watchNamespace={a}")]);
-    // The operator's RBAC is namespaced: the only ClusterRoles are the ones aggregated into
-    // the built-in roles for people, and none is bound.
+    // The operator's RBAC is namespaced but for what has no namespace: besides the ClusterRoles
+    // aggregated into the built-in roles for people (bound by nobody), one bound ClusterRole
+    // reads ClusterTokenIssuers (not their status: the cluster-wide operator's) and the labels
+    // of A, nothing else.
+    let cluster_scoped = "tw-ns-tokenwarden-cluster-scoped";
     for role in find(&objects, "ClusterRole") {
-        let labels = role["metadata"]["labels"].as_object().unwrap();
-        assert!(
-            labels
-                .keys()
-                .any(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to-")),
-            "{role}"
-        );
+        if role["metadata"]["name"] != cluster_scoped {
+            let labels = role["metadata"]["labels"].as_object().unwrap();
+            assert!(
+                labels
+                    .keys()
+                    .any(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to-")),
+                "{role}"
+            );
+            continue;
+        }
+        for rule in role["rules"].as_array().unwrap() {
+            match rule["resources"][0].as_str().unwrap() {
+                "clustertokenissuers" => assert_eq!(rule["verbs"], json!(["get", "list", "watch"])),
+                "namespaces" => assert_eq!(rule["resourceNames"], json!([a]), "only A"),
+                other => panic!("{other} granted cluster-wide"),
+            }
+        }
     }
-    assert!(!kinds(&objects).contains(&"ClusterRoleBinding".to_string()));
+    let bindings = find(&objects, "ClusterRoleBinding");
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(bindings[0]["roleRef"]["name"], cluster_scoped);
+    // RBAC in A, but for reading ClusterTokenIssuers' admin Secrets in the cluster resource
+    // namespace (the release's).
     for role in find(&objects, "Role")
         .into_iter()
         .chain(find(&objects, "RoleBinding"))
     {
-        assert_eq!(role["metadata"]["namespace"], a.as_str(), "RBAC only in A");
+        if role["metadata"]["name"] != "tw-ns-tokenwarden-cluster-resources" {
+            assert_eq!(role["metadata"]["namespace"], a.as_str(), "RBAC only in A");
+        }
     }
     let args = operator_args(&objects);
     assert!(args.contains(&format!("--namespace={a}")));
+    assert!(args.contains(&format!("--cluster-resource-namespace={system}")));
     install(cp, &objects).await;
     let sa = format!("system:serviceaccount:{system}:tw-ns-tokenwarden");
     assert!(can_i(cp, &sa, "create", "secrets", &a));
@@ -385,10 +493,23 @@ async fn namespaced_mode_works_in_its_namespace_and_reports_forbidden_outside_it
         "workspacetokens.tokenwarden.dev",
         &b
     ));
+    assert!(!can_i(cp, &sa, "list", "tokenissuers.tokenwarden.dev", &b));
+    assert!(can_i(cp, &sa, "get", "secrets", &system));
+    assert!(
+        !can_i(cp, &sa, "list", "secrets", &system),
+        "admin Secrets are read by name"
+    );
+    assert!(can_i(cp, &sa, "watch", &format!("namespaces/{a}"), &a));
+    assert!(
+        !can_i(cp, &sa, "watch", "namespaces", &a),
+        "only A's labels"
+    );
+    assert!(!can_i(cp, &sa, "get", &format!("namespaces/{b}"), &a));
 
     let kubeconfig = service_account_kubeconfig(cp, &system, "tw-ns-tokenwarden");
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut operator = Operator::start_as(cp, &kubeconfig, &args_ref);
+    issuers_ready(&client, &a, "tw-ns-platform", &system, false).await;
     let in_a: Api<WorkspaceToken> = Api::namespaced(client.clone(), &a);
     create(&in_a, "t", json!({ "workspaceId": "ws-a" })).await;
     wait_version(&in_a, "t", 1, WAIT).await;
@@ -416,6 +537,14 @@ async fn namespaced_mode_works_in_its_namespace_and_reports_forbidden_outside_it
         assert_ne!(code, 200, "not ready while it cannot list its Secrets");
     }
     assert!(operator.is_running());
+    let denied: Vec<_> = stderr_lines(&operator)
+        .into_iter()
+        .filter(|l| l.to_string().to_lowercase().contains("forbidden"))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "the chart's RBAC is enough in A: {denied:?}"
+    );
     dump(&client, &a, Some(&operator)).await;
     dump(&client, &b, Some(&outside)).await;
     outside.kill();
@@ -440,7 +569,10 @@ async fn degraded_by_withheld_delete(
     let ns = tokenwarden_testenv::namespace(&client, "tw-nodelete").await;
     let objects = render(release, &system, &[&format!("watchNamespace={ns}")]);
     let mut withheld = objects.clone();
-    for o in withheld.iter_mut().filter(|o| o["kind"] == "Role") {
+    for o in withheld
+        .iter_mut()
+        .filter(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == ns.as_str())
+    {
         for rule in o["rules"].as_array_mut().unwrap() {
             if rule["resources"] == json!(["secrets"]) {
                 rule["verbs"] = json!(["get", "list", "watch", "create", "patch"]);
@@ -613,15 +745,26 @@ async fn ha_values_elect_one_leader_with_the_charts_lease_role() {
 }
 
 #[test]
-fn the_charts_crd_is_the_generated_one() {
+fn the_charts_crds_are_the_generated_ones() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let name = "workspacetokens.tokenwarden.dev.yaml";
-    let generated = std::fs::read(format!("{root}/crds/{name}")).unwrap();
-    let copy = std::fs::read(format!("{root}/charts/tokenwarden/files/crds/{name}")).unwrap();
-    assert!(
-        generated == copy,
-        "charts/tokenwarden/files/crds/{name} differs from crds/{name}: copy it over"
-    );
+    for name in CRD_FILES {
+        let generated = std::fs::read(format!("{root}/crds/{name}")).unwrap();
+        let copy = std::fs::read(format!("{root}/charts/tokenwarden/files/crds/{name}"))
+            .unwrap_or_else(|e| panic!("charts/tokenwarden/files/crds/{name}: {e}"));
+        assert!(
+            generated == copy,
+            "charts/tokenwarden/files/crds/{name} differs from crds/{name}: copy it over"
+        );
+    }
+    let mut copies: Vec<String> =
+        std::fs::read_dir(format!("{root}/charts/tokenwarden/files/crds"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+    copies.sort();
+    let mut every = CRD_FILES.map(String::from).to_vec();
+    every.sort();
+    assert_eq!(copies, every, "no stale CRD in the chart");
 }
 
 /// The chart's admission policies, applied for one test and deleted when it ends (they are
@@ -885,24 +1028,7 @@ async fn edit_may_manage_workspace_tokens_but_not_their_status() {
     let system = tokenwarden_testenv::namespace(&client, "tw-system").await;
     let ns = tokenwarden_testenv::namespace(&client, "tw-edit").await;
     install(cp, &render("tw-agg", &system, &[])).await;
-    let out = cp
-        .kubectl()
-        .args([
-            "create",
-            "rolebinding",
-            "developers",
-            "--clusterrole=edit",
-            "-n",
-            &ns,
-        ])
-        .args(["--user", tokenwarden_testenv::UNPRIVILEGED_USER])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    bind(cp, &ns, "edit");
     let user = tokenwarden_testenv::UNPRIVILEGED_USER;
     let resource = "workspacetokens.tokenwarden.dev";
     let can = |verb: &str, subresource: Option<&str>| {
@@ -920,4 +1046,90 @@ async fn edit_may_manage_workspace_tokens_but_not_their_status() {
     .await;
     assert!(can("delete", None));
     assert!(!can("update", Some("status")), "status is the operator's");
+}
+
+/// Binds the built-in ClusterRole `role` (edit, admin, view) to the unprivileged user in `ns`.
+fn bind(cp: &ControlPlane, ns: &str, role: &str) {
+    let out = cp
+        .kubectl()
+        .args(["create", "rolebinding", role, "-n", ns])
+        .arg(format!("--clusterrole={role}"))
+        .args(["--user", tokenwarden_testenv::UNPRIVILEGED_USER])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn forbidden<T>(result: Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(s)) if s.code == 403)
+}
+
+/// A TokenIssuer names an admin Secret and the URL it is sent to: the built-in `edit` role
+/// manages WorkspaceTokens but only reads TokenIssuers, `admin` manages them too. Neither
+/// writes their status, and neither has ClusterTokenIssuers (cluster administrators only).
+#[tokio::test]
+async fn edit_may_not_write_token_issuers_but_admin_may() {
+    let _turn = SERIAL.lock().await;
+    let cp = tokenwarden_testenv::shared();
+    let client = cp.admin_client().await;
+    let system = tokenwarden_testenv::namespace(&client, "tw-system").await;
+    let dev = tokenwarden_testenv::namespace(&client, "tw-dev").await;
+    let owner = tokenwarden_testenv::namespace(&client, "tw-owner").await;
+    install(cp, &render("tw-agg-issuers", &system, &[])).await;
+    bind(cp, &dev, "edit");
+    bind(cp, &owner, "admin");
+    let tenant = cp.unprivileged_client().await;
+    let token_issuer: TokenIssuer =
+        serde_json::from_value(issuer("TokenIssuer", "platform")).unwrap();
+    let create = PostParams::default();
+
+    let tokens: Api<WorkspaceToken> = Api::namespaced(tenant.clone(), &dev);
+    eventually(WAIT, "edit may create a WorkspaceToken", || async {
+        let token = wst("t", json!({ "workspaceId": "ws-edit" }));
+        tokens.create(&create, &token).await.ok()
+    })
+    .await;
+    let in_dev: Api<TokenIssuer> = Api::namespaced(tenant.clone(), &dev);
+    in_dev
+        .list(&Default::default())
+        .await
+        .expect("edit reads TokenIssuers");
+    assert!(
+        forbidden(in_dev.create(&create, &token_issuer).await),
+        "edit may not create a TokenIssuer"
+    );
+
+    let in_owner: Api<TokenIssuer> = Api::namespaced(tenant.clone(), &owner);
+    eventually(WAIT, "admin may create a TokenIssuer", || async {
+        in_owner.create(&create, &token_issuer).await.ok()
+    })
+    .await;
+    let status = json!({ "status": { "conditions": [] } });
+    let params = PatchParams::default();
+    assert!(
+        forbidden(
+            in_owner
+                .patch_status("platform", &params, &Patch::Merge(&status))
+                .await
+        ),
+        "the status is the operator's"
+    );
+    let cluster: ClusterTokenIssuer =
+        serde_json::from_value(issuer("ClusterTokenIssuer", "tw-agg-issuers")).unwrap();
+    assert!(
+        forbidden(Api::all(tenant.clone()).create(&create, &cluster).await),
+        "no ClusterTokenIssuer for a namespace admin"
+    );
+    in_owner
+        .delete("platform", &DeleteParams::default())
+        .await
+        .expect("admin deletes TokenIssuers");
+    tokens
+        .delete("t", &DeleteParams::default())
+        .await
+        .expect("edit deletes WorkspaceTokens");
 }

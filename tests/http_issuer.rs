@@ -571,10 +571,17 @@ async fn revoke_after_use_still_revokes_when_the_grace_period_ends_unused() {
 
 /// The platform id a revocation deletes comes from a listing matched by the version's prefix,
 /// never from the `issuer-token-id` annotation, which anyone who may edit Secrets can change:
-/// pointing v1's annotation at v2's id must not get the current token revoked.
+/// pointing v1's annotation at v2's id must not get the current token revoked. The tenant of
+/// the namespace (edit-like rights) does both the patch and the revoke request.
 #[tokio::test]
 async fn patching_the_token_id_annotation_changes_nothing_that_gets_revoked() {
     let s = setup("http-tokenid", "ws-tokenid").await;
+    support::tenant::grant_tenant(&s.client, &s.ns).await;
+    let tenant = control_plane().await.unprivileged_client().await;
+    let (tenant_tokens, tenant_secrets): (Api<WorkspaceToken>, Api<Secret>) = (
+        Api::namespaced(tenant.clone(), &s.ns),
+        Api::namespaced(tenant, &s.ns),
+    );
     s.rotated_once("ws-tokenid", json!({ "rotation": { "gracePeriod": "1h" } }))
         .await;
     let v2_prefix = s.api.get("t").await.unwrap().status.unwrap().token_prefix;
@@ -586,13 +593,13 @@ async fn patching_the_token_id_annotation_changes_nothing_that_gets_revoked() {
     let point_at_v2 = json!({ "metadata": { "annotations": {
         "tokenwarden.dev/issuer-token-id": v2.id,
     } } });
-    s.secrets
+    tenant_secrets
         .patch("t-v1", &PatchParams::default(), &Patch::Merge(&point_at_v2))
         .await
         .unwrap();
     let revoke_v1 =
         json!({ "metadata": { "annotations": { "tokenwarden.dev/revoke-version": "1" } } });
-    s.api
+    tenant_tokens
         .patch("t", &PatchParams::default(), &Patch::Merge(&revoke_v1))
         .await
         .unwrap();

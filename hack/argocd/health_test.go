@@ -10,6 +10,9 @@ import (
 
 const scriptPath = "../../docs/argocd-health.lua"
 
+// The check of both issuer kinds (one script, pasted under both keys of argocd-cm).
+const issuerScriptPath = "issuer-health.lua"
+
 // A WorkspaceToken at metadata.generation `generation` with `status` (nil: no status yet).
 func workspaceToken(t *testing.T, generation int64, status map[string]any) []byte {
 	obj := map[string]any{
@@ -240,20 +243,157 @@ func TestTheArgoCDConfigMapSnippetIsTheTestedScript(t *testing.T) {
 
 // Argo CD reads the returned table as JSON; a script error there is a health of Unknown.
 func TestTheScriptNeverFailsOnOddShapes(t *testing.T) {
-	script, err := os.ReadFile(scriptPath)
-	if err != nil {
-		t.Fatal(err)
+	for _, path := range []string{scriptPath, issuerScriptPath} {
+		script, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oddShapes(t, path, string(script))
 	}
+}
+
+func oddShapes(t *testing.T, path, script string) {
 	for _, object := range []string{
 		`{"metadata":{"name":"x"}}`,
 		`{"metadata":{"name":"x","generation":1},"status":{}}`,
 		`{"metadata":{"name":"x","generation":1},"status":{"conditions":[]}}`,
 		`{"metadata":{"name":"x","generation":1},"status":{"conditions":[{"type":"Ready","status":"False"}]}}`,
 		`{"metadata":{"name":"x","generation":1},"status":{"conditions":[{"type":"Ready","status":"True"},{"type":"Degraded","status":"True"}]}}`,
+		`{"kind":"TokenIssuer","metadata":{"name":"x","generation":2},"status":{"conditions":[{"type":"Ready"}]}}`,
 	} {
-		health, err := Evaluate(string(script), []byte(object))
+		health, err := Evaluate(script, []byte(object))
 		if err != nil || health.Status == "Unknown" {
-			t.Errorf("%s: %+v, %v", object, health, err)
+			t.Errorf("%s on %s: %+v, %v", path, object, health, err)
+		}
+	}
+}
+
+// A TokenIssuer (namespaced) or ClusterTokenIssuer at metadata.generation `generation` with
+// `status` (nil: no status yet).
+func issuer(t *testing.T, kind string, generation int64, status map[string]any) []byte {
+	metadata := map[string]any{"name": "platform", "generation": generation}
+	if kind == "TokenIssuer" {
+		metadata["namespace"] = "team-a"
+	}
+	obj := map[string]any{
+		"apiVersion": "tokenwarden.dev/v1alpha1",
+		"kind":       kind,
+		"metadata":   metadata,
+		"spec": map[string]any{"http": map[string]any{
+			"url":                 "https://platform.example.com",
+			"adminTokenSecretRef": map[string]any{"name": "platform-admin", "key": "token"},
+		}},
+	}
+	if status != nil {
+		obj["status"] = status
+	}
+	data, err := json.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// What the operator writes: status.observedGeneration and the Ready condition, both at `observed`.
+func checked(observed int64, status, reason, message string) map[string]any {
+	return map[string]any{
+		"observedGeneration": observed,
+		"conditions":         []any{condition("Ready", status, reason, message, observed)},
+	}
+}
+
+func TestHealthOfTokenIssuers(t *testing.T) {
+	script, err := os.ReadFile(issuerScriptPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const resolves = "the admin Secret resolves and https://platform.example.com may be called"
+	for _, kind := range []string{"TokenIssuer", "ClusterTokenIssuer"} {
+		cases := []struct {
+			name    string
+			object  []byte
+			status  string
+			message string // a substring of the message
+		}{
+			{
+				name:    "no status yet: the operator has not checked it",
+				object:  issuer(t, kind, 1, nil),
+				status:  "Progressing",
+				message: "Waiting for tokenwarden to check the " + kind,
+			},
+			{
+				name:    "status without conditions",
+				object:  issuer(t, kind, 1, map[string]any{"observedGeneration": 1}),
+				status:  "Progressing",
+				message: "Waiting for the Ready condition",
+			},
+			{
+				name:    "Ready=True",
+				object:  issuer(t, kind, 2, checked(2, "True", "Ready", resolves)),
+				status:  "Healthy",
+				message: resolves,
+			},
+			{
+				name:    "Ready=True without a message",
+				object:  issuer(t, kind, 1, checked(1, "True", "Ready", "")),
+				status:  "Healthy",
+				message: "The " + kind + " is Ready",
+			},
+			{
+				name: "Ready=False: the admin Secret is missing",
+				object: issuer(t, kind, 1, checked(1, "False", "AdminSecretMissing",
+					"Secret tokenwarden-system/platform-admin not found")),
+				status:  "Degraded",
+				message: "AdminSecretMissing: Secret tokenwarden-system/platform-admin not found",
+			},
+			{
+				name: "Ready=False: a plaintext URL",
+				object: issuer(t, kind, 3, checked(3, "False", "InsecureUrl",
+					"url must be https:// (http:// only with allowInsecureHttp: true)")),
+				status:  "Degraded",
+				message: "InsecureUrl: url must be https://",
+			},
+			{
+				name:    "Ready=True of an older generation: an edited spec not checked yet",
+				object:  issuer(t, kind, 3, checked(2, "True", "Ready", resolves)),
+				status:  "Progressing",
+				message: "Waiting for tokenwarden to observe generation 3",
+			},
+			{
+				name: "Ready=False of an older generation: a fix not checked yet",
+				object: issuer(t, kind, 2, checked(1, "False", "AdminSecretMissing",
+					"Secret tokenwarden-system/platform-admin not found")),
+				status:  "Progressing",
+				message: "Waiting for tokenwarden to observe generation 2",
+			},
+			{
+				name: "a condition without observedGeneration: status.observedGeneration decides",
+				object: issuer(t, kind, 2, map[string]any{
+					"observedGeneration": 1,
+					"conditions": []any{map[string]any{
+						"type": "Ready", "status": "True", "reason": "Ready", "message": resolves,
+					}},
+				}),
+				status:  "Progressing",
+				message: "Waiting for tokenwarden to observe generation 2",
+			},
+			{
+				name:    "Ready=Unknown",
+				object:  issuer(t, kind, 1, checked(1, "Unknown", "", "")),
+				status:  "Progressing",
+				message: "Ready is Unknown",
+			},
+		}
+		for _, c := range cases {
+			t.Run(kind+"/"+c.name, func(t *testing.T) {
+				health, err := Evaluate(string(script), c.object)
+				if err != nil {
+					t.Fatalf("the health check failed: %v", err)
+				}
+				if health.Status != c.status || !strings.Contains(health.Message, c.message) {
+					t.Errorf("got %s %q, want %s with %q", health.Status, health.Message, c.status, c.message)
+				}
+			})
 		}
 	}
 }

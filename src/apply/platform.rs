@@ -7,17 +7,17 @@ use kube::api::Patch;
 use serde_json::json;
 
 use super::Applier;
+use super::provenance::MintedAt;
 use super::records::params;
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::api::{IssuerKind, WorkspaceToken, versioned_secret_name};
+use crate::api::{WorkspaceToken, versioned_secret_name};
 use crate::contract::{
-    ISSUER_KIND_KEY, ISSUER_NAME_KEY, ISSUER_TOKEN_ID_ANNOTATION, ISSUER_UID_KEY, ISSUER_URL_KEY,
-    MINT_INTENT_ANNOTATION, TOKEN_KEY, VERIFIED_AT_ANNOTATION,
+    ISSUER_TOKEN_ID_ANNOTATION, MINT_INTENT_ANNOTATION, TOKEN_KEY, VERIFIED_AT_ANNOTATION,
 };
 use crate::events::EventType;
 use crate::issuer::http::{HttpIssuer, IssuerError, Revocation, unheld_since, used_since_cutover};
-use crate::issuer::resolve::{IssuerIdentity, ResolvedIssuer};
+use crate::issuer::resolve::ResolvedIssuer;
 use crate::journal::Done;
 use crate::plan::MintIntent;
 use crate::secrets::controlled_by;
@@ -38,30 +38,6 @@ pub(super) enum PlatformRevoke {
     Impossible(String),
 }
 
-/// Where a version's token may be sent: only ever to the current URL of the issuer object
-/// that minted it.
-#[derive(Debug)]
-pub(super) enum MintedAt {
-    /// Minted locally from the CSPRNG: there is nothing to revoke anywhere.
-    Local,
-    Platform(ResolvedIssuer),
-    /// Minted at a platform that can no longer be asked (its issuer object is gone): said in a
-    /// RevokeImpossible Warning, never sent elsewhere.
-    Unreachable(String),
-    /// No record to tell: its `S-vN` is gone, or holds no token (tokenwarden never wrote it).
-    Unrecorded,
-}
-
-/// What an `S-vN` records of the issuer that minted it.
-enum Record {
-    /// No token-holding `S-vN`: the Secret is gone, or was never ours.
-    Missing,
-    Local,
-    Issuer(IssuerIdentity),
-    /// Written before issuers were resources: the inline issuer's URL.
-    LegacyUrl(String),
-}
-
 const AMBIGUOUS: &str = "two live tokens at the platform share its prefix, and deleting either could revoke the wrong one";
 const INSECURE_401: &str = "the platform refused its own token over plaintext http://, where \
      anyone on the path can forge that answer, so it is not taken as revoked";
@@ -69,19 +45,6 @@ const NO_BEARER: &str =
     "its Secret and the current version's are gone, so no token is left to authenticate the call";
 
 impl Applier<'_> {
-    /// The issuer this WorkspaceToken mints at now; None: locally. One it may not use is an
-    /// error (the plan mints nothing then; this guards every other path).
-    pub(super) fn current_issuer(&self) -> Result<Option<&ResolvedIssuer>> {
-        match self.issuer {
-            None => Ok(None),
-            Some(Ok(issuer)) => Ok(Some(issuer)),
-            Some(Err(problem)) => Err(Error::IssuerUnusable {
-                reason: problem.reason,
-                message: problem.message.clone(),
-            }),
-        }
-    }
-
     /// The client of `issuer`'s platform for one call carrying `trace_id`.
     pub(super) fn platform_at<'i>(
         &'i self,
@@ -270,83 +233,6 @@ impl Applier<'_> {
             self.record(Done::Revoked { version });
         }
         Ok(())
-    }
-
-    /// What the `S-vN` of `version` records of its issuer, when that Secret holds a token
-    /// (tokenwarden never wrote one without: a token-less one was put there by someone else).
-    fn record_of(&self, version: u32) -> Record {
-        let name = versioned_secret_name(&self.mounted_name(), version);
-        let Some(data) = self.view.objects.get(&name).and_then(|s| s.data.as_ref()) else {
-            return Record::Missing;
-        };
-        if !data.contains_key(TOKEN_KEY) {
-            return Record::Missing;
-        }
-        let text = |key: &str| {
-            data.get(key)
-                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-        };
-        let kind = text(ISSUER_KIND_KEY).and_then(|k| IssuerKind::parse(&k));
-        match (kind, text(ISSUER_NAME_KEY), text(ISSUER_UID_KEY)) {
-            (Some(kind), Some(name), Some(uid)) => {
-                Record::Issuer(IssuerIdentity { kind, name, uid })
-            }
-            _ => match text(ISSUER_URL_KEY) {
-                Some(url) => Record::LegacyUrl(url),
-                None => Record::Local,
-            },
-        }
-    }
-
-    /// Where `version` was minted: at the current issuer when this pass wrote its record
-    /// (the cache does not show it yet), else as far as a token-holding `S-vN` tells.
-    pub(super) fn minted_at(&self, version: u32) -> MintedAt {
-        if self.journal.token(version).is_some() {
-            return match self.issuer {
-                None => MintedAt::Local,
-                Some(Ok(issuer)) => MintedAt::Platform(issuer.clone()),
-                Some(Err(problem)) => MintedAt::Unreachable(problem.message.clone()),
-            };
-        }
-        match self.record_of(version) {
-            Record::Missing => MintedAt::Unrecorded,
-            Record::Local => MintedAt::Local,
-            Record::Issuer(identity) => match self.io.issuers.minted_by(&identity, &self.ns) {
-                Some(issuer) => MintedAt::Platform(issuer),
-                None => MintedAt::Unreachable(format!(
-                    "{identity} (uid {}), which minted it, is gone",
-                    identity.uid
-                )),
-            },
-            // Adopted only by an issuer object that has that very URL now: the URL is matched,
-            // never taken from the Secret.
-            Record::LegacyUrl(url) => match self.issuer {
-                Some(Ok(issuer)) if same_url(&issuer.http.url, &url) => {
-                    MintedAt::Platform(issuer.clone())
-                }
-                _ => MintedAt::Unreachable(
-                    "it was minted by an inline spec.issuer, and no issuer this token may use \
-                     has that URL now"
-                        .into(),
-                ),
-            },
-        }
-    }
-
-    /// The issuer to call about `version` (verify it): where it was minted.
-    fn issuer_to_ask(&self, version: u32) -> Result<ResolvedIssuer> {
-        match self.minted_at(version) {
-            MintedAt::Platform(issuer) => Ok(issuer),
-            MintedAt::Unreachable(why) => Err(Error::Issuer(IssuerError::Unusable { reason: why })),
-            MintedAt::Local | MintedAt::Unrecorded => Err(Error::Issuer(IssuerError::Unusable {
-                reason: format!("version {version} has no record of an issuer to ask"),
-            })),
-        }
-    }
-
-    /// Whether `version` was minted by the same issuer object as `issuer`.
-    fn same_issuer(&self, version: u32, issuer: &ResolvedIssuer) -> bool {
-        matches!(self.minted_at(version), MintedAt::Platform(i) if i.identity == issuer.identity)
     }
 
     /// Revokes a version at the platform that minted it, authenticating with its own token
@@ -567,9 +453,4 @@ impl Applier<'_> {
         let recorded = (self.plan.versions.get(&version)).and_then(|r| r.token_sha256.as_deref());
         Ok(token.filter(|t| recorded.is_none_or(|sha| t.sha256_hex() == sha)))
     }
-}
-
-/// `https://p.example/` and `https://p.example` are one URL.
-fn same_url(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
 }

@@ -3,7 +3,8 @@
 //! as done.
 
 use super::Applier;
-use super::platform::{MintedAt, PlatformRevoke};
+use super::platform::PlatformRevoke;
+use super::provenance::MintedAt;
 use crate::Result;
 use crate::api::versioned_secret_name;
 use crate::events::EventType;

@@ -16,9 +16,20 @@ pub struct IssuerCaches {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Where ClusterTokenIssuer admin Secrets are read.
     pub cluster_resource_namespace: String,
+    /// This operator watches every namespace and keeps the ClusterTokenIssuers' status.
+    pub owns_cluster_status: bool,
 }
 
 impl IssuerCaches {
+    /// Whether every cache has its first full list: before that, an issuer missing from it
+    /// may exist (resolving then would say IssuerNotFound, or RevokeImpossible, wrongly).
+    pub fn is_ready(&self) -> bool {
+        use futures::FutureExt;
+        self.namespaced.wait_until_ready().now_or_never().is_some()
+            && self.cluster.wait_until_ready().now_or_never().is_some()
+            && self.namespaces.wait_until_ready().now_or_never().is_some()
+    }
+
     /// The issuer `wst` mints at: None when it mints locally.
     pub fn for_token(&self, wst: &WorkspaceToken) -> Option<Result<ResolvedIssuer, IssuerProblem>> {
         let reference = wst.spec.issuer_ref.as_ref()?;
@@ -44,6 +55,7 @@ impl IssuerCaches {
             found,
             namespace_labels: ns.as_ref().and_then(|n| n.metadata.labels.as_ref()),
             cluster_resource_namespace: &self.cluster_resource_namespace,
+            owns_cluster_status: self.owns_cluster_status,
         };
         Some(resolve(&candidate))
     }

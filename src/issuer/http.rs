@@ -7,15 +7,13 @@
 //! Every call carries the rotation's trace id as a W3C `traceparent` and the spec's timeout.
 //! Errors name the operation and the HTTP status, never a body or a token.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::client::PER_PLATFORM_IN_FLIGHT;
+use super::client::{HttpClient, check_url};
 use crate::api::HttpIssuerSpec;
 use crate::token::{Token, prefix_of};
 
@@ -121,148 +119,6 @@ pub enum Revocation {
 /// The largest answer read from a platform: a listing of a few thousand tokens. A larger one
 /// is refused as malformed before it is held in memory.
 pub const MAX_ANSWER_BYTES: usize = 1 << 20;
-
-/// Calls in flight to one platform at once: a platform that hangs holds at most this many
-/// of the controller's workers (16 by default), never all of them.
-pub const PER_PLATFORM_IN_FLIGHT: usize = 4;
-
-/// How long a call waits for a free slot before the pass is retried later.
-const SLOT_WAIT: Duration = Duration::from_secs(2);
-
-/// `https://Platform.example:443/x` and `https://platform.example` are one platform.
-fn platform_key(base: &str) -> String {
-    match reqwest::Url::parse(base) {
-        Ok(url) => format!(
-            "{}://{}:{}",
-            url.scheme(),
-            url.host_str().unwrap_or_default().to_ascii_lowercase(),
-            url.port_or_known_default().unwrap_or_default()
-        ),
-        Err(_) => base.to_string(),
-    }
-}
-
-/// A connection pool shared by every WorkspaceToken (timeouts are per request), and the
-/// calls in flight to each platform.
-#[derive(Clone)]
-pub struct HttpClient {
-    http: reqwest::Client,
-    /// One client per distinct `caBundle` (by its SHA-256): the system roots plus its own.
-    with_roots: Arc<Mutex<HashMap<String, reqwest::Client>>>,
-    in_flight: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
-}
-
-impl HttpClient {
-    pub fn new() -> Self {
-        static PROVIDER: Once = Once::new();
-        PROVIDER.call_once(|| {
-            // kube already links ring; one provider for every TLS client in the process.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        });
-        let http = builder()
-            .build()
-            .expect("an HTTP client with the default TLS provider");
-        HttpClient {
-            http,
-            with_roots: Arc::default(),
-            in_flight: Arc::default(),
-        }
-    }
-
-    /// The client for an issuer: the shared one, or one that also trusts `ca_bundle` (base64
-    /// of PEM certificates), built once per bundle.
-    fn for_roots(&self, ca_bundle: Option<&str>) -> Result<reqwest::Client, IssuerError> {
-        let Some(bundle) = ca_bundle else {
-            return Ok(self.http.clone());
-        };
-        let key = crate::token::sha256_hex(bundle.as_bytes());
-        let mut clients = self.with_roots.lock().expect("client lock");
-        if let Some(client) = clients.get(&key) {
-            return Ok(client.clone());
-        }
-        let certificates = ca_certificates(bundle)?;
-        let client = builder()
-            .tls_certs_merge(certificates)
-            .build()
-            .map_err(|e| IssuerError::Unusable {
-                reason: format!("caBundle: {e}"),
-            })?;
-        clients.insert(key, client.clone());
-        Ok(client)
-    }
-
-    /// A slot for one call to the platform at `base`, waiting a moment for one to free up
-    /// (a burst of rotations at one healthy platform queues briefly); None when every slot
-    /// stays taken (a slow or hanging platform), and the pass is retried later.
-    async fn slot(&self, base: &str) -> Option<OwnedSemaphorePermit> {
-        let slots = self.slots(base);
-        let wait = tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await;
-        wait.ok()?.ok()
-    }
-
-    /// The slots of one platform: one per scheme, host and port, however its URL is spelled.
-    fn slots(&self, base: &str) -> Arc<Semaphore> {
-        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-        let slots = in_flight
-            .entry(platform_key(base))
-            .or_insert_with(|| Arc::new(Semaphore::new(PER_PLATFORM_IN_FLIGHT)));
-        slots.clone()
-    }
-}
-
-impl Default for HttpClient {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Every client's settings: no redirects, no proxy, DNS in Rust.
-fn builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .user_agent(concat!("tokenwarden/", env!("CARGO_PKG_VERSION")))
-        // A redirect would send the bearer token's request somewhere the issuer did not
-        // name; a 3xx is an error like any other status.
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        // DNS in Rust (reads /etc/resolv.conf): the static binary in a distroless image
-        // has no glibc NSS modules for getaddrinfo to load.
-        .hickory_dns(true)
-}
-
-/// The certificates of a `caBundle`: base64 of one or more PEM certificates, at least one.
-pub fn ca_certificates(bundle: &str) -> Result<Vec<reqwest::Certificate>, IssuerError> {
-    use base64::Engine;
-    let unusable = |why: &str| IssuerError::Unusable {
-        reason: format!("caBundle {why}"),
-    };
-    let pem = base64::engine::general_purpose::STANDARD
-        .decode(bundle.trim())
-        .map_err(|_| unusable("is not base64"))?;
-    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|_| unusable("holds no readable PEM certificate"))?;
-    if certificates.is_empty() {
-        return Err(unusable("holds no PEM certificate"));
-    }
-    Ok(certificates)
-}
-
-/// Whether `spec` may be called at all: https, or http with `allowInsecureHttp` (the API
-/// server checks this too; an older CRD might not).
-pub fn check_url(spec: &HttpIssuerSpec) -> Result<(), IssuerError> {
-    let url = reqwest::Url::parse(&spec.url).map_err(|_| IssuerError::Unusable {
-        reason: "http.url is not a URL".into(),
-    })?;
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if spec.allow_insecure_http => Ok(()),
-        "http" => Err(IssuerError::Unusable {
-            reason: "http.url is http:// without allowInsecureHttp: true".into(),
-        }),
-        _ => Err(IssuerError::Unusable {
-            reason: "http.url is neither https:// nor http://".into(),
-        }),
-    }
-}
 
 /// The platform of one WorkspaceToken.
 pub struct HttpIssuer<'a> {

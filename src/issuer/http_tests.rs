@@ -1,5 +1,5 @@
 //! The HTTP issuer's pure parts: trace ids, which token a revocation deletes, orphans,
-//! usage after the cutover, one key per platform.
+//! usage after the cutover.
 
 use super::*;
 
@@ -73,18 +73,6 @@ fn a_revocation_deletes_the_one_token_with_the_prefix_or_the_known_one_among_sev
     );
     assert_eq!(pick_by_prefix(&tokens, "glpat-XY", None), Pick::Ambiguous);
     assert_eq!(pick_by_prefix(&tokens, "nothere", Some("a")), Pick::None);
-}
-
-#[test]
-fn one_platform_however_its_url_is_spelled() {
-    let key = platform_key("https://Platform.example");
-    assert_eq!(key, "https://platform.example:443");
-    assert_eq!(platform_key("https://platform.example:443/tokens"), key);
-    assert_ne!(platform_key("http://platform.example"), key);
-    assert_eq!(
-        platform_key("http://127.0.0.1:8090/"),
-        "http://127.0.0.1:8090"
-    );
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //!   use, and which one minted a recorded version.
 
 pub mod caches;
+pub mod client;
 pub mod http;
 pub mod local;
 pub mod resolve;

@@ -14,6 +14,7 @@ use crate::api::{
     ClusterTokenIssuer, HttpIssuerSpec, IssuerKind, IssuerRef, TokenIssuer, WorkspaceId,
 };
 use crate::contract::READY;
+use crate::issuer::client::{ca_certificates, check_url};
 
 /// An issuer a WorkspaceToken may use, as it is now.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +59,11 @@ pub struct Candidate<'a> {
     pub found: Option<Found<'a>>,
     pub namespace_labels: Option<&'a BTreeMap<String, String>>,
     pub cluster_resource_namespace: &'a str,
+    /// Whether this operator keeps the ClusterTokenIssuers' status (it watches every
+    /// namespace). An operator of one namespace does not: operators of several namespaces,
+    /// each with its own cluster resource namespace, would overwrite each other's verdict.
+    /// It checks what needs no call instead, and the admin Secret when it mints.
+    pub owns_cluster_status: bool,
 }
 
 pub enum Found<'a> {
@@ -114,7 +120,11 @@ pub fn resolve(candidate: &Candidate<'_>) -> Result<ResolvedIssuer, IssuerProble
         ));
     }
     let conditions = status.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    if let Some(why) = not_ready(metadata, conditions) {
+    let why = match found {
+        Found::Cluster(_) if !c.owns_cluster_status => unusable(http),
+        _ => not_ready(metadata, conditions),
+    };
+    if let Some(why) = why {
         return Err(problem(
             "IssuerNotReady",
             format!("{named} is not Ready: {why}; nothing is minted"),
@@ -184,6 +194,15 @@ fn not_ready(metadata: &ObjectMeta, conditions: &[Condition]) -> Option<String> 
         return Some("the operator has not checked its latest spec yet".into());
     }
     (ready.status != "True").then(|| format!("{} ({})", ready.message, ready.reason))
+}
+
+/// What makes an issuer's spec unusable without asking anyone: its URL or its caBundle.
+fn unusable(http: &HttpIssuerSpec) -> Option<String> {
+    let checked = check_url(http).and_then(|()| match &http.ca_bundle {
+        Some(bundle) => ca_certificates(bundle).map(|_| ()),
+        None => Ok(()),
+    });
+    checked.err().map(|e| e.to_string())
 }
 
 fn problem(reason: &'static str, message: String) -> IssuerProblem {

@@ -74,6 +74,7 @@ fn resolve_in(
         found,
         namespace_labels: labels,
         cluster_resource_namespace: "tokenwarden-system",
+        owns_cluster_status: true,
     })
 }
 
@@ -190,4 +191,35 @@ fn a_cluster_issuer_with_a_workspace_list_refuses_other_workspaces() {
     assert!(resolve_in("ws-a", &r, Some(Found::Cluster(&issuer)), None).is_ok());
     let problem = resolve_in("ws-b", &r, Some(Found::Cluster(&issuer)), None).unwrap_err();
     assert_eq!(problem.reason, "IssuerNotAllowed");
+}
+
+#[test]
+fn an_operator_of_one_namespace_judges_a_cluster_issuer_by_its_spec_not_its_status() {
+    let r = reference(IssuerKind::ClusterTokenIssuer, "shared");
+    let unchecked: ClusterTokenIssuer = {
+        let mut issuer = cluster_issuer(json!({}));
+        issuer.status = None;
+        issuer
+    };
+    let plaintext = cluster_issuer(json!({ "http": { "url": "http://platform.example" } }));
+    let of_one_namespace = |issuer| Candidate {
+        namespace: "team-a",
+        workspace_id: "ws-1",
+        reference: &r,
+        found: Some(Found::Cluster(issuer)),
+        namespace_labels: None,
+        cluster_resource_namespace: "tokenwarden-system",
+        owns_cluster_status: false,
+    };
+    assert!(
+        resolve(&of_one_namespace(&unchecked)).is_ok(),
+        "no status needed"
+    );
+    let problem = resolve(&of_one_namespace(&plaintext)).unwrap_err();
+    assert_eq!(problem.reason, "IssuerNotReady");
+    assert!(
+        problem.message.contains("allowInsecureHttp"),
+        "{}",
+        problem.message
+    );
 }

@@ -382,5 +382,13 @@ pub async fn dump(client: &Client, ns: &str, operator: Option<&Operator>) {
 /// has served, from its own `apiserver_request_total`.
 pub async fn mutating_requests(client: &Client) -> u64 {
     let metrics = tokenwarden_testenv::apiserver::metrics(client).await;
-    tokenwarden_testenv::apiserver::mutating_requests(&metrics, &["secrets", "workspacetokens"])
+    tokenwarden_testenv::apiserver::mutating_requests(
+        &metrics,
+        &[
+            "secrets",
+            "workspacetokens",
+            "tokenissuers",
+            "clustertokenissuers",
+        ],
+    )
 }

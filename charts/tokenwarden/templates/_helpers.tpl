@@ -55,3 +55,8 @@ app.kubernetes.io/part-of: tokenwarden
 {{- define "tokenwarden.leaderElect" -}}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
 {{- end }}
+
+{{/* Where ClusterTokenIssuers' admin Secrets are read (--cluster-resource-namespace). */}}
+{{- define "tokenwarden.clusterResourceNamespace" -}}
+{{- default .Release.Namespace .Values.clusterResourceNamespace }}
+{{- end }}
