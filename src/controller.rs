@@ -120,7 +120,10 @@ pub async fn run(
         ctx.io.metrics.clone(),
     ));
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let issuer_triggers = issuer_feeds.triggers(controller.store());
+    let retried = ctx.clone();
+    let issuer_triggers = issuer_feeds
+        .triggers(controller.store())
+        .inspect(move |key| retried.pacer().dependency_changed(key));
     let tokens = controller
         .reconcile_on(secret_triggers)
         .reconcile_on(issuer_triggers)

@@ -187,6 +187,16 @@ impl<K: Hash + Eq + Clone> Pacer<K> {
         }
     }
 
+    /// Something the pass of `key` depends on besides its own object changed (its issuer, the
+    /// labels of its namespace): a failure that may have come from it is retried now, not at
+    /// the end of its backoff. The count of failures stays, so a retry that fails again
+    /// backs off further.
+    pub fn dependency_changed(&mut self, key: &K) {
+        if let Some(failure) = self.failures.get_mut(key) {
+            failure.retry_at = None;
+        }
+    }
+
     /// Failed passes in a row for `key`.
     pub fn attempts(&self, key: &K) -> u32 {
         self.failures.get(key).map_or(0, |f| f.attempts)

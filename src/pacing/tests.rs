@@ -173,3 +173,20 @@ fn a_quiet_retry_is_redone_soon_but_spread_out() {
     assert_eq!(early, Next::After(Duration::from_millis(200)));
     assert_eq!(late, Next::After(Duration::from_millis(500)));
 }
+
+#[test]
+fn a_changed_issuer_ends_a_backoff_but_keeps_its_count() {
+    let (mut pacer, now) = (Pacer::default(), t0());
+    let cached: Cached = Vec::new();
+    for _ in 0..5 {
+        failed(&mut pacer, "5", now);
+    }
+    assert_eq!(pacer.hold(&KEY, &seen("5", &cached), now), Some(secs(16)));
+    pacer.dependency_changed(&KEY);
+    assert_eq!(
+        pacer.hold(&KEY, &seen("5", &cached), now),
+        None,
+        "retried now"
+    );
+    assert_eq!(failed(&mut pacer, "5", now), Next::After(secs(32)));
+}
