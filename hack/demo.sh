@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: a local control plane, the CRD, the operator and the short-interval demo
-# manifest; shows tokens being minted and rotated until Ctrl-C (or DEMO_SECONDS), then stops
-# everything it started.
+# `make demo`: a local control plane, the CRDs, the operator, the short-interval demo manifest
+# and the reference platform behind a TokenIssuer; shows tokens being minted and rotated until
+# Ctrl-C (or DEMO_SECONDS), then stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +35,8 @@ done
 [ -f "$kubeconfig" ] || { echo "demo: the control plane did not become ready" >&2; exit 1; }
 
 "${kubectl[@]}" apply -f crds/
-"${kubectl[@]}" wait --for=condition=Established --timeout=30s crd/workspacetokens.tokenwarden.dev
+"${kubectl[@]}" wait --for=condition=Established --timeout=30s crd/workspacetokens.tokenwarden.dev \
+  crd/tokenissuers.tokenwarden.dev crd/clustertokenissuers.tokenwarden.dev
 
 # The reference platform for the HTTP issuer (tokens verified and revoked over HTTP).
 platform_port=${DEMO_PLATFORM_PORT:-18090}
@@ -56,9 +57,13 @@ curl -fsS -X POST "http://127.0.0.1:$platform_port/workspaces" \
   -d '{"id":"5f0c1e7a-93d4-4c52-9a1e-2b7d3f6a8c10"}' >/dev/null
 "${kubectl[@]}" create secret generic platform-admin -n tokenwarden-demo \
   --from-file=token="$demo_dir/admin.token" >/dev/null
+# The TokenIssuer `platform` (the URL and the admin Secret) and the WorkspaceToken naming it.
 sed "s#http://127.0.0.1:18090#http://127.0.0.1:$platform_port#" examples/demo-http.yaml |
   "${kubectl[@]}" apply -n tokenwarden-demo -f -
 echo "demo: platform on http://127.0.0.1:$platform_port (log: $demo_dir/platform.log)"
+# The operator marks the issuer Ready once its admin Secret resolves; agent-beta mints there.
+"${kubectl[@]}" wait -n tokenwarden-demo --for=condition=Ready --timeout=60s tokenissuer/platform
+"${kubectl[@]}" get tokenissuers -n tokenwarden-demo
 
 echo "demo: watching WorkspaceTokens and their Secrets (Ctrl-C to stop)"
 "${kubectl[@]}" get wst -A -w &

@@ -13,8 +13,8 @@ use crate::schedule::DURATION_PATTERN;
 mod issuer;
 
 pub use issuer::{
-    ClusterTokenIssuer, ClusterTokenIssuerSpec, HttpIssuerSpec, InventorySpec, IssuerKind,
-    IssuerRef, IssuerStatus, SecretKeyRef, TokenIssuer, TokenIssuerSpec, WorkspaceId,
+    ClusterTokenIssuer, ClusterTokenIssuerSpec, HttpIssuerSpec, InventorySpec, IssuerIdentity,
+    IssuerKind, IssuerRef, IssuerStatus, SecretKeyRef, TokenIssuer, TokenIssuerSpec, WorkspaceId,
 };
 
 /// Desired state of one workspace bearer token.
@@ -54,6 +54,12 @@ pub use issuer::{
         "rule": "has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)",
         "message": "secretName is immutable",
         "fieldPath": ".secretName"
+    },
+    {
+        "rule": "!has(self.issuer) || (oldSelf.hasValue() && has(oldSelf.value().issuer))",
+        "optionalOldSelf": true,
+        "message": "spec.issuer was removed: put the http issuer in a TokenIssuer and name it in spec.issuerRef (README: moving an inline issuer)",
+        "fieldPath": ".issuer"
     }
 ]))]
 pub struct WorkspaceTokenSpec {
@@ -126,11 +132,7 @@ fn removed_issuer(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "description": "Removed: name a TokenIssuer or ClusterTokenIssuer in issuerRef instead.",
         "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true,
-        "x-kubernetes-validations": [{
-            "rule": "false",
-            "message": "spec.issuer was removed: put the http issuer in a TokenIssuer and name it in spec.issuerRef (README: moving an inline issuer)"
-        }]
+        "x-kubernetes-preserve-unknown-fields": true
     })
 }
 
@@ -329,6 +331,9 @@ pub struct VersionStatus {
     pub trace_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer_token_id: Option<String>,
+    /// The issuer object that minted it: where it is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerIdentity>,
 }
 
 #[derive(

@@ -11,6 +11,8 @@ pub struct TokenFacts {
     pub token_prefix: String,
     pub trace_id: String,
     pub issuer_token_id: Option<String>,
+    /// The issuer object that minted it; None: minted locally (or not known).
+    pub issuer: Option<crate::api::IssuerIdentity>,
 }
 
 /// One thing a step did.

@@ -218,6 +218,9 @@ fn version_status(
             .issuer_token_id(n)
             .map(str::to_string)
             .or_else(|| record.issuer_token_id.clone()),
+        issuer: token
+            .and_then(|t| t.issuer.clone())
+            .or_else(|| record.issuer.clone()),
     }
 }
 

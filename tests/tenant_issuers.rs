@@ -357,3 +357,65 @@ async fn reason_of(api: &Api<WorkspaceToken>, name: &str, reason: &str) -> Strin
     assert_eq!(status, "False");
     message
 }
+
+/// Who minted a version is what status recorded, which a tenant cannot write: a tenant who
+/// moves its token to another issuer and then deletes the old version's Secret does not get
+/// that version "revoked" at the new issuer (where the current token would find nothing and
+/// call it done). It stays live where it was minted, said in a RevokeImpossible Warning.
+#[tokio::test]
+async fn a_lost_record_after_a_change_of_issuer_is_never_revoked_at_the_new_one() {
+    let t = tenancy("tenant-moved", &["ws-m"]).await;
+    let operator = Operator::start(control_plane().await, &["--namespace", t.ns.as_str()]);
+    t.platform
+        .admin_secret(&t.admin, &t.ns, &t.platform.admin.clone())
+        .await;
+    let other = TestPlatform::start().await;
+    other.create_workspace("ws-m").await;
+    let mut elsewhere = other.issuer_spec();
+    merge(
+        &mut elsewhere,
+        json!({ "http": { "adminTokenSecretRef": { "name": "other-admin" } } }),
+    );
+    t.platform.issuer(&t.admin, &t.ns, "other", elsewhere).await;
+    let admin: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "other-admin" }, "stringData": { "token": other.admin }
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(t.admin.clone(), &t.ns)
+        .create(&PostParams::default(), &admin)
+        .await
+        .unwrap();
+    let spec = json!({ "rotation": { "gracePeriod": "1h" } });
+    create(&t.tenant, "t", t.platform.spec("ws-m", spec)).await;
+    wait_version(&t.tenant, "t", 1, WAIT).await;
+
+    let moved = json!({ "spec": { "issuerRef": { "name": "other" } } });
+    t.tenant
+        .patch("t", &PatchParams::default(), &Patch::Merge(&moved))
+        .await
+        .unwrap();
+    wait_version(&t.tenant, "t", 2, WAIT).await;
+    t.tenant_secrets
+        .delete("t-v1", &DeleteParams::default())
+        .await
+        .unwrap();
+    let note = eventually(WAIT, "RevokeImpossible for v1", || async {
+        event_messages(&t.admin, &t.ns, "RevokeImpossible")
+            .await
+            .into_iter()
+            .find(|n| n.contains("version 1"))
+    })
+    .await;
+    assert!(note.contains("no token is left"), "{note}");
+    assert_eq!(
+        t.platform.live("ws-m").await.len(),
+        1,
+        "v1 live where it was minted"
+    );
+    assert_eq!(
+        other.live("ws-m").await.len(),
+        1,
+        "only v2 at the new issuer"
+    );
+    t.finish(Some(&operator)).await;
+}

@@ -206,6 +206,23 @@ impl IssuerKind {
     }
 }
 
+/// The issuer object that minted a version, in the version's status (only the operator
+/// writes status) and on its `S-vN`: its revocation goes to that object's URL of the moment,
+/// and to nothing once the object is gone (a new object of the same name has another uid).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerIdentity {
+    pub kind: IssuerKind,
+    pub name: String,
+    pub uid: String,
+}
+
+impl std::fmt::Display for IssuerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind.as_str(), self.name)
+    }
+}
+
 /// `spec.issuerRef`: the issuer a WorkspaceToken mints at.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]

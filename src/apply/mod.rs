@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 
-use crate::api::WorkspaceToken;
+use crate::api::{IssuerIdentity, WorkspaceToken};
 use crate::events::{EventPublisher, EventType};
 use crate::issuer::caches::IssuerCaches;
 use crate::issuer::client::HttpClient;
@@ -296,13 +296,15 @@ impl Applier<'_> {
 }
 
 impl TokenFacts {
-    /// What status may know of a token written into `S-vN`: its hash and prefix.
-    fn of(token: &Token, trace_id: &str) -> Self {
+    /// What status may know of a token written into `S-vN`: its hash and prefix, and the
+    /// issuer that minted it.
+    fn of(token: &Token, trace_id: &str, issuer: Option<IssuerIdentity>) -> Self {
         TokenFacts {
             token_sha256: token.sha256_hex(),
             token_prefix: token.prefix(),
             trace_id: trace_id.to_string(),
             issuer_token_id: None,
+            issuer,
         }
     }
 }

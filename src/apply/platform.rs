@@ -41,8 +41,8 @@ pub(super) enum PlatformRevoke {
 const AMBIGUOUS: &str = "two live tokens at the platform share its prefix, and deleting either could revoke the wrong one";
 const INSECURE_401: &str = "the platform refused its own token over plaintext http://, where \
      anyone on the path can forge that answer, so it is not taken as revoked";
-const NO_BEARER: &str =
-    "its Secret and the current version's are gone, so no token is left to authenticate the call";
+const NO_BEARER: &str = "its Secret is gone, and the current token was minted by another issuer \
+     (or is gone too), so no token is left to authenticate the call";
 
 impl Applier<'_> {
     /// The client of `issuer`'s platform for one call carrying `trace_id`.
@@ -59,8 +59,10 @@ impl Applier<'_> {
         )?)
     }
 
+    /// Whether its tokens come from a platform: it names an issuer (or still holds the
+    /// inline one of an earlier release).
     pub(super) fn uses_platform(&self) -> bool {
-        self.wst.spec.issuer_ref.is_some()
+        self.wst.spec.issuer_ref.is_some() || self.wst.spec.removed_issuer.is_some()
     }
 
     /// The admin token, read from the issuer's `adminTokenSecretRef` in the issuer's
@@ -218,6 +220,15 @@ impl Applier<'_> {
                 version,
                 impossible,
             });
+            if impossible {
+                self.refused_stays_live(version, refused, AMBIGUOUS);
+            }
+        } else {
+            self.record(Done::RevokedAtIssuer {
+                version,
+                impossible: true,
+            });
+            self.refused_stays_live(version, refused, NO_BEARER);
         }
         let name = versioned_secret_name(&self.mounted_name(), version);
         let uid = self.wst.uid().unwrap_or_default();
@@ -233,6 +244,20 @@ impl Applier<'_> {
             self.record(Done::Revoked { version });
         }
         Ok(())
+    }
+
+    /// A refused token that could not be revoked at the platform: said, never passed as done.
+    fn refused_stays_live(&self, version: u32, refused: &Token, why: &str) {
+        let prefix = refused.prefix();
+        self.event(
+            EventType::Warning,
+            "RevokeImpossible",
+            "Revoke",
+            format!(
+                "version {version}, refused by the platform, could not be revoked there: {why}; \
+                 revoke it there by hand (prefix {prefix})"
+            ),
+        );
     }
 
     /// Revokes a version at the platform that minted it, authenticating with its own token

@@ -1,6 +1,8 @@
 //! Where a version's token may be sent: only ever to the current URL of the issuer object
-//! that minted it, as its record `S-vN` says (kind, name, uid), or the current issuer for a
-//! version this pass wrote. Never a URL from a Secret, an annotation or an older spec.
+//! that minted it (kind, name, uid), as status recorded it (only the operator writes status),
+//! or this pass when it wrote the version. A Secret's word counts only for a version status
+//! never recorded an issuer for (an earlier release's, or status lost). Never a URL from a
+//! Secret, an annotation or an older spec.
 
 use super::Applier;
 use crate::api::{IssuerKind, versioned_secret_name};
@@ -8,7 +10,7 @@ use crate::contract::{
     ISSUER_KIND_KEY, ISSUER_NAME_KEY, ISSUER_UID_KEY, ISSUER_URL_KEY, TOKEN_KEY,
 };
 use crate::issuer::http::IssuerError;
-use crate::issuer::resolve::{IssuerIdentity, ResolvedIssuer};
+use crate::issuer::resolve::{IssuerIdentity, IssuerProblem, ResolvedIssuer};
 use crate::{Error, Result};
 
 /// Where a version was minted.
@@ -22,6 +24,9 @@ pub(super) enum MintedAt {
     Unreachable(String),
     /// No record to tell: its `S-vN` is gone, or holds no token (tokenwarden never wrote it).
     Unrecorded,
+    /// Only the issuer named now could tell (a version of an inline issuer, matched by URL),
+    /// and it may not be used at the moment: asked again later, nothing decided.
+    Undecided(IssuerProblem),
 }
 
 /// What an `S-vN` records of the issuer that minted it.
@@ -41,10 +46,7 @@ impl Applier<'_> {
         match self.issuer {
             None => Ok(None),
             Some(Ok(issuer)) => Ok(Some(issuer)),
-            Some(Err(problem)) => Err(Error::IssuerUnusable {
-                reason: problem.reason,
-                message: problem.message.clone(),
-            }),
+            Some(Err(problem)) => Err(unusable(problem.clone())),
         }
     }
 
@@ -74,32 +76,34 @@ impl Applier<'_> {
         }
     }
 
-    /// Where `version` was minted: at the current issuer when this pass wrote its record
-    /// (the cache does not show it yet), else as far as a token-holding `S-vN` tells.
+    /// Where `version` was minted: as this pass wrote it, else as status recorded it, else
+    /// (a version status knows no issuer of) as far as a token-holding `S-vN` tells.
     pub(super) fn minted_at(&self, version: u32) -> MintedAt {
-        if self.journal.token(version).is_some() {
-            return match self.issuer {
+        if let Some(facts) = self.journal.token(version) {
+            return match &facts.issuer {
                 None => MintedAt::Local,
-                Some(Ok(issuer)) => MintedAt::Platform(issuer.clone()),
-                Some(Err(problem)) => MintedAt::Unreachable(problem.message.clone()),
+                Some(identity) => self.minted_by(identity),
             };
+        }
+        let recorded = self
+            .plan
+            .versions
+            .get(&version)
+            .and_then(|r| r.issuer.as_ref());
+        if let Some(identity) = recorded {
+            return self.minted_by(identity);
         }
         match self.record_of(version) {
             Record::Missing => MintedAt::Unrecorded,
             Record::Local => MintedAt::Local,
-            Record::Issuer(identity) => match self.io.issuers.minted_by(&identity, &self.ns) {
-                Some(issuer) => MintedAt::Platform(issuer),
-                None => MintedAt::Unreachable(format!(
-                    "{identity} (uid {}), which minted it, is gone",
-                    identity.uid
-                )),
-            },
+            Record::Issuer(identity) => self.minted_by(&identity),
             // Adopted only by an issuer object that has that very URL now: the URL is matched,
             // never taken from the Secret.
             Record::LegacyUrl(url) => match self.issuer {
                 Some(Ok(issuer)) if same_url(&issuer.http.url, &url) => {
                     MintedAt::Platform(issuer.clone())
                 }
+                Some(Err(problem)) => MintedAt::Undecided(problem.clone()),
                 _ => MintedAt::Unreachable(
                     "it was minted by an inline spec.issuer, and no issuer this token may use \
                      has that URL now"
@@ -109,11 +113,23 @@ impl Applier<'_> {
         }
     }
 
+    /// The object `identity` names, if it is still that one.
+    fn minted_by(&self, identity: &IssuerIdentity) -> MintedAt {
+        match self.io.issuers.minted_by(identity, &self.ns) {
+            Some(issuer) => MintedAt::Platform(issuer),
+            None => MintedAt::Unreachable(format!(
+                "{identity} (uid {}), which minted it, is gone",
+                identity.uid
+            )),
+        }
+    }
+
     /// The issuer to call about `version` (verify it): where it was minted.
     pub(super) fn issuer_to_ask(&self, version: u32) -> Result<ResolvedIssuer> {
         match self.minted_at(version) {
             MintedAt::Platform(issuer) => Ok(issuer),
             MintedAt::Unreachable(why) => Err(Error::Issuer(IssuerError::Unusable { reason: why })),
+            MintedAt::Undecided(problem) => Err(unusable(problem)),
             MintedAt::Local | MintedAt::Unrecorded => Err(Error::Issuer(IssuerError::Unusable {
                 reason: format!("version {version} has no record of an issuer to ask"),
             })),
@@ -129,4 +145,11 @@ impl Applier<'_> {
 /// `https://p.example/` and `https://p.example` are one URL.
 fn same_url(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+pub(super) fn unusable(problem: IssuerProblem) -> Error {
+    Error::IssuerUnusable {
+        reason: problem.reason,
+        message: problem.message,
+    }
 }

@@ -19,7 +19,6 @@ use crate::contract::{
     TOKEN_SHA256_ANNOTATION, TOKEN_VERSION_KEY, TRACE_ID_ANNOTATION, WORKSPACE_ID_KEY,
 };
 use crate::failpoint;
-use crate::issuer::resolve::ResolvedIssuer;
 use crate::journal::{Done, TokenFacts};
 use crate::plan::{SecretMetadata, SecretRef, desired_metadata, spec_hash};
 use crate::secrets::controlled_by;
@@ -51,8 +50,8 @@ impl Applier<'_> {
         };
         self.in_play(&token);
         failpoint::hit(failpoint::AFTER_MINT);
-        let facts = TokenFacts::of(&token, &trace_id);
-        let secret = self.versioned_secret(version, &token, &facts, issuer.as_ref());
+        let facts = TokenFacts::of(&token, &trace_id, issuer.map(|i| i.identity));
+        let secret = self.versioned_secret(version, &token, &facts);
         let name = versioned_secret_name(&self.mounted_name(), version);
         match self.secrets.create(&post_params(), &secret).await {
             Ok(created) => self.wrote_secret(name, created.resource_version()),
@@ -100,11 +99,21 @@ impl Applier<'_> {
     pub(super) async fn restore_versioned(&mut self, version: u32) -> Result<()> {
         let mounted = self.read_token(&self.mounted_name(), TOKEN_KEY).await?;
         let trace_id = self.trace_id_of(version);
-        let facts = TokenFacts::of(&mounted, &trace_id);
-        // The record is rebuilt from `S`, which does not say who minted the token: the issuer
-        // this WorkspaceToken names now is the one it is sent to from here on.
-        let issuer = self.current_issuer()?.cloned();
-        let secret = self.versioned_secret(version, &mounted, &facts, issuer.as_ref());
+        // The record is rebuilt from `S`, which does not say who minted the token: status does
+        // (never the issuer named now: the spec may have moved on since). Only a version status
+        // never recorded an issuer for (an older release's, or status lost) is credited to the
+        // issuer named now.
+        let recorded = self
+            .plan
+            .versions
+            .get(&version)
+            .and_then(|r| r.issuer.clone());
+        let issuer = match recorded {
+            Some(identity) => Some(identity),
+            None => self.current_issuer()?.map(|i| i.identity.clone()),
+        };
+        let facts = TokenFacts::of(&mounted, &trace_id, issuer);
+        let secret = self.versioned_secret(version, &mounted, &facts);
         let name = versioned_secret_name(&self.mounted_name(), version);
         let created = self
             .secrets
@@ -219,13 +228,7 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn versioned_secret(
-        &self,
-        version: u32,
-        token: &Token,
-        facts: &TokenFacts,
-        issuer: Option<&ResolvedIssuer>,
-    ) -> Secret {
+    fn versioned_secret(&self, version: u32, token: &Token, facts: &TokenFacts) -> Secret {
         let desired = desired_metadata(&self.wst.spec, &self.name, Some(version));
         let mut extra = BTreeMap::from([
             (TOKEN_SHA256_ANNOTATION.into(), facts.token_sha256.clone()),
@@ -245,8 +248,7 @@ impl Applier<'_> {
                 text(&self.wst.spec.workspace_id),
             ),
         ]);
-        if let Some(issuer) = issuer {
-            let id = &issuer.identity;
+        if let Some(id) = &facts.issuer {
             data.insert(ISSUER_KIND_KEY.to_string(), text(id.kind.as_str()));
             data.insert(ISSUER_NAME_KEY.to_string(), text(&id.name));
             data.insert(ISSUER_UID_KEY.to_string(), text(&id.uid));

@@ -73,6 +73,7 @@ impl Applier<'_> {
             MintedAt::Platform(issuer) => Some(self.revoke_at_platform(version, &issuer).await?),
             MintedAt::Unreachable(why) => Some(PlatformRevoke::Impossible(why)),
             MintedAt::Unrecorded => Some(PlatformRevoke::Impossible(NO_RECORD.into())),
+            MintedAt::Undecided(problem) => return Err(super::provenance::unusable(problem)),
         };
         if let Some(outcome) = outcome {
             if let PlatformRevoke::Impossible(why) = outcome {

@@ -32,6 +32,9 @@ impl IssuerCaches {
 
     /// The issuer `wst` mints at: None when it mints locally.
     pub fn for_token(&self, wst: &WorkspaceToken) -> Option<Result<ResolvedIssuer, IssuerProblem>> {
+        if wst.spec.removed_issuer.is_some() {
+            return Some(Err(inline_issuer_left()));
+        }
         let reference = wst.spec.issuer_ref.as_ref()?;
         let namespace = wst.metadata.namespace.as_deref().unwrap_or_default();
         let (namespaced, cluster, ns);
@@ -91,5 +94,54 @@ impl IssuerCaches {
             http,
             admin_namespace,
         })
+    }
+}
+
+/// A WorkspaceToken stored by an earlier release with an inline `spec.issuer`: it is not a
+/// local token (minting one would hand consumers a token the platform never heard of), and
+/// the inline issuer is not to be called. Nothing is minted until it names an issuer.
+fn inline_issuer_left() -> IssuerProblem {
+    IssuerProblem {
+        reason: "IssuerNotFound",
+        message: "spec.issuer (an inline issuer of an earlier release) is no longer read: put it \
+                  in a TokenIssuer and name that in spec.issuerRef (README: moving an inline \
+                  issuer); nothing is minted until then"
+            .into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector;
+
+    fn empty_caches() -> IssuerCaches {
+        IssuerCaches {
+            namespaced: reflector::store().0,
+            cluster: reflector::store().0,
+            namespaces: reflector::store().0,
+            cluster_resource_namespace: "tokenwarden-system".into(),
+            owns_cluster_status: true,
+        }
+    }
+
+    #[test]
+    fn a_token_stored_with_an_inline_issuer_is_no_local_token() {
+        let wst: WorkspaceToken = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken",
+            "metadata": { "name": "t", "namespace": "team-a" },
+            "spec": { "workspaceId": "ws", "issuer": { "http": { "url": "http://p" } } }
+        }))
+        .unwrap();
+        let problem = empty_caches()
+            .for_token(&wst)
+            .expect("not local")
+            .unwrap_err();
+        assert_eq!(problem.reason, "IssuerNotFound");
+        assert!(
+            problem.message.contains("moving an inline issuer"),
+            "{}",
+            problem.message
+        );
     }
 }

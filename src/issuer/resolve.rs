@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, ObjectMeta};
 use kube::core::{Selector, SelectorExt};
 
+pub use crate::api::IssuerIdentity;
 use crate::api::{
     ClusterTokenIssuer, HttpIssuerSpec, IssuerKind, IssuerRef, TokenIssuer, WorkspaceId,
 };
@@ -24,22 +25,6 @@ pub struct ResolvedIssuer {
     /// Where its admin Secret is read: a TokenIssuer's own namespace, or for a
     /// ClusterTokenIssuer the operator's `--cluster-resource-namespace`.
     pub admin_namespace: String,
-}
-
-/// The object that minted a version: recorded on `S-vN`, so its revocation goes to that
-/// object's URL of the moment, and to nothing once the object is gone (a new object of the
-/// same name has another uid).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IssuerIdentity {
-    pub kind: IssuerKind,
-    pub name: String,
-    pub uid: String,
-}
-
-impl std::fmt::Display for IssuerIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.kind.as_str(), self.name)
-    }
 }
 
 /// Why a WorkspaceToken's issuer may not be used now: nothing is minted.
@@ -120,9 +105,11 @@ pub fn resolve(candidate: &Candidate<'_>) -> Result<ResolvedIssuer, IssuerProble
         ));
     }
     let conditions = status.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    // A verdict of Ready for an earlier spec stands until the next check (every token of an
+    // edited issuer would flap to not Ready otherwise); what needs no call is checked now.
     let why = match found {
         Found::Cluster(_) if !c.owns_cluster_status => unusable(http),
-        _ => not_ready(metadata, conditions),
+        _ => not_ready(metadata, conditions).or_else(|| unusable(http)),
     };
     if let Some(why) = why {
         return Err(problem(
@@ -190,10 +177,14 @@ fn not_ready(metadata: &ObjectMeta, conditions: &[Condition]) -> Option<String> 
     let Some(ready) = conditions.iter().find(|c| c.type_ == READY) else {
         return Some("the operator has not checked it yet".into());
     };
-    if ready.observed_generation.is_some() && ready.observed_generation != metadata.generation {
-        return Some("the operator has not checked its latest spec yet".into());
+    let current =
+        ready.observed_generation.is_some() && ready.observed_generation == metadata.generation;
+    match (ready.status == "True", current) {
+        (true, _) => None,
+        (false, true) => Some(format!("{} ({})", ready.message, ready.reason)),
+        // A spec edited since a failed check: wait for the next verdict.
+        (false, false) => Some("the operator has not checked its latest spec yet".into()),
     }
-    (ready.status != "True").then(|| format!("{} ({})", ready.message, ready.reason))
 }
 
 /// What makes an issuer's spec unusable without asking anyone: its URL or its caBundle.

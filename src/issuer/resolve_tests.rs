@@ -111,7 +111,9 @@ fn a_missing_issuer_is_not_found() {
 fn an_issuer_not_ready_for_its_current_generation_is_not_ready() {
     let r = reference(IssuerKind::TokenIssuer, "platform");
     let unchecked = token_issuer(json!({}), json!({}));
-    let stale = token_issuer(json!({}), ready(1));
+    let mut stale = ready(1);
+    stale["conditions"][0]["status"] = json!("False");
+    let stale = token_issuer(json!({}), stale);
     let mut refused = ready(2);
     refused["conditions"][0]["status"] = json!("False");
     refused["conditions"][0]["message"] = json!("Secret team-a/platform-admin not found");
@@ -222,4 +224,20 @@ fn an_operator_of_one_namespace_judges_a_cluster_issuer_by_its_spec_not_its_stat
         "{}",
         problem.message
     );
+}
+
+#[test]
+fn a_ready_verdict_for_an_earlier_spec_stands_unless_the_new_spec_is_plainly_unusable() {
+    let r = reference(IssuerKind::TokenIssuer, "platform");
+    let edited = token_issuer(json!({ "http": { "timeoutSeconds": 9 } }), ready(1));
+    assert!(
+        resolve_in("ws-1", &r, Some(Found::Namespaced(&edited)), None).is_ok(),
+        "tokens do not flap to not Ready at every edit of their issuer"
+    );
+    let plaintext = token_issuer(
+        json!({ "http": { "url": "http://platform.example" } }),
+        ready(1),
+    );
+    let problem = resolve_in("ws-1", &r, Some(Found::Namespaced(&plaintext)), None).unwrap_err();
+    assert_eq!(problem.reason, "IssuerNotReady");
 }

@@ -244,6 +244,8 @@ pub struct VersionRecord {
     pub revoked_at: Option<DateTime<Utc>>,
     pub trace_id: Option<String>,
     pub issuer_token_id: Option<String>,
+    /// The issuer object that minted it, as status recorded (never read from a Secret).
+    pub issuer: Option<crate::api::IssuerIdentity>,
 }
 
 /// Why the WorkspaceToken is or is not Ready.

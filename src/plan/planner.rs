@@ -57,6 +57,8 @@ impl<'o, 'a> Planner<'o, 'a> {
                 }
                 kept => kept,
             };
+            // Who minted the version is a fact of its number, whatever its Secret now holds.
+            let issuer = kept.as_ref().and_then(|k| k.issuer.clone());
             // What status knew of this version, as long as it is about the same token.
             let kept =
                 kept.filter(|k| k.token_sha256.is_none() || k.token_sha256 == secret.token_sha256);
@@ -82,6 +84,7 @@ impl<'o, 'a> Planner<'o, 'a> {
                     // Learned when the platform verified the token; never from the Secret's
                     // annotations, which anyone who may edit Secrets can change.
                     issuer_token_id: kept.and_then(|k| k.issuer_token_id.clone()),
+                    issuer,
                 },
             );
         }
@@ -369,6 +372,10 @@ impl<'o, 'a> Planner<'o, 'a> {
         let mut previous = None;
         let mut revocations = Vec::new();
         for &old in others.iter().rev() {
+            if old > current && o.issuer_problem.is_some() {
+                // Minted, not yet verified: it waits for its issuer rather than being revoked.
+                continue;
+            }
             let reason = if old > current || floor.is_some_and(|f| old > f) {
                 // Minted but never current: a newer version won, or its record is gone.
                 Some(RevokeReason::Orphaned)
@@ -533,6 +540,7 @@ pub(super) fn new_record(now: DateTime<Utc>) -> VersionRecord {
         revoked_at: None,
         trace_id: None,
         issuer_token_id: None,
+        issuer: None,
     }
 }
 
@@ -555,5 +563,6 @@ fn record_from_status(v: &crate::api::VersionStatus) -> VersionRecord {
         revoked_at: v.revoked_at.as_ref().map(crate::time::from_time),
         trace_id: v.trace_id.clone(),
         issuer_token_id: v.issuer_token_id.clone(),
+        issuer: v.issuer.clone(),
     }
 }

@@ -230,3 +230,30 @@ fn an_overdue_rotation_waits_for_its_issuer_without_polling_and_the_token_stays_
             .any(|s| matches!(s, Step::Mint { version: 2, .. }))
     );
 }
+
+#[test]
+fn a_minted_version_waits_for_its_issuer_instead_of_being_revoked_as_an_orphan() {
+    let mut world = World::steady(platform(false), t0());
+    let mut pending = record(2);
+    pending.verified = false;
+    pending.spec_hash = Some(spec_hash(&world.spec));
+    world.versioned.insert(2, pending);
+    world.outside.valid.insert(2);
+    world.issuer_problem = Some(unusable("IssuerNotReady"));
+    let plan = world.plan(t0() + hours(1));
+    assert!(
+        !plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Revoke { version: 2, .. })),
+        "{:?}",
+        steps_of(&plan)
+    );
+    world.issuer_problem = None;
+    let plan = world.plan(t0() + hours(1));
+    assert_eq!(
+        steps_of(&plan)[0],
+        Step::Verify { version: 2 },
+        "adopted once it is back"
+    );
+}

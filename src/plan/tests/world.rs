@@ -555,6 +555,7 @@ pub(super) fn facts(record: &VersionedSecret) -> TokenFacts {
         token_prefix: record.token_prefix.clone().unwrap_or_default(),
         trace_id: record.trace_id.clone().unwrap_or_default(),
         issuer_token_id: None,
+        issuer: None,
     }
 }
 
@@ -620,6 +621,7 @@ pub(super) fn cluster(
                     .then(|| crate::time::to_time(day(*n + 1) + hours(1))),
                 trace_id: r.trace_id,
                 issuer_token_id: Some(format!("tok-v{n}")),
+                issuer: None,
             }
         })
         .collect();
