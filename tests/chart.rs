@@ -862,34 +862,9 @@ impl Drop for Policies<'_> {
 /// What a tenant of `ns` may do: WorkspaceTokens, Secrets, get Deployments and patch only
 /// the one named `mine`.
 async fn tenant_role(client: &kube::Client, ns: &str) {
-    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-    let role: Role = serde_json::from_value(json!({
-        "metadata": { "name": "tenant" },
-        "rules": [
-            { "apiGroups": ["tokenwarden.dev"], "resources": ["workspacetokens"],
-              "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] },
-            { "apiGroups": [""], "resources": ["secrets"],
-              "verbs": ["get", "list", "create", "update", "patch", "delete"] },
-            { "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"] },
-            { "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["patch"],
-              "resourceNames": ["mine"] },
-        ],
-    }))
-    .unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": { "name": "tenant" },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant" },
-        "subjects": [{ "kind": "User", "name": tokenwarden_testenv::UNPRIVILEGED_USER }],
-    }))
-    .unwrap();
-    Api::<Role>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
+    let patch_mine = json!({ "apiGroups": ["apps"], "resources": ["deployments"],
+                             "verbs": ["patch"], "resourceNames": ["mine"] });
+    support::tenant::grant_tenant_with(client, ns, &[patch_mine]).await;
 }
 
 fn deployment(name: &str) -> Deployment {

@@ -50,6 +50,17 @@ async fn tenancy(prefix: &str, workspaces: &[&str]) -> Tenancy {
 }
 
 impl Tenancy {
+    /// The first Warning with `reason` whose message contains `about`, once there is one.
+    async fn warning(&self, reason: &str, about: &str) -> String {
+        eventually(WAIT, &format!("{reason} about {about}"), || async {
+            event_messages(&self.admin, &self.ns, reason)
+                .await
+                .into_iter()
+                .find(|n| n.contains(about))
+        })
+        .await
+    }
+
     async fn finish(&self, operator: Option<&Operator>) {
         dump(&self.admin, &self.ns, operator).await;
         self.capture.assert_untouched();
@@ -150,13 +161,7 @@ async fn a_forged_record_without_the_admission_policy_sends_nothing_and_is_named
             .expect("the tenant may create Secrets (no admission policy here)");
     }
     for name in ["t-v5", "t-v6"] {
-        let note = eventually(WAIT, &format!("UntrustedRecord naming {name}"), || async {
-            event_messages(&t.admin, &t.ns, "UntrustedRecord")
-                .await
-                .into_iter()
-                .find(|n| n.contains(name))
-        })
-        .await;
+        let note = t.warning("UntrustedRecord", name).await;
         assert!(note.contains("nothing is sent"), "{note}");
         eventually(WAIT, &format!("{name} deleted"), || async {
             t.tenant_secrets
@@ -329,13 +334,7 @@ async fn a_version_whose_issuer_object_is_gone_is_sent_nowhere() {
         .await
         .unwrap();
     wait_version(&t.tenant, "t", 2, WAIT).await;
-    let note = eventually(WAIT, "RevokeImpossible for v1", || async {
-        event_messages(&t.admin, &t.ns, "RevokeImpossible")
-            .await
-            .into_iter()
-            .find(|n| n.contains("version 1"))
-    })
-    .await;
+    let note = t.warning("RevokeImpossible", "version 1").await;
     assert!(note.contains("TokenIssuer/platform"), "{note}");
     assert!(note.contains("is gone"), "{note}");
     assert_eq!(
@@ -399,13 +398,7 @@ async fn a_lost_record_after_a_change_of_issuer_is_never_revoked_at_the_new_one(
         .delete("t-v1", &DeleteParams::default())
         .await
         .unwrap();
-    let note = eventually(WAIT, "RevokeImpossible for v1", || async {
-        event_messages(&t.admin, &t.ns, "RevokeImpossible")
-            .await
-            .into_iter()
-            .find(|n| n.contains("version 1"))
-    })
-    .await;
+    let note = t.warning("RevokeImpossible", "version 1").await;
     assert!(note.contains("no token is left"), "{note}");
     assert_eq!(
         t.platform.live("ws-m").await.len(),

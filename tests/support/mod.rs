@@ -318,11 +318,8 @@ pub async fn secret_names(client: &Client, ns: &str) -> Vec<String> {
 }
 
 pub async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
-    Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
+    events(client, ns)
         .await
-        .expect("list Events")
-        .items
         .into_iter()
         .filter_map(|e| e.reason)
         .collect()
@@ -330,15 +327,19 @@ pub async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
 
 /// The messages of the events with `reason` in `ns`.
 pub async fn event_messages(client: &Client, ns: &str, reason: &str) -> Vec<String> {
+    let events = events(client, ns).await.into_iter();
+    events
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.message)
+        .collect()
+}
+
+async fn events(client: &Client, ns: &str) -> Vec<Event> {
     Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
         .expect("list Events")
         .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.message)
-        .collect()
 }
 
 /// Dumps what a test's namespace holds that could leak a token (events, WorkspaceTokens,

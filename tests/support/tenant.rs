@@ -9,18 +9,23 @@ use serde_json::json;
 
 /// Grants the unprivileged identity of the control plane the tenant Role in `ns`.
 pub async fn grant_tenant(admin: &kube::Client, ns: &str) {
+    grant_tenant_with(admin, ns, &[]).await;
+}
+
+/// The tenant Role in `ns`, plus `extra` RBAC rules.
+pub async fn grant_tenant_with(admin: &kube::Client, ns: &str, extra: &[serde_json::Value]) {
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-    let role: Role = serde_json::from_value(json!({
-        "metadata": { "name": "tenant" },
-        "rules": [
-            { "apiGroups": ["tokenwarden.dev"], "resources": ["workspacetokens"],
-              "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] },
-            { "apiGroups": [""], "resources": ["secrets"],
-              "verbs": ["get", "list", "create", "update", "patch", "delete"] },
-            { "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"] },
-        ],
-    }))
-    .unwrap();
+    let mut rules = vec![
+        json!({ "apiGroups": ["tokenwarden.dev"], "resources": ["workspacetokens"],
+                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] }),
+        json!({ "apiGroups": [""], "resources": ["secrets"],
+                "verbs": ["get", "list", "create", "update", "patch", "delete"] }),
+        json!({ "apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"] }),
+    ];
+    rules.extend_from_slice(extra);
+    let role: Role =
+        serde_json::from_value(json!({ "metadata": { "name": "tenant" }, "rules": rules }))
+            .unwrap();
     let binding: RoleBinding = serde_json::from_value(json!({
         "metadata": { "name": "tenant" },
         "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant" },
