@@ -301,6 +301,11 @@ pub struct WorkspaceTokenStatus {
     /// acted on once, so a stale one never revokes a version that becomes current later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_revoke_request: Option<String>,
+    /// `v3@2026-11-24T01:02:03Z`: an HTTP mint of version 3 started then and may have been cut
+    /// short (see `plan::MintIntent`). Written by the operator alone (status), never by whoever
+    /// may edit the WorkspaceToken: it decides which unheld platform tokens are revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mint_intent: Option<String>,
     /// Newest first; revoked ones trimmed to `historyLimit`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<VersionStatus>,

@@ -22,9 +22,6 @@ pub const ROTATE_ANNOTATION: &str = "tokenwarden.dev/rotate";
 /// `"N"` revokes version N now (rotating first when N is current).
 pub const REVOKE_VERSION_ANNOTATION: &str = "tokenwarden.dev/revoke-version";
 
-// Annotations tokenwarden sets on a WorkspaceToken.
-/// `v3@2026-11-24T01:02:03Z`: an HTTP mint of version 3 started then (see `plan::MintIntent`).
-pub const MINT_INTENT_ANNOTATION: &str = "tokenwarden.dev/mint-intent";
 /// kubectl's copy of the last applied object: never read, dropped from the cache.
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 

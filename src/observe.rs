@@ -4,7 +4,7 @@
 use kube::ResourceExt;
 
 use crate::api::WorkspaceToken;
-use crate::contract::{FINALIZER, MINT_INTENT_ANNOTATION};
+use crate::contract::FINALIZER;
 use crate::issuer::resolve::{IssuerProblem, ResolvedIssuer};
 use crate::plan::{MintIntent, Observed};
 use crate::secrets::SecretsView;
@@ -30,10 +30,9 @@ pub fn observed<'a>(
         versioned: view.versioned.clone(),
         mounted: view.mounted.clone(),
         foreign: view.foreign.clone(),
-        mint_intent: wst
-            .annotations()
-            .get(MINT_INTENT_ANNOTATION)
-            .and_then(|v| MintIntent::parse(v)),
+        mint_intent: (wst.status.as_ref())
+            .and_then(|s| s.mint_intent.as_deref())
+            .and_then(MintIntent::parse),
         issuer_problem: issuer.and_then(|i| i.as_ref().err()).cloned(),
     }
 }

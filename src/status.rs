@@ -35,6 +35,9 @@ pub fn render(
         None => (false, "AsExpected", "the last reconcile succeeded".into()),
     };
     let generation = wst.metadata.generation;
+    // Never part of the status applied: only the mint writes and clears it (a merge patch of
+    // its own), and an apply carrying the value this pass read could undo that.
+    status.mint_intent = None;
     status.conditions = vec![
         condition(
             &previous, READY, ready.0, ready.1, &ready.2, generation, now,
@@ -126,6 +129,7 @@ fn planned(
             .rotate_request
             .clone()
             .or(previous.last_rotate_request.clone()),
+        mint_intent: None,
         versions,
         conditions: Vec::new(),
     }
@@ -315,7 +319,14 @@ pub async fn write(
     wst: &WorkspaceToken,
     status: WorkspaceTokenStatus,
 ) -> Result<Option<String>> {
-    if wst.status.as_ref() == Some(&status) {
+    let unchanged = wst.status.as_ref().is_some_and(|s| {
+        let without_intent = WorkspaceTokenStatus {
+            mint_intent: None,
+            ..s.clone()
+        };
+        without_intent == status
+    });
+    if unchanged {
         return Ok(None);
     }
     let patch = serde_json::json!({

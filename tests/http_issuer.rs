@@ -122,7 +122,7 @@ async fn mint_verify_rotate_and_revoke_by_prefix_at_the_platform() {
         Some(&live[0].id)
     );
     assert!(
-        w.annotations().get("tokenwarden.dev/mint-intent").is_none(),
+        w.status.as_ref().is_some_and(|s| s.mint_intent.is_none()),
         "the intent is cleared"
     );
 

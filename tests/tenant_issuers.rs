@@ -412,3 +412,42 @@ async fn a_lost_record_after_a_change_of_issuer_is_never_revoked_at_the_new_one(
     );
     t.finish(Some(&operator)).await;
 }
+
+/// The intent of a mint (which decides what unheld platform tokens of its window a later pass
+/// revokes) lives in status, which only the operator writes: a tenant writing the old
+/// annotation around the creation of a token no WorkspaceToken holds (a workspace's
+/// registration token, say) gets nothing revoked.
+#[tokio::test]
+async fn a_forged_mint_intent_revokes_nothing() {
+    let t = tenancy("tenant-intent", &["ws-i"]).await;
+    let operator = Operator::start(control_plane().await, &["--namespace", t.ns.as_str()]);
+    t.platform
+        .admin_secret(&t.admin, &t.ns, &t.platform.admin.clone())
+        .await;
+    let spec = json!({ "rotation": { "gracePeriod": "0s" } });
+    create(&t.tenant, "t", t.platform.spec("ws-i", spec)).await;
+    wait_version(&t.tenant, "t", 1, WAIT).await;
+    let since = chrono::Utc::now() - chrono::TimeDelta::seconds(2);
+    let registration = t.platform.mint_directly("ws-i").await;
+    let forged = format!(
+        "v2@{}",
+        since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let intent = json!({ "metadata": { "annotations": {
+        "tokenwarden.dev/mint-intent": forged, "tokenwarden.dev/rotate": "after-forgery"
+    } } });
+    t.tenant
+        .patch("t", &PatchParams::default(), &Patch::Merge(&intent))
+        .await
+        .unwrap();
+    wait_version(&t.tenant, "t", 2, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let registration_sha = tokenwarden::token::sha256_hex(registration.as_bytes());
+    let live = t.platform.live("ws-i").await;
+    assert!(
+        live.iter().any(|r| r.token_sha256 == registration_sha),
+        "the unheld token the forged intent pointed at is still live"
+    );
+    assert_eq!(live.len(), 2, "v2 and the registration token");
+    t.finish(Some(&operator)).await;
+}

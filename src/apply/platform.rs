@@ -12,9 +12,7 @@ use super::records::params;
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::api::{WorkspaceToken, versioned_secret_name};
-use crate::contract::{
-    ISSUER_TOKEN_ID_ANNOTATION, MINT_INTENT_ANNOTATION, TOKEN_KEY, VERIFIED_AT_ANNOTATION,
-};
+use crate::contract::{ISSUER_TOKEN_ID_ANNOTATION, TOKEN_KEY, VERIFIED_AT_ANNOTATION};
 use crate::events::EventType;
 use crate::issuer::http::{HttpIssuer, IssuerError, Revocation, unheld_since, used_since_cutover};
 use crate::issuer::resolve::ResolvedIssuer;
@@ -96,13 +94,14 @@ impl Applier<'_> {
             })
     }
 
-    /// Sets (Some) or clears (None) the mint-intent annotation on the WorkspaceToken.
+    /// Sets (Some) or clears (None) `status.mintIntent`: in status, which only the operator
+    /// writes, since it decides which unheld platform tokens a later pass revokes.
     async fn set_mint_intent(&mut self, intent: Option<String>) -> Result<()> {
         let api: kube::Api<WorkspaceToken> =
             kube::Api::namespaced(self.io.client.clone(), &self.ns);
-        let patch = json!({ "metadata": { "annotations": { MINT_INTENT_ANNOTATION: intent } } });
+        let patch = json!({ "status": { "mintIntent": intent } });
         let patched = api
-            .patch(&self.name, &params(), &Patch::Merge(&patch))
+            .patch_status(&self.name, &params(), &Patch::Merge(&patch))
             .await
             .map_err(Error::kube("record mint intent"))?;
         self.writes.resource_version = patched.resource_version();

@@ -41,7 +41,7 @@ pub struct VersionedSecret {
     pub metadata: SecretMetadata,
 }
 
-/// The `tokenwarden.dev/mint-intent` annotation: an HTTP mint of `version` started at `since`.
+/// `status.mintIntent`: an HTTP mint of `version` started at `since`.
 /// Left behind by a crash between the platform's answer and the versioned Secret, it tells the
 /// next pass to revoke tokens of that window that no Secret holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
