@@ -17,9 +17,18 @@ use crate::issuer::caches::IssuerCaches;
 /// Something a WorkspaceToken's issuer resolution reads changed.
 #[derive(Debug)]
 enum Touched {
-    Namespaced { namespace: String, name: String },
-    Cluster { name: String },
-    Namespace { name: String },
+    Namespaced {
+        namespace: String,
+        name: String,
+    },
+    Cluster {
+        name: String,
+    },
+    Namespace {
+        name: String,
+    },
+    /// A watch listed everything anew.
+    Relisted,
 }
 
 /// The changes of the watched issuers and namespaces, not yet mapped to WorkspaceTokens.
@@ -42,46 +51,41 @@ pub fn issuer_watches(
     let (namespaced, namespaced_writer) = reflector::store();
     let (cluster, cluster_writer) = reflector::store();
     let (namespaces, namespaces_writer) = reflector::store();
-    let namespaced_feed = reflector(
-        namespaced_writer,
-        watcher(namespaced_api, watcher::Config::default()).default_backoff(),
-    )
-    .touched_objects()
-    .filter_map(|r| {
-        future::ready(
-            logged(r, "TokenIssuer").map(|i: TokenIssuer| Touched::Namespaced {
-                namespace: i.namespace().unwrap_or_default(),
-                name: i.name_any(),
-            }),
-        )
-    });
-    let cluster_feed = reflector(
-        cluster_writer,
-        watcher(
-            Api::<ClusterTokenIssuer>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    )
-    .touched_objects()
-    .filter_map(|r| {
-        future::ready(
-            logged(r, "ClusterTokenIssuer")
-                .map(|i: ClusterTokenIssuer| Touched::Cluster { name: i.name_any() }),
-        )
-    });
-    let namespace_feed = reflector(
-        namespaces_writer,
-        watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            namespaces_config,
-        )
-        .default_backoff(),
-    )
-    .touched_objects()
-    .filter_map(|r| {
-        future::ready(logged(r, "Namespace").map(|n| Touched::Namespace { name: n.name_any() }))
-    });
+    let namespaced_feed = changes(
+        reflector(
+            namespaced_writer,
+            watcher(namespaced_api, watcher::Config::default()).default_backoff(),
+        ),
+        "TokenIssuer",
+        |i: &TokenIssuer| Touched::Namespaced {
+            namespace: i.namespace().unwrap_or_default(),
+            name: i.name_any(),
+        },
+    );
+    let cluster_feed = changes(
+        reflector(
+            cluster_writer,
+            watcher(
+                Api::<ClusterTokenIssuer>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        ),
+        "ClusterTokenIssuer",
+        |i: &ClusterTokenIssuer| Touched::Cluster { name: i.name_any() },
+    );
+    let namespace_feed = changes(
+        reflector(
+            namespaces_writer,
+            watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                namespaces_config,
+            )
+            .default_backoff(),
+        ),
+        "Namespace",
+        |n: &PartialObjectMeta<Namespace>| Touched::Namespace { name: n.name_any() },
+    );
     let caches = IssuerCaches {
         namespaced,
         cluster,
@@ -95,6 +99,29 @@ pub fn issuer_watches(
         namespace_feed.boxed(),
     ]);
     (caches, IssuerFeeds(feeds.boxed()))
+}
+
+/// What each watch event can change. A (re)list ends with every object that the watch missed
+/// deleting gone from the cache without an event of its own: then every token that names an
+/// issuer is looked at again (once per list, not once per listed object).
+fn changes<K, S>(
+    events: S,
+    kind: &'static str,
+    touched: fn(&K) -> Touched,
+) -> impl Stream<Item = Touched> + Send + 'static
+where
+    K: Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    events.filter_map(move |event| {
+        future::ready(logged(event, kind).and_then(|event| match event {
+            watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
+                Some(touched(&object))
+            }
+            watcher::Event::InitDone => Some(Touched::Relisted),
+            watcher::Event::Init | watcher::Event::InitApply(_) => None,
+        }))
+    })
 }
 
 fn logged<T>(result: Result<T, watcher::Error>, kind: &str) -> Option<T> {
@@ -128,11 +155,76 @@ fn decided_by(wst: &WorkspaceToken, touched: &Touched) -> bool {
     };
     let ns = wst.metadata.namespace.as_deref().unwrap_or_default();
     match (touched, reference.kind) {
+        (Touched::Relisted, _) => true,
         (Touched::Namespaced { namespace, name }, IssuerKind::TokenIssuer) => {
             namespace == ns && *name == reference.name
         }
         (Touched::Cluster { name }, IssuerKind::ClusterTokenIssuer) => *name == reference.name,
         (Touched::Namespace { name }, IssuerKind::ClusterTokenIssuer) => name == ns,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(namespace: &str, issuer_ref: serde_json::Value) -> WorkspaceToken {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken",
+            "metadata": { "name": "t", "namespace": namespace },
+            "spec": { "workspaceId": "ws", "issuerRef": issuer_ref }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_change_wakes_the_tokens_it_can_decide() {
+        let own = token("team-a", serde_json::json!({ "name": "platform" }));
+        let shared = token(
+            "team-a",
+            serde_json::json!({ "kind": "ClusterTokenIssuer", "name": "shared" }),
+        );
+        let local = token("team-a", serde_json::Value::Null);
+        let issuer = |namespace: &str, name: &str| Touched::Namespaced {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        assert!(decided_by(&own, &issuer("team-a", "platform")));
+        assert!(
+            !decided_by(&own, &issuer("team-b", "platform")),
+            "another namespace's"
+        );
+        assert!(!decided_by(&own, &issuer("team-a", "other")));
+        assert!(decided_by(
+            &shared,
+            &Touched::Cluster {
+                name: "shared".into()
+            }
+        ));
+        assert!(!decided_by(
+            &own,
+            &Touched::Cluster {
+                name: "platform".into()
+            }
+        ));
+        let relabelled = Touched::Namespace {
+            name: "team-a".into(),
+        };
+        assert!(
+            decided_by(&shared, &relabelled),
+            "namespaceSelector, workspace label"
+        );
+        assert!(!decided_by(&own, &relabelled));
+        for wst in [&own, &shared] {
+            assert!(
+                decided_by(wst, &Touched::Relisted),
+                "deletions the watch missed"
+            );
+        }
+        assert!(
+            !decided_by(&local, &Touched::Relisted),
+            "a local token names no issuer"
+        );
     }
 }
