@@ -281,6 +281,24 @@ fn kept(
         kept.versions
             .push(version_status(&secret_name, n, record, fate, journal));
     }
+    // A version this pass minted (or rebuilt) is in status from now on, with who minted it,
+    // even though the pass failed later: that record is what its revocation trusts, and a
+    // Secret (which anyone who may edit Secrets can replace) must never stand in for it.
+    for (n, _) in journal.tokens() {
+        let Some(record) = plan.versions.get(&n) else {
+            continue;
+        };
+        if kept.versions.iter().any(|v| v.version == n) {
+            continue;
+        }
+        let fate = Fate {
+            state: VersionState::Pending,
+            retire_at: None,
+            revoked_at: None,
+        };
+        kept.versions
+            .push(version_status(&secret_name, n, record, fate, journal));
+    }
     kept.versions.sort_by_key(|v| std::cmp::Reverse(v.version));
     kept
 }

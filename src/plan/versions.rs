@@ -32,7 +32,8 @@ impl Planner<'_, '_> {
             }
             let known = match o.versioned.get(&n) {
                 Some(record) => record.token_sha256.as_ref(),
-                None if o.status.is_none() => Some(sha),
+                // (A status holding only a mint intent is no status of versions.)
+                None if o.status.is_none_or(|s| s.versions.is_empty()) => Some(sha),
                 None => self.versions.get(&n).and_then(|v| v.token_sha256.as_ref()),
             };
             (known == Some(sha)).then_some(n)

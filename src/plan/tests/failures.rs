@@ -57,7 +57,7 @@ type Expected = (
 /// step, then what status says (Ready, currentVersion, the versions' states).
 #[test]
 fn status_after_a_failure_at_each_step_of_a_rotation() {
-    use VersionState::{Active, Retiring};
+    use VersionState::{Active, Pending, Retiring};
     let (mut world, t1) = rotated_once();
     world.spec.restart_targets = spec(json!({
         "restartTargets": [ { "kind": "Deployment", "name": "agent" } ],
@@ -83,12 +83,13 @@ fn status_after_a_failure_at_each_step_of_a_rotation() {
             2,
             &[(2, Active), (1, Retiring)],
         ),
-        // v3 exists only as a pending record, adopted by the next pass.
+        // v3 exists as a pending record, adopted by the next pass; status lists it (with who
+        // minted it), so no Secret ever has to tell.
         (
             "the cutover",
             ("True", "Active"),
             2,
-            &[(2, Active), (1, Retiring)],
+            &[(3, Pending), (2, Active), (1, Retiring)],
         ),
         // S serves v3, but its restarts are owed: status does not record the cutover, so
         // the next pass restarts the targets.
@@ -96,7 +97,7 @@ fn status_after_a_failure_at_each_step_of_a_rotation() {
             "the restart",
             ("True", "Active"),
             2,
-            &[(2, Active), (1, Retiring)],
+            &[(3, Pending), (2, Active), (1, Retiring)],
         ),
         // The new version serves and its pods restarted: status says so, and v1, whose
         // revocation failed, stays live (Retiring) until a later pass revokes it.
