@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::api::{ClusterTokenIssuer, HttpIssuerSpec, IssuerStatus, TokenIssuer};
 use crate::contract::{FIELD_MANAGER, READY};
-use crate::issuer::client::{ca_certificates, check_url};
+use crate::issuer::client::spec_problem;
 
 /// How often a Ready issuer is checked again (its admin Secret may go), and a not-Ready one.
 const RECHECK_READY: Duration = Duration::from_secs(300);
@@ -81,13 +81,8 @@ pub fn readiness(
     admin_namespace: &str,
     admin: AdminSecret,
 ) -> Result<(&'static str, String), (&'static str, String)> {
-    if let Err(e) = check_url(http) {
-        return Err(("InsecureUrl", e.to_string()));
-    }
-    if let Some(bundle) = &http.ca_bundle
-        && let Err(e) = ca_certificates(bundle)
-    {
-        return Err(("InvalidCaBundle", e.to_string()));
+    if let Some((reason, e)) = spec_problem(http) {
+        return Err((reason, e.to_string()));
     }
     let secret = &http.admin_token_secret_ref;
     match admin {

@@ -60,6 +60,15 @@ pub enum Error {
     MissingTokenData { name: String, key: &'static str },
 }
 
+impl From<crate::issuer::resolve::IssuerProblem> for Error {
+    fn from(problem: crate::issuer::resolve::IssuerProblem) -> Error {
+        Error::IssuerUnusable {
+            reason: problem.reason,
+            message: problem.message,
+        }
+    }
+}
+
 impl Error {
     pub fn kube(operation: &'static str) -> impl FnOnce(kube::Error) -> Error {
         move |source| Error::Kube { operation, source }

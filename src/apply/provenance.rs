@@ -46,7 +46,7 @@ impl Applier<'_> {
         match self.issuer {
             None => Ok(None),
             Some(Ok(issuer)) => Ok(Some(issuer)),
-            Some(Err(problem)) => Err(unusable(problem.clone())),
+            Some(Err(problem)) => Err(problem.clone().into()),
         }
     }
 
@@ -129,7 +129,7 @@ impl Applier<'_> {
         match self.minted_at(version) {
             MintedAt::Platform(issuer) => Ok(issuer),
             MintedAt::Unreachable(why) => Err(Error::Issuer(IssuerError::Unusable { reason: why })),
-            MintedAt::Undecided(problem) => Err(unusable(problem)),
+            MintedAt::Undecided(problem) => Err(problem.into()),
             MintedAt::Local | MintedAt::Unrecorded => Err(Error::Issuer(IssuerError::Unusable {
                 reason: format!("version {version} has no record of an issuer to ask"),
             })),
@@ -145,11 +145,4 @@ impl Applier<'_> {
 /// `https://p.example/` and `https://p.example` are one URL.
 fn same_url(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
-}
-
-pub(super) fn unusable(problem: IssuerProblem) -> Error {
-    Error::IssuerUnusable {
-        reason: problem.reason,
-        message: problem.message,
-    }
 }

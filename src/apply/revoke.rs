@@ -22,11 +22,10 @@ impl Applier<'_> {
         if !matches!(recorded, MintedAt::Unrecorded) {
             return recorded;
         }
-        let prefix_known =
-            (self.plan.versions.get(&version)).is_some_and(|r| r.token_prefix.is_some());
         if !self.uses_platform() {
             return MintedAt::Local;
         }
+        let prefix_known = self.prefix_known(version);
         match self.plan.current.filter(|c| *c != version && prefix_known) {
             None => MintedAt::Unrecorded,
             Some(current) => match self.minted_at(current) {
@@ -45,8 +44,12 @@ impl Applier<'_> {
                 .as_ref()
                 .is_none_or(|d| !d.contains_key(crate::contract::TOKEN_KEY))
         });
-        let known = (self.plan.versions.get(&version)).is_some_and(|r| r.token_prefix.is_some());
-        tokenless && !known
+        tokenless && !self.prefix_known(version)
+    }
+
+    /// Whether status knows the prefix of `version`'s token (what identifies it at a platform).
+    fn prefix_known(&self, version: u32) -> bool {
+        (self.plan.versions.get(&version)).is_some_and(|r| r.token_prefix.is_some())
     }
 
     pub(super) async fn revoke(&mut self, version: u32, reason: &str) -> Result<()> {
@@ -73,7 +76,7 @@ impl Applier<'_> {
             MintedAt::Platform(issuer) => Some(self.revoke_at_platform(version, &issuer).await?),
             MintedAt::Unreachable(why) => Some(PlatformRevoke::Impossible(why)),
             MintedAt::Unrecorded => Some(PlatformRevoke::Impossible(NO_RECORD.into())),
-            MintedAt::Undecided(problem) => return Err(super::provenance::unusable(problem)),
+            MintedAt::Undecided(problem) => return Err(problem.into()),
         };
         if let Some(outcome) = outcome {
             if let PlatformRevoke::Impossible(why) = outcome {

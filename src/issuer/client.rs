@@ -153,6 +153,18 @@ pub fn ca_certificates(bundle: &str) -> Result<Vec<reqwest::Certificate>, Issuer
         .map_err(|_| unusable("holds a certificate the TLS client refused"))
 }
 
+/// What makes `spec` unusable without asking anyone, with the issuer's Ready reason:
+/// `InsecureUrl` (see [`check_url`]) or `InvalidCaBundle` (see [`ca_certificates`]).
+pub fn spec_problem(spec: &HttpIssuerSpec) -> Option<(&'static str, IssuerError)> {
+    if let Err(e) = check_url(spec) {
+        return Some(("InsecureUrl", e));
+    }
+    let bundle = spec.ca_bundle.as_deref()?;
+    ca_certificates(bundle)
+        .err()
+        .map(|e| ("InvalidCaBundle", e))
+}
+
 /// Whether `spec` may be called at all: https, or http with `allowInsecureHttp` (the API
 /// server checks this too; an older CRD might not).
 pub fn check_url(spec: &HttpIssuerSpec) -> Result<(), IssuerError> {

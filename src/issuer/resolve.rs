@@ -15,7 +15,7 @@ use crate::api::{
     ClusterTokenIssuer, HttpIssuerSpec, IssuerKind, IssuerRef, TokenIssuer, WorkspaceId,
 };
 use crate::contract::READY;
-use crate::issuer::client::{ca_certificates, check_url};
+use crate::issuer::client::spec_problem;
 
 /// An issuer a WorkspaceToken may use, as it is now.
 #[derive(Clone, Debug, PartialEq)]
@@ -106,10 +106,15 @@ pub fn resolve(candidate: &Candidate<'_>) -> Result<ResolvedIssuer, IssuerProble
     }
     let conditions = status.map(|s| s.conditions.as_slice()).unwrap_or_default();
     // A verdict of Ready for an earlier spec stands until the next check (every token of an
-    // edited issuer would flap to not Ready otherwise); what needs no call is checked now.
+    // edited issuer would flap to not Ready otherwise); what needs no call is checked now. A
+    // verdict of the current spec covers that already (no caBundle parsed at every pass).
     let why = match found {
         Found::Cluster(_) if !c.owns_cluster_status => unusable(http),
-        _ => not_ready(metadata, conditions).or_else(|| unusable(http)),
+        _ => match verdict(metadata, conditions) {
+            Verdict::Ready => None,
+            Verdict::ReadyBefore => unusable(http),
+            Verdict::NotReady(why) => Some(why),
+        },
     };
     if let Some(why) = why {
         return Err(problem(
@@ -172,28 +177,35 @@ fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool 
     Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
 }
 
-/// Why an issuer object is not Ready, as its status says for its current generation.
-fn not_ready(metadata: &ObjectMeta, conditions: &[Condition]) -> Option<String> {
+/// What an issuer object's status says of it.
+enum Verdict {
+    /// Ready, checked at its current generation.
+    Ready,
+    /// Ready when last checked, at an earlier generation.
+    ReadyBefore,
+    NotReady(String),
+}
+
+fn verdict(metadata: &ObjectMeta, conditions: &[Condition]) -> Verdict {
     let Some(ready) = conditions.iter().find(|c| c.type_ == READY) else {
-        return Some("the operator has not checked it yet".into());
+        return Verdict::NotReady("the operator has not checked it yet".into());
     };
     let current =
         ready.observed_generation.is_some() && ready.observed_generation == metadata.generation;
     match (ready.status == "True", current) {
-        (true, _) => None,
-        (false, true) => Some(format!("{} ({})", ready.message, ready.reason)),
+        (true, true) => Verdict::Ready,
+        (true, false) => Verdict::ReadyBefore,
+        (false, true) => Verdict::NotReady(format!("{} ({})", ready.message, ready.reason)),
         // A spec edited since a failed check: wait for the next verdict.
-        (false, false) => Some("the operator has not checked its latest spec yet".into()),
+        (false, false) => {
+            Verdict::NotReady("the operator has not checked its latest spec yet".into())
+        }
     }
 }
 
 /// What makes an issuer's spec unusable without asking anyone: its URL or its caBundle.
 fn unusable(http: &HttpIssuerSpec) -> Option<String> {
-    let checked = check_url(http).and_then(|()| match &http.ca_bundle {
-        Some(bundle) => ca_certificates(bundle).map(|_| ()),
-        None => Ok(()),
-    });
-    checked.err().map(|e| e.to_string())
+    spec_problem(http).map(|(_, e)| e.to_string())
 }
 
 fn problem(reason: &'static str, message: String) -> IssuerProblem {

@@ -34,15 +34,20 @@ fn local_tokens_need_no_verification() {
     assert!(!plan.steps.iter().any(|s| matches!(s, Step::Verify { .. })));
 }
 
-#[test]
-fn a_pending_http_version_is_verified_then_adopted_and_a_verified_one_just_adopted() {
+/// What a pass that died after the mint left: `S-v2` unverified, `S` at v1.
+fn minted_unverified() -> World {
     let mut world = World::steady(platform(false), t0());
-    // What a pass that died after the mint left: S-v2 unverified, S at v1.
     let mut pending = record(2);
     pending.verified = false;
     pending.spec_hash = Some(spec_hash(&world.spec));
     world.versioned.insert(2, pending);
     world.outside.valid.insert(2);
+    world
+}
+
+#[test]
+fn a_pending_http_version_is_verified_then_adopted_and_a_verified_one_just_adopted() {
+    let world = minted_unverified();
     let plan = world.plan(t0() + hours(1));
     assert_eq!(
         steps_of(&plan)[..2],
@@ -233,12 +238,7 @@ fn an_overdue_rotation_waits_for_its_issuer_without_polling_and_the_token_stays_
 
 #[test]
 fn a_minted_version_waits_for_its_issuer_instead_of_being_revoked_as_an_orphan() {
-    let mut world = World::steady(platform(false), t0());
-    let mut pending = record(2);
-    pending.verified = false;
-    pending.spec_hash = Some(spec_hash(&world.spec));
-    world.versioned.insert(2, pending);
-    world.outside.valid.insert(2);
+    let mut world = minted_unverified();
     world.issuer_problem = Some(unusable("IssuerNotReady"));
     let plan = world.plan(t0() + hours(1));
     assert!(
