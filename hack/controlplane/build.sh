@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the local control plane (etcd, kube-apiserver, kube-controller-manager) and kubectl
-# from the Go module proxy, because no release binaries can be downloaded here.
+# Builds the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler),
+# the node's kubelet and kubectl from the Go module proxy, because no release binaries can be
+# downloaded here.
 #
 # Binaries are cached outside the clone, keyed by the pinned versions, so a second run
 # takes seconds and CI and later sessions reuse them. The last line printed is the bin dir.
@@ -20,20 +21,27 @@ log() { echo "controlplane: $*" >&2; }
 # A cached binary counts only when it reports the pinned version.
 reports() { [ -x "$1" ] && "$1" --version 2>/dev/null | grep -F -- "$2" >/dev/null; }
 
-k8s_ready() {
-  for b in kube-apiserver kube-controller-manager kubectl; do
-    if [ "$b" = kubectl ]; then
-      "$bin/kubectl" version --client 2>/dev/null | grep -F "$K8S_VERSION" >/dev/null || return 1
-    else
-      reports "$bin/$b" "Kubernetes $K8S_VERSION" || return 1
-    fi
-  done
+k8s_commands=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+
+k8s_reports() {
+  if [ "$1" = kubectl ]; then
+    "$bin/kubectl" version --client 2>/dev/null | grep -F "$K8S_VERSION" >/dev/null
+  else
+    reports "$bin/$1" "Kubernetes $K8S_VERSION"
+  fi
+}
+
+# The Kubernetes commands not yet built (a cache from before the node was added lacks two).
+k8s_missing() {
+  local b
+  for b in "${k8s_commands[@]}"; do k8s_reports "$b" || echo "$b"; done
 }
 
 build_kubernetes() {
-  local src="$dir/src/kubernetes" gomod staging_minor_patch
+  local src="$dir/src/kubernetes" gomod staging_minor_patch cmd
+  local -a commands=("$@")
   mkdir -p "$src" "$bin"
-  log "building Kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kubectl)"
+  log "building Kubernetes $K8S_VERSION (${commands[*]})"
   gomod=$(cd "$src" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
     sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
   [ -f "$gomod" ] || { log "could not download k8s.io/kubernetes@$K8S_VERSION"; exit 1; }
@@ -58,9 +66,8 @@ build_kubernetes() {
 
   (
     cd "$src"
-    go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
-      "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
-      "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" >&2
+    local -a packages=("${commands[@]/#/k8s.io/kubernetes/cmd/}")
+    go get "${packages[@]/%/@$K8S_VERSION}" >&2
     local major minor ldflags pkg
     major=${K8S_VERSION#v}; major=${major%%.*}
     minor=${K8S_VERSION#v*.}; minor=${minor%%.*}
@@ -69,10 +76,7 @@ build_kubernetes() {
       ldflags="$ldflags -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
       ldflags="$ldflags -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
     done
-    go build -trimpath -ldflags "$ldflags" -o "$bin/" \
-      k8s.io/kubernetes/cmd/kube-apiserver \
-      k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kubectl
+    go build -trimpath -ldflags "$ldflags" -o "$bin/" "${packages[@]}"
   )
 }
 
@@ -108,10 +112,11 @@ EOF
 
 started=$(date +%s)
 scratch_gocache
-k8s_ready || build_kubernetes
+mapfile -t missing < <(k8s_missing)
+[ ${#missing[@]} -eq 0 ] || build_kubernetes "${missing[@]}"
 reports "$bin/etcd" "etcd Version: ${ETCD_VERSION#v}" || build_etcd
 
-k8s_ready || { log "kube binaries in $bin do not report $K8S_VERSION"; exit 1; }
+[ -z "$(k8s_missing)" ] || { log "kube binaries in $bin do not report $K8S_VERSION: $(k8s_missing | xargs)"; exit 1; }
 reports "$bin/etcd" "etcd Version: ${ETCD_VERSION#v}" || { log "etcd in $bin does not report $ETCD_VERSION"; exit 1; }
 log "ready in $(($(date +%s) - started)) s"
 echo "$bin"

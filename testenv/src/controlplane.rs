@@ -1,4 +1,5 @@
-//! etcd + kube-apiserver + kube-controller-manager as child processes on free loopback ports.
+//! etcd + kube-apiserver + kube-controller-manager as child processes on free loopback ports,
+//! and on request kube-scheduler and a node (see [`crate::node`]) for real workloads.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -16,6 +17,8 @@ use crate::reaper;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// containerd, the image import and the kubelet's registration: ~10 s here, 120 s allowed.
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(120);
 const START_ATTEMPTS: usize = 3;
 
 /// A running control plane. Dropping it does not stop it: it lives until the process exits
@@ -27,14 +30,21 @@ pub struct ControlPlane {
     pub bin_dir: PathBuf,
     /// `https://127.0.0.1:<port>`
     pub server: String,
-    /// How long the start took, from the first process spawned to `/readyz` answering ok.
+    /// How long the start took, from the first process spawned to `/readyz` answering ok
+    /// (and, with a node, to the Node being Ready and schedulable).
     pub started_in: Duration,
+    /// Whether a node runs pods (then the scheduler and the workload controllers run too).
+    pub has_node: bool,
     admin_kubeconfig: PathBuf,
     unprivileged_kubeconfig: PathBuf,
     /// `127.0.0.1:<port>`: etcd's client address (its JSON gateway serves compaction).
     etcd_addr: String,
     processes: Mutex<Vec<Process>>,
 }
+
+/// What a node's pods need from kube-controller-manager beyond the defaults above.
+const WORKLOAD_CONTROLLERS: &str = ",deployment-controller,replicaset-controller,\
+statefulset-controller,daemonset-controller,node-lifecycle-controller";
 
 /// One child process and how to start it again (same flags, same data, same port).
 struct Process {
@@ -63,11 +73,22 @@ impl ControlPlane {
 
     /// [`ControlPlane::start`] with extra kube-apiserver flags (`--watch-cache=false`, ...).
     pub fn start_with(apiserver_flags: &[&str]) -> Result<Self, BoxError> {
+        Self::start_options(apiserver_flags, false)
+    }
+
+    /// [`ControlPlane::start`] plus kube-scheduler, the workload controllers (Deployment,
+    /// ReplicaSet, StatefulSet, DaemonSet, node lifecycle) and a node that runs pods of
+    /// [`crate::node::IMAGE`]. Returns once the Node is Ready and schedulable.
+    pub fn start_with_node() -> Result<Self, BoxError> {
+        Self::start_options(&[], true)
+    }
+
+    fn start_options(apiserver_flags: &[&str], with_node: bool) -> Result<Self, BoxError> {
         let bin_dir = crate::binaries::locate()?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             // A port picked as free can be taken before the process binds it: start again.
-            match Self::start_once(&bin_dir, apiserver_flags) {
+            match Self::start_once(&bin_dir, apiserver_flags, with_node) {
                 Ok(cp) => return Ok(cp),
                 Err(e) => last_error = Some(e),
             }
@@ -75,11 +96,15 @@ impl ControlPlane {
         Err(last_error.expect("at least one attempt"))
     }
 
-    fn start_once(bin_dir: &Path, apiserver_flags: &[&str]) -> Result<Self, BoxError> {
+    fn start_once(
+        bin_dir: &Path,
+        apiserver_flags: &[&str],
+        with_node: bool,
+    ) -> Result<Self, BoxError> {
         let base = std::env::temp_dir().join("tokenwarden-testenv");
         let dir = reaper::run_dir(&base)?;
         let pki = Pki::generate(&dir.join("pki"))?;
-        let [etcd_port, peer_port, apiserver_port] = free_ports::<3>()?;
+        let [etcd_port, peer_port, apiserver_port, kubelet_port] = free_ports::<4>()?;
         let server = format!("https://127.0.0.1:{apiserver_port}");
         let admin_kubeconfig = write_kubeconfig(&dir, "admin", &server, &pki, &pki.admin)?;
         let unprivileged_kubeconfig =
@@ -132,6 +157,12 @@ impl ControlPlane {
             .arg(&pki.service_account_key)
             .args(["--service-cluster-ip-range", "10.0.0.0/24"])
             .args(["--authorization-mode", "RBAC"])
+            // `kubectl logs` and `exec` reach a node's kubelet as the admin identity.
+            .arg("--kubelet-client-certificate")
+            .arg(&pki.admin.cert)
+            .arg("--kubelet-client-key")
+            .arg(&pki.admin.key)
+            .args(["--kubelet-preferred-address-types", "InternalIP"])
             .args(["--disable-admission-plugins", "ServiceAccount"])
             .args(["--allow-privileged=true", "--v=1"])
             .args(apiserver_flags);
@@ -142,6 +173,7 @@ impl ControlPlane {
             bin_dir: bin_dir.to_path_buf(),
             server,
             started_in: Duration::ZERO,
+            has_node: with_node,
             admin_kubeconfig,
             unprivileged_kubeconfig,
             etcd_addr,
@@ -154,10 +186,18 @@ impl ControlPlane {
 
         // Garbage collection (ownerReferences), namespace deletion, and the aggregation of
         // ClusterRoles into the built-in edit/view/admin (the chart aggregates WorkspaceTokens).
+        // With a node, the workload controllers too; without one they stay off, so tests can
+        // write a workload's rollout status themselves.
+        let mut controllers =
+            "garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller"
+                .to_string();
+        if with_node {
+            controllers.push_str(WORKLOAD_CONTROLLERS);
+        }
         let mut kcm = Command::new(bin_dir.join("kube-controller-manager"));
         kcm.arg("--kubeconfig").arg(&cp.admin_kubeconfig).args([
             "--controllers",
-            "garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller",
+            &controllers,
             "--leader-elect=false",
             "--secure-port=0",
             "--use-service-account-credentials=false",
@@ -166,8 +206,79 @@ impl ControlPlane {
         ]);
         let kcm = spawn_logged(kcm, &cp.dir, "kube-controller-manager")?;
         cp.processes.lock().unwrap().push(kcm);
+        if with_node {
+            if let Err(e) = cp.start_node(kubelet_port, &pki) {
+                cp.stop();
+                return Err(e);
+            }
+        }
         cp.started_in = started.elapsed();
         Ok(cp)
+    }
+
+    /// kube-scheduler and the node, then waits until the Node is Ready and schedulable.
+    fn start_node(&self, kubelet_port: u16, pki: &Pki) -> Result<(), BoxError> {
+        let mut scheduler = Command::new(self.bin_dir.join("kube-scheduler"));
+        scheduler
+            .arg("--kubeconfig")
+            .arg(&self.admin_kubeconfig)
+            .args(["--leader-elect=false", "--secure-port=0", "--v=1"]);
+        let scheduler = spawn_logged(scheduler, &self.dir, "kube-scheduler")?;
+        self.processes.lock().unwrap().push(scheduler);
+
+        let node = crate::node::command(&crate::node::Launch {
+            dir: &self.dir.join("node"),
+            bin_dir: &self.bin_dir,
+            kubeconfig: &self.admin_kubeconfig,
+            client_ca: &pki.ca_cert,
+            kubelet_port,
+        })?;
+        let node = spawn_logged(node, &self.dir, "node")?;
+        self.processes.lock().unwrap().push(node);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(self.node_ready())
+    }
+
+    /// Waits until the Node reports Ready and carries no taint (the node lifecycle controller
+    /// lifts `not-ready` once the kubelet reports Ready).
+    async fn node_ready(&self) -> Result<(), BoxError> {
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> =
+            kube::Api::all(self.admin_client().await);
+        let deadline = Instant::now() + NODE_READY_TIMEOUT;
+        loop {
+            if let Ok(Some(node)) = nodes.get_opt(crate::node::NODE_NAME).await {
+                let status = node.status.unwrap_or_default();
+                let ready = status
+                    .conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                let tainted = node.spec.and_then(|s| s.taints).is_some_and(|t| !t.is_empty());
+                if ready && !tainted {
+                    return Ok(());
+                }
+            }
+            if let Some(exited) = self.exited_process() {
+                let log = self.dir.join(format!("{exited}.log"));
+                return Err(format!(
+                    "{exited} exited during the node's start ({}): {}",
+                    log.display(),
+                    last_line(&log)
+                )
+                .into());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "node {} not Ready after {NODE_READY_TIMEOUT:?}; logs in {}",
+                    crate::node::NODE_NAME,
+                    self.dir.join("node").display()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     fn wait_ready(&self) -> Result<(), BoxError> {

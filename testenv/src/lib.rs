@@ -13,6 +13,7 @@ pub mod binaries;
 mod controlplane;
 pub mod crd;
 pub mod leak;
+pub mod node;
 mod pki;
 pub mod probe;
 pub mod reaper;
@@ -30,20 +31,42 @@ static SHARED: OnceLock<ControlPlane> = OnceLock::new();
 
 /// The control plane of this test binary: started by the first test that asks, shared by all.
 pub fn shared() -> &'static ControlPlane {
-    SHARED.get_or_init(|| {
+    shared_as(false)
+}
+
+/// [`shared`] with a node that runs pods (see [`ControlPlane::start_with_node`]). Every test
+/// of a binary that uses the node asks for it this way: the node starts once per binary.
+pub fn shared_with_node() -> &'static ControlPlane {
+    shared_as(true)
+}
+
+fn shared_as(with_node: bool) -> &'static ControlPlane {
+    let cp = SHARED.get_or_init(|| {
         // Started on a plain thread: `start` blocks on a runtime of its own.
-        let cp = std::thread::spawn(ControlPlane::start)
+        let start = if with_node {
+            ControlPlane::start_with_node
+        } else {
+            ControlPlane::start
+        };
+        let cp = std::thread::spawn(start)
             .join()
             .expect("control plane start panicked")
             .unwrap_or_else(|e| panic!("control plane did not start: {e}"));
         eprintln!(
-            "testenv: control plane at {} ready in {:.1?} (run dir {})",
+            "testenv: control plane at {} {}ready in {:.1?} (run dir {})",
             cp.server,
+            if cp.has_node { "with a node " } else { "" },
             cp.started_in,
             cp.dir.display()
         );
         cp
-    })
+    });
+    assert_eq!(
+        cp.has_node, with_node,
+        "one test binary asks for its control plane both with and without a node: \
+         the workload controllers of a node would overwrite rollout status a test writes"
+    );
+    cp
 }
 
 /// Creates a fresh namespace `<prefix>-<random>` for one test and returns its name.

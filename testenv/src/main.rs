@@ -1,6 +1,6 @@
 //! `controlplane`: starts the local control plane and keeps it up until SIGINT/SIGTERM.
 //!
-//! Used by `make demo`. Writes an admin kubeconfig to the path given with `--kubeconfig`
+//! Used by `make demo`. With `--node`, a node runs pods too (see `tokenwarden_testenv::node`). Writes an admin kubeconfig to the path given with `--kubeconfig`
 //! once the API server is ready, prints where everything is, and on a signal stops every
 //! process and removes the run directory (see `tokenwarden_testenv::reaper`).
 
@@ -10,11 +10,13 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut kubeconfig_out: Option<PathBuf> = None;
+    let mut with_node = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--kubeconfig" => kubeconfig_out = args.next().map(PathBuf::from),
+            "--node" => with_node = true,
             "-h" | "--help" => {
-                println!("usage: controlplane [--kubeconfig PATH]");
+                println!("usage: controlplane [--kubeconfig PATH] [--node]");
                 return ExitCode::SUCCESS;
             }
             other => {
@@ -23,7 +25,12 @@ fn main() -> ExitCode {
             }
         }
     }
-    let cp = match tokenwarden_testenv::ControlPlane::start() {
+    let start = if with_node {
+        tokenwarden_testenv::ControlPlane::start_with_node()
+    } else {
+        tokenwarden_testenv::ControlPlane::start()
+    };
+    let cp = match start {
         Ok(cp) => cp,
         Err(e) => {
             eprintln!("controlplane: {e}");
@@ -41,8 +48,9 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "controlplane: {} ready in {:.1?}; logs in {}; kubeconfig {}",
+        "controlplane: {} {}ready in {:.1?}; logs in {}; kubeconfig {}",
         cp.server,
+        if cp.has_node { "with a node " } else { "" },
         cp.started_in,
         cp.dir.display(),
         kubeconfig_out

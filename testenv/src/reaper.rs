@@ -8,6 +8,8 @@
 //!   hook, then exit.
 //! - A run killed with SIGKILL leaves its temp dir behind; the next start sweeps every run dir
 //!   whose owning process is gone.
+//! - A node's containers and mounts live in its own PID and mount namespaces, which end with
+//!   its first process (see [`crate::node`]); its empty cgroups go with the run dir.
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -112,7 +114,7 @@ fn sweep_dead_runs(base: &Path) {
             continue;
         };
         if !process_alive(pid) {
-            let _ = std::fs::remove_dir_all(entry.path());
+            remove_run_dir(&entry.path());
         }
     }
 }
@@ -160,9 +162,17 @@ pub fn cleanup() {
     }
     let dirs: Vec<PathBuf> =
         std::mem::take(&mut *RUN_DIRS.lock().unwrap_or_else(|e| e.into_inner()));
+    let keep = std::env::var_os("TOKENWARDEN_KEEP_TESTENV").is_some();
     for dir in dirs {
-        if std::env::var_os("TOKENWARDEN_KEEP_TESTENV").is_none() {
+        crate::node::release_cgroups(&dir.join("node"));
+        if !keep {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Removes a run dir once its processes are gone, with the cgroups its node's containers had.
+fn remove_run_dir(dir: &Path) {
+    crate::node::release_cgroups(&dir.join("node"));
+    let _ = std::fs::remove_dir_all(dir);
 }
