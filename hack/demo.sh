@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: a local control plane, the CRDs, the operator, the short-interval demo manifest
-# and the reference platform behind a TokenIssuer; shows tokens being minted and rotated until
+# `make demo`: a local control plane with a node, the CRDs, the operator, the short-interval
+# demo manifest, pods that read the rotated Secret, and the reference platform behind a
+# TokenIssuer; shows tokens being minted and rotated, and the pods following them, until
 # Ctrl-C (or DEMO_SECONDS), then stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,9 +26,11 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-target/debug/controlplane --kubeconfig "$kubeconfig" &
+# The node (containerd, kubelet, a local busybox image) needs root and Debian's containerd,
+# runc, busybox-static and containernetworking-plugins: the README says so.
+target/debug/controlplane --node --kubeconfig "$kubeconfig" &
 pids+=($!)
-for _ in $(seq 1 600); do
+for _ in $(seq 1 1800); do
   [ -f "$kubeconfig" ] && break
   kill -0 "${pids[0]}" 2>/dev/null || { echo "demo: the control plane failed to start" >&2; exit 1; }
   sleep 0.1
@@ -51,6 +54,11 @@ pids+=($!)
 echo "demo: operator running (audit lines and logs: $demo_dir/operator.log)"
 "${kubectl[@]}" create namespace tokenwarden-demo
 "${kubectl[@]}" apply -n tokenwarden-demo -f examples/demo.yaml
+# Pods on the node: token-reader mounts agent-alpha's Secret, env-reader reads it from env
+# and is agent-alpha's restartTarget.
+"${kubectl[@]}" apply -n tokenwarden-demo -f examples/demo-pods.yaml
+"${kubectl[@]}" rollout status -n tokenwarden-demo --timeout=120s deployment/token-reader
+"${kubectl[@]}" rollout status -n tokenwarden-demo --timeout=120s deployment/env-reader
 
 curl -fsS -X POST "http://127.0.0.1:$platform_port/workspaces" \
   -H "Authorization: Bearer $(cat "$demo_dir/admin.token")" -H 'Content-Type: application/json' \
@@ -65,11 +73,17 @@ echo "demo: platform on http://127.0.0.1:$platform_port (log: $demo_dir/platform
 "${kubectl[@]}" wait -n tokenwarden-demo --for=condition=Ready --timeout=60s tokenissuer/platform
 "${kubectl[@]}" get tokenissuers -n tokenwarden-demo
 
-echo "demo: watching WorkspaceTokens and their Secrets (Ctrl-C to stop)"
+echo "demo: watching WorkspaceTokens, their Secrets and the pods reading them (Ctrl-C to stop)"
 "${kubectl[@]}" get wst -A -w &
+pids+=($!)
+# What the pod mounting agent-alpha sees, as the kubelet updates its volume after each cutover.
+"${kubectl[@]}" logs -n tokenwarden-demo -f deployment/token-reader > >(sed -u 's/^/pod token-reader | /') 2>&1 &
 pids+=($!)
 (
   while sleep 15; do
+    echo "--- $(date -u +%H:%M:%S) env-reader: restarted at each cutover, each pod holds the token it started with"
+    "${kubectl[@]}" get pods -n tokenwarden-demo -l app=env-reader 2>&1 || true
+    "${kubectl[@]}" logs -n tokenwarden-demo -l app=env-reader --tail=1 --prefix 2>&1 || true
     echo "--- $(date -u +%H:%M:%S) tokenwarden status -n tokenwarden-demo"
     target/debug/tokenwarden status -n tokenwarden-demo 2>&1 || true
     target/debug/tokenwarden status -n tokenwarden-demo agent-beta 2>&1 || true

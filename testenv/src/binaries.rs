@@ -9,7 +9,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub const BIN_DIR_ENV: &str = "TOKENWARDEN_CONTROLPLANE_BIN";
 
 pub fn locate() -> Result<PathBuf, BoxError> {
-    if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV).filter(|dir| !dir.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hack/controlplane/build.sh");

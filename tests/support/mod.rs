@@ -4,6 +4,7 @@
 
 pub mod invariants;
 pub mod platform;
+pub mod pods;
 pub mod tenant;
 
 use std::collections::BTreeMap;
@@ -37,7 +38,15 @@ pub fn artifacts_dir() -> PathBuf {
 
 /// The control plane of this test binary, with the CRD installed.
 pub async fn control_plane() -> &'static ControlPlane {
-    let cp = tokenwarden_testenv::shared();
+    with_crds(tokenwarden_testenv::shared()).await
+}
+
+/// [`control_plane`] with a node that runs pods (started once per test binary).
+pub async fn control_plane_with_node() -> &'static ControlPlane {
+    with_crds(tokenwarden_testenv::shared_with_node()).await
+}
+
+async fn with_crds(cp: &'static ControlPlane) -> &'static ControlPlane {
     static CRD: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     CRD.get_or_init(|| async {
         let client = cp.admin_client().await;
