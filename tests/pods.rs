@@ -28,13 +28,22 @@ async fn a_mounted_secret_follows_every_cutover_and_holds_the_previous_token_thr
     let client = cp.admin_client().await;
     let ns = tokenwarden_testenv::namespace(&client, "pods-volume").await;
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
-    let grace = Duration::from_secs(60);
-    create(&api, "agent", json!({ "workspaceId": "ws-pods", "token": { "prefix": "wst_" },
-        "rotation": { "gracePeriod": "60s" } }))
+    let grace = Duration::from_secs(40);
+    create(
+        &api,
+        "agent",
+        json!({ "workspaceId": "ws-pods", "token": { "prefix": "wst_" },
+        "rotation": { "gracePeriod": "40s" } }),
+    )
     .await;
     wait_version(&api, "agent", 1, WAIT).await;
     let mut versions = vec![version_of(&client, &ns, "agent", 1).await];
-    pods::apply(&client, &ns, &token_reader("reader", "agent", Reads::Volume, 1)).await;
+    pods::apply(
+        &client,
+        &ns,
+        &token_reader("reader", "agent", Reads::Volume, 1),
+    )
+    .await;
     pods::rollout_status(cp, &ns, "reader", ROLLOUT);
     let pod = pods::pods(&client, &ns, "reader").await.remove(0);
     let sees = |want: Seen| {
@@ -45,8 +54,16 @@ async fn a_mounted_secret_follows_every_cutover_and_holds_the_previous_token_thr
         }
     };
     let (v1, sha1) = versions[0].clone();
-    eventually(WAIT, "the pod sees v1", sees(Seen { version: v1, sha256: sha1, previous: None }))
-        .await;
+    eventually(
+        WAIT,
+        "the pod sees v1",
+        sees(Seen {
+            version: v1,
+            sha256: sha1,
+            previous: None,
+        }),
+    )
+    .await;
 
     for n in 2..=3u32 {
         request_rotation(&api, "agent", &format!("to-v{n}")).await;
@@ -55,16 +72,39 @@ async fn a_mounted_secret_follows_every_cutover_and_holds_the_previous_token_thr
         versions.push(version_of(&client, &ns, "agent", n).await);
         let (version, sha256) = versions[n as usize - 1].clone();
         let previous = Some(versions[n as usize - 2].clone());
-        let what = format!("the mounted volume at v{n} with v{} as previous-token", n - 1);
-        eventually(VOLUME_FOLLOWS_WITHIN, &what, sees(Seen { version, sha256, previous })).await;
-        eprintln!("pods: the pod saw v{n} {:.1?} after the cutover", cutover.elapsed());
+        let what = format!(
+            "the mounted volume at v{n} with v{} as previous-token",
+            n - 1
+        );
+        eventually(
+            VOLUME_FOLLOWS_WITHIN,
+            &what,
+            sees(Seen {
+                version,
+                sha256,
+                previous,
+            }),
+        )
+        .await;
+        eprintln!(
+            "pods: the pod saw v{n} {:.1?} after the cutover",
+            cutover.elapsed()
+        );
     }
 
     // The grace period ends: previous-token leaves `S`, then the pod's volume.
     let (v3, sha3) = versions[2].clone();
-    let gone = Seen { version: v3, sha256: sha3, previous: None };
-    eventually(grace + VOLUME_FOLLOWS_WITHIN, "previous-token gone after the grace period", sees(gone))
-        .await;
+    let gone = Seen {
+        version: v3,
+        sha256: sha3,
+        previous: None,
+    };
+    eventually(
+        grace + VOLUME_FOLLOWS_WITHIN,
+        "previous-token gone after the grace period",
+        sees(gone),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,13 +114,22 @@ async fn a_restart_target_rollout_replaces_its_pods_while_an_env_reader_keeps_th
     let client = cp.admin_client().await;
     let ns = tokenwarden_testenv::namespace(&client, "pods-env").await;
     let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
-    create(&api, "agent", json!({ "workspaceId": "ws-pods-env",
-        "restartTargets": [{ "kind": "Deployment", "name": "restarted" }] }))
+    create(
+        &api,
+        "agent",
+        json!({ "workspaceId": "ws-pods-env",
+        "restartTargets": [{ "kind": "Deployment", "name": "restarted" }] }),
+    )
     .await;
     wait_version(&api, "agent", 1, WAIT).await;
     let v1 = version_of(&client, &ns, "agent", 1).await;
     for (name, replicas) in [("restarted", 2), ("unrestarted", 1)] {
-        pods::apply(&client, &ns, &token_reader(name, "agent", Reads::Env, replicas)).await;
+        pods::apply(
+            &client,
+            &ns,
+            &token_reader(name, "agent", Reads::Env, replicas),
+        )
+        .await;
     }
     for name in ["restarted", "unrestarted"] {
         pods::rollout_status(cp, &ns, name, ROLLOUT);
@@ -109,7 +158,10 @@ async fn a_restart_target_rollout_replaces_its_pods_while_an_env_reader_keeps_th
     for pod in &after {
         assert_eq!(env_token(cp, &ns, pod), v2, "{pod} (new) reads v2 from env");
     }
-    eprintln!("pods: restart target replaced {:.1?} after the cutover", cutover.elapsed());
+    eprintln!(
+        "pods: restart target replaced {:.1?} after the cutover",
+        cutover.elapsed()
+    );
 
     // The env reader that is no restart target: same pod, still v1, well past the time a
     // mounted volume would have followed.
@@ -128,7 +180,11 @@ async fn a_restart_target_rollout_replaces_its_pods_while_an_env_reader_keeps_th
         .args(["rollout", "restart", "-n", &ns, "deployment/unrestarted"])
         .output()
         .expect("kubectl rollout restart");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let restarted = eventually(ROLLOUT, "unrestarted's pod replaced", || {
         let (client, ns, old) = (client.clone(), ns.clone(), unrestarted.clone());
         async move {

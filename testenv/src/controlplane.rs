@@ -206,11 +206,9 @@ impl ControlPlane {
         ]);
         let kcm = spawn_logged(kcm, &cp.dir, "kube-controller-manager")?;
         cp.processes.lock().unwrap().push(kcm);
-        if with_node {
-            if let Err(e) = cp.start_node(kubelet_port, &pki) {
-                cp.stop();
-                return Err(e);
-            }
+        if with_node && let Err(e) = cp.start_node(kubelet_port, &pki) {
+            cp.stop();
+            return Err(e);
         }
         cp.started_in = started.elapsed();
         Ok(cp)
@@ -255,7 +253,10 @@ impl ControlPlane {
                     .unwrap_or_default()
                     .iter()
                     .any(|c| c.type_ == "Ready" && c.status == "True");
-                let tainted = node.spec.and_then(|s| s.taints).is_some_and(|t| !t.is_empty());
+                let tainted = node
+                    .spec
+                    .and_then(|s| s.taints)
+                    .is_some_and(|t| !t.is_empty());
                 if ready && !tainted {
                     return Ok(());
                 }

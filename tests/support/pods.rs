@@ -80,7 +80,11 @@ pub fn token_reader(name: &str, secret: &str, reads: Reads, replicas: i32) -> De
 
 /// Creates or updates the Deployment (server-side apply).
 pub async fn apply(client: &Client, ns: &str, deployment: &Deployment) {
-    let name = deployment.metadata.name.as_deref().expect("a named Deployment");
+    let name = deployment
+        .metadata
+        .name
+        .as_deref()
+        .expect("a named Deployment");
     Api::<Deployment>::namespaced(client.clone(), ns)
         .patch(
             name,
@@ -95,7 +99,13 @@ pub async fn apply(client: &Client, ns: &str, deployment: &Deployment) {
 pub fn rollout_status(cp: &ControlPlane, ns: &str, deployment: &str, timeout: Duration) {
     let out = cp
         .kubectl()
-        .args(["rollout", "status", "-n", ns, &format!("deployment/{deployment}")])
+        .args([
+            "rollout",
+            "status",
+            "-n",
+            ns,
+            &format!("deployment/{deployment}"),
+        ])
         .arg(format!("--timeout={}s", timeout.as_secs()))
         .output()
         .expect("run kubectl rollout status");

@@ -169,8 +169,10 @@ pub fn release_cgroups(node_dir: &Path) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let parents: std::collections::BTreeSet<&Path> =
-        cgroups.iter().filter_map(|cgroup| cgroup.parent()).collect();
+    let parents: std::collections::BTreeSet<&Path> = cgroups
+        .iter()
+        .filter_map(|cgroup| cgroup.parent())
+        .collect();
     for parent in parents {
         let _ = std::fs::remove_dir(parent);
     }
