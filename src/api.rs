@@ -212,6 +212,30 @@ pub struct RotationSpec {
     /// platform shows the new token used by a consumer after the cutover.
     #[serde(default)]
     pub revoke_after_use: bool,
+    /// Hold the revocation of the previous version past `gracePeriod` until each of these holds.
+    #[serde(default, skip_serializing_if = "HoldUntil::is_empty")]
+    pub hold_until: HoldUntil,
+    /// The latest a held version is revoked, after its successor's cutover (Warning
+    /// `StaleConsumer`); default 24h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub max_grace_period: Option<String>,
+}
+
+/// What must hold before a Retiring version is revoked.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldUntil {
+    /// Every restart target finished the rollout the cutover started: all replicas updated
+    /// and available, no pod of an older template left (as `kubectl rollout status`).
+    #[serde(default)]
+    pub rollout_complete: bool,
+}
+
+impl HoldUntil {
+    pub fn is_empty(&self) -> bool {
+        !self.rollout_complete
+    }
 }
 
 fn default_grace_period() -> String {
@@ -232,6 +256,8 @@ impl Default for RotationSpec {
             grace_period: default_grace_period(),
             rotate_on_change: true,
             revoke_after_use: false,
+            hold_until: HoldUntil::default(),
+            max_grace_period: None,
         }
     }
 }
@@ -255,7 +281,9 @@ pub struct RestartTarget {
     pub name: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 pub enum RestartKind {
     Deployment,
     StatefulSet,
@@ -339,6 +367,10 @@ pub struct VersionStatus {
     /// The issuer object that minted it: where it is revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<IssuerIdentity>,
+    /// Why a Retiring version outlives its grace period (`Deployment/agent 2/3 updated`);
+    /// `retireAt` is then the latest it is revoked (successor's cutover + maxGracePeriod).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retire_held_by: Vec<String>,
 }
 
 #[derive(

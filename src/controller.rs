@@ -23,6 +23,7 @@ use crate::issuer_watch::issuer_watches;
 use crate::journal::Journal;
 use crate::metrics::{Health, Metrics, ReconcileTimer};
 use crate::pacing::{Ended, Next, Pacer, Seen, Wrote};
+use crate::rollout_watch::RolloutWatches;
 use crate::secrets::{SecretIndex, hash_in_place};
 use crate::{Error, Result, apply, observe, plan, secrets, status};
 
@@ -30,6 +31,8 @@ use crate::{Error, Result, apply, observe, plan, secrets, status};
 struct Context {
     io: apply::Handle,
     pacer: Mutex<Pacer<ObjectRef<WorkspaceToken>>>,
+    /// The restart targets a Retiring version waits on (`holdUntil.rolloutComplete`).
+    rollouts: RolloutWatches,
 }
 
 pub struct Settings {
@@ -62,6 +65,7 @@ pub async fn run(
         settings.namespace.as_deref(),
         &settings.cluster_resource_namespace,
     );
+    let (rollouts, rollout_triggers) = RolloutWatches::new(client.clone());
     let ctx = Arc::new(Context {
         io: apply::Handle {
             events: EventPublisher::new(client.clone(), settings.instance.clone()),
@@ -72,6 +76,7 @@ pub async fn run(
             issuers,
         },
         pacer: Mutex::default(),
+        rollouts,
     });
 
     // Secrets are hashed as they arrive, so plaintext never sits in the cache.
@@ -127,6 +132,7 @@ pub async fn run(
     let tokens = controller
         .reconcile_on(secret_triggers)
         .reconcile_on(issuer_triggers)
+        .reconcile_on(rollout_triggers)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| future::ready(()));
@@ -138,6 +144,15 @@ pub async fn run(
     );
     future::join(tokens, issuer_status).await;
     gauge.abort();
+}
+
+/// The restart targets whose rollout may hold a Retiring version of `wst`.
+fn waited_on(wst: &WorkspaceToken) -> &[crate::api::RestartTarget] {
+    if wst.spec.rotation.hold_until.rollout_complete {
+        &wst.spec.restart_targets
+    } else {
+        &[]
+    }
 }
 
 /// What the cache drops from each WorkspaceToken: fields no step reads.
@@ -187,7 +202,19 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     let view = secrets::view(&wst, &cached);
     let now = crate::time::now();
     let issuer = ctx.io.issuers.for_token(&wst);
-    let plan = plan::plan(&observe::observed(&wst, &view, issuer.as_ref()), now);
+    let ns = wst.namespace().unwrap_or_default();
+    let rollouts = ctx.rollouts.seen(&ns, waited_on(&wst));
+    let plan = plan::plan(
+        &observe::observed(&wst, &view, issuer.as_ref(), rollouts),
+        now,
+    );
+    let waits = if plan.holds_rollouts() {
+        waited_on(&wst)
+    } else {
+        &[]
+    };
+    ctx.rollouts
+        .wait_on(&ObjectRef::from_obj(&*wst), &ns, waits);
     let (journal, wrote) = apply::run(&ctx.io, &wst, issuer.as_ref(), &plan, &view, now).await;
     let quiet = ctx.quiet_retry(&wst, &journal);
     let written = write_status(&ctx, &wst, &plan, &journal, quiet, now).await;

@@ -19,6 +19,8 @@ mod observe;
 mod pacing;
 pub mod plan;
 pub mod redact;
+pub mod rollout;
+mod rollout_watch;
 mod run;
 pub mod schedule;
 pub mod secrets;

@@ -225,6 +225,11 @@ fn version_status(
         issuer: token
             .and_then(|t| t.issuer.clone())
             .or_else(|| record.issuer.clone()),
+        retire_held_by: if fate.state == VersionState::Retiring {
+            record.retire_held_by.clone()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -384,6 +389,7 @@ mod tests {
                 foreign: Vec::new(),
                 mint_intent: None,
                 issuer_problem: None,
+                rollouts: Default::default(),
             },
             chrono::DateTime::UNIX_EPOCH,
         );

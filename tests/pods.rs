@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 
 use kube::api::Api;
 use serde_json::json;
-use tokenwarden::api::WorkspaceToken;
+use tokenwarden::api::{VersionState, VersionStatus, WorkspaceToken};
 use tokenwarden_testenv::node::SYNC_PERIOD;
 
-use support::pods::{self, Reads, Seen, seen_by, token_reader, version_of};
-use support::{control_plane_with_node, create, eventually, request_rotation, wait_version};
+use support::pods::{self, Reads, Seen, ready_when, seen_by, token_reader, version_of};
+use support::{
+    control_plane_with_node, create, dump, event_messages, eventually, request_rotation,
+    wait_version,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The kubelet resyncs a pod every sync period plus up to half of it in jitter; the Secret's
@@ -194,6 +197,130 @@ async fn a_restart_target_rollout_replaces_its_pods_while_an_env_reader_keeps_th
     })
     .await;
     assert_eq!(env_token(cp, &ns, &restarted[0]), v2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_in_progress_holds_the_previous_token_until_every_pod_has_the_new_one() {
+    let cp = control_plane_with_node().await;
+    let operator = pods::operator().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "pods-hold").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    create(
+        &api,
+        "agent",
+        json!({ "workspaceId": "ws-pods-hold",
+        "rotation": { "gracePeriod": "1s", "holdUntil": { "rolloutComplete": true } },
+        "restartTargets": [{ "kind": "Deployment", "name": "agent" }] }),
+    )
+    .await;
+    wait_version(&api, "agent", 1, WAIT).await;
+    // Each new pod takes 6 s to be ready: a two-pod rollout outlasts the 1 s grace period.
+    let slow = ready_when(token_reader("agent", "agent", Reads::Env, 2), "true", 6);
+    pods::apply(&client, &ns, &slow).await;
+    pods::rollout_status(cp, &ns, "agent", ROLLOUT);
+
+    request_rotation(&api, "agent", "to-v2").await;
+    wait_version(&api, "agent", 2, WAIT).await;
+    let held_by = eventually(WAIT, "v1 held by the rollout", || {
+        let api = api.clone();
+        async move {
+            let v1 = version_status(&api.get("agent").await.ok()?, 1)?;
+            (v1.state == VersionState::Retiring && !v1.retire_held_by.is_empty())
+                .then_some(v1.retire_held_by)
+        }
+    })
+    .await;
+    assert!(held_by[0].starts_with("Deployment/agent "), "{held_by:?}");
+    let mounted = support::secret(&client, &ns, "agent").await.unwrap();
+    assert!(
+        support::data(&mounted, "previous-token-version").is_some(),
+        "still served"
+    );
+
+    pods::rollout_status(cp, &ns, "agent", ROLLOUT);
+    let rolled_out = Instant::now();
+    eventually(
+        Duration::from_secs(15),
+        "v1 revoked once the rollout completed",
+        || {
+            let api = api.clone();
+            async move {
+                let v1 = version_status(&api.get("agent").await.ok()?, 1)?;
+                (v1.state == VersionState::Revoked).then_some(())
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "pods: v1 revoked {:.1?} after the rollout completed",
+        rolled_out.elapsed()
+    );
+    dump(&client, &ns, Some(operator)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_that_never_completes_holds_until_max_grace_period_then_warns_stale_consumer() {
+    let cp = control_plane_with_node().await;
+    let operator = pods::operator().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "pods-stale").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    create(
+        &api,
+        "agent",
+        json!({ "workspaceId": "ws-pods-stale",
+        "rotation": { "gracePeriod": "1s", "maxGracePeriod": "30s",
+            "holdUntil": { "rolloutComplete": true } },
+        "restartTargets": [{ "kind": "Deployment", "name": "stuck" }] }),
+    )
+    .await;
+    wait_version(&api, "agent", 1, WAIT).await;
+    // Its pods are ready only with v1: the rollout v2 starts never finishes.
+    let stuck = ready_when(
+        token_reader("stuck", "agent", Reads::Env, 1),
+        r#"[ "$TOKEN_VERSION" = v1 ]"#,
+        0,
+    );
+    pods::apply(&client, &ns, &stuck).await;
+    pods::rollout_status(cp, &ns, "stuck", ROLLOUT);
+
+    request_rotation(&api, "agent", "to-v2").await;
+    let cutover = Instant::now();
+    wait_version(&api, "agent", 2, WAIT).await;
+    let held_by = eventually(WAIT, "v1 held by the stuck rollout", || {
+        let api = api.clone();
+        async move {
+            let v1 = version_status(&api.get("agent").await.ok()?, 1)?;
+            (!v1.retire_held_by.is_empty()).then_some(v1.retire_held_by)
+        }
+    })
+    .await;
+    assert_eq!(held_by, vec!["Deployment/stuck 1 old pod left"]);
+
+    let stale = eventually(Duration::from_secs(90), "StaleConsumer", || {
+        let (client, ns) = (client.clone(), ns.clone());
+        async move { event_messages(&client, &ns, "StaleConsumer").await.pop() }
+    })
+    .await;
+    assert!(stale.contains("Deployment/stuck"), "{stale}");
+    assert!(
+        cutover.elapsed() >= Duration::from_secs(29),
+        "revoked at maxGracePeriod, not before: {:?}",
+        cutover.elapsed()
+    );
+    let v1 = version_status(&api.get("agent").await.unwrap(), 1).unwrap();
+    assert_eq!(v1.state, VersionState::Revoked);
+    dump(&client, &ns, Some(operator)).await;
+}
+
+fn version_status(wst: &WorkspaceToken, n: u32) -> Option<VersionStatus> {
+    wst.status
+        .as_ref()?
+        .versions
+        .iter()
+        .find(|v| v.version == n)
+        .cloned()
 }
 
 /// (version, SHA-256) of the token a pod read from its environment.

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{VersionState, WorkspaceTokenSpec, WorkspaceTokenStatus};
+use crate::api::{RestartKind, VersionState, WorkspaceTokenSpec, WorkspaceTokenStatus};
 pub use crate::issuer::resolve::IssuerProblem;
+pub use crate::rollout::Rollout;
 
+mod holds;
 mod metadata;
 mod planner;
 mod spec_hash;
@@ -19,6 +21,7 @@ mod timing;
 mod versions;
 mod warnings;
 
+pub use holds::DEFAULT_MAX_GRACE_PERIOD;
 pub use metadata::SecretMetadata;
 pub(crate) use metadata::desired_metadata;
 pub(crate) use spec_hash::spec_hash;
@@ -102,6 +105,8 @@ pub struct Observed<'a> {
     pub mint_intent: Option<MintIntent>,
     /// Why the issuer `spec.issuerRef` names may not be used now: nothing is minted.
     pub issuer_problem: Option<IssuerProblem>,
+    /// The restart targets' rollouts, where watched and seen (absent: not seen yet).
+    pub rollouts: BTreeMap<(RestartKind, String), Rollout>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +147,8 @@ pub enum RevokeReason {
     Orphaned,
     /// `tokenwarden.dev/revoke-version`.
     Requested,
+    /// A `holdUntil` still held at `maxGracePeriod` after the successor's cutover.
+    HoldExpired,
     /// The WorkspaceToken is being deleted with `deletionPolicy: Revoke`.
     Deleted,
     /// Its record `S-vN` is gone (deleted by hand, or a crash after revoking): the token can
@@ -156,6 +163,7 @@ impl RevokeReason {
             RevokeReason::Superseded => "Superseded",
             RevokeReason::Orphaned => "Orphaned",
             RevokeReason::Requested => "Requested",
+            RevokeReason::HoldExpired => "HoldExpired",
             RevokeReason::Deleted => "Deleted",
             RevokeReason::Lost => "Lost",
         }
@@ -246,6 +254,8 @@ pub struct VersionRecord {
     pub issuer_token_id: Option<String>,
     /// The issuer object that minted it, as status recorded (never read from a Secret).
     pub issuer: Option<crate::api::IssuerIdentity>,
+    /// Why a Retiring version outlives its grace period (recomputed every pass).
+    pub retire_held_by: Vec<String>,
 }
 
 /// Why the WorkspaceToken is or is not Ready.
@@ -274,6 +284,16 @@ pub struct Plan {
     pub spec_error: Option<String>,
     /// Warning events this pass publishes: each problem once, when it first appears.
     pub warnings: Vec<Warning>,
+}
+
+impl Plan {
+    /// Whether a version stays Retiring after this pass: its restart targets' rollouts are
+    /// then worth watching (`holdUntil.rolloutComplete` decides whether they hold it).
+    pub fn holds_rollouts(&self) -> bool {
+        self.versions
+            .values()
+            .any(|v| v.state == VersionState::Retiring)
+    }
 }
 
 /// How often a Retiring version under `revokeAfterUse` checks the platform for use.

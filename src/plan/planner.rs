@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::metadata::{desired_metadata, metadata_current};
-use super::warnings::{secret_conflict, warnings};
+use super::warnings::{Warning, secret_conflict, warnings};
 use super::{
     MountedWrite, Observed, Plan, Readiness, RevokeReason, RotationReason, SecretRef, Step,
     USAGE_POLL_SECONDS, VersionRecord,
@@ -31,6 +31,8 @@ pub(super) struct Planner<'o, 'a> {
     pub(super) readiness: Option<Readiness>,
     pub(super) spec_error: Option<String>,
     pub(super) wake_at: Option<DateTime<Utc>>,
+    /// Warnings about consumers (a hold that ran out), besides those of the spec.
+    pub(super) consumer_warnings: Vec<Warning>,
 }
 
 impl<'o, 'a> Planner<'o, 'a> {
@@ -85,6 +87,7 @@ impl<'o, 'a> Planner<'o, 'a> {
                     // annotations, which anyone who may edit Secrets can change.
                     issuer_token_id: kept.and_then(|k| k.issuer_token_id.clone()),
                     issuer,
+                    retire_held_by: Vec::new(),
                 },
             );
         }
@@ -101,6 +104,7 @@ impl<'o, 'a> Planner<'o, 'a> {
             readiness: None,
             spec_error: None,
             wake_at: None,
+            consumer_warnings: Vec::new(),
         }
     }
 
@@ -367,6 +371,7 @@ impl<'o, 'a> Planner<'o, 'a> {
             ));
         }
         let revoke_requested = self.revoke_requested();
+        let held_by = self.held_by(activated);
         let others: Vec<u32> = self.live().filter(|n| *n != current).collect();
         let newest_old = others.iter().copied().filter(|n| *n < current).max();
         let mut previous = None;
@@ -383,14 +388,15 @@ impl<'o, 'a> Planner<'o, 'a> {
                 Some(RevokeReason::Superseded)
             } else if revoke_requested == Some(old) {
                 Some(RevokeReason::Requested)
-            } else if retire_at.is_some_and(|r| self.now >= r) {
-                Some(RevokeReason::GraceEnded)
-            } else if !self.usable(old) {
-                // Without its record the token cannot be served as previous-token.
-                Some(RevokeReason::Lost)
             } else {
                 None
             };
+            let (reason, retire_at, held) = match reason {
+                Some(reason) => (Some(reason), retire_at, false),
+                None => self.grace_or_hold(old, activated, retire_at, &held_by),
+            };
+            // Without its record the token cannot be served as previous-token.
+            let reason = reason.or_else(|| (!self.usable(old)).then_some(RevokeReason::Lost));
             if let Some(reason) = reason {
                 revocations.push(self.revoke(old, reason));
                 continue;
@@ -398,12 +404,16 @@ impl<'o, 'a> Planner<'o, 'a> {
             let record = self.versions.get_mut(&old).expect("live version");
             record.state = VersionState::Retiring;
             record.retire_at = retire_at;
+            if held {
+                record.retire_held_by = held_by.clone();
+            }
             previous = Some(old);
             if let Some(retire_at) = retire_at {
                 self.wake(retire_at);
             }
+            // One consumer using the new token says nothing of those a hold waits for.
             let after_use = o.spec.issuer_ref.is_some() && o.spec.rotation.revoke_after_use;
-            if after_use && !rotated {
+            if after_use && !rotated && held_by.is_empty() {
                 revocations.push(Step::RevokeIfUsed { version: old });
                 self.wake(self.now + TimeDelta::seconds(USAGE_POLL_SECONDS));
             }
@@ -510,7 +520,8 @@ impl<'o, 'a> Planner<'o, 'a> {
                 .unwrap_or(Duration::ZERO)
                 .max(Duration::from_secs(1))
         });
-        let warnings = warnings(self.o, self.spec_error.as_deref());
+        let mut warnings = warnings(self.o, self.spec_error.as_deref());
+        warnings.extend(self.consumer_warnings);
         Plan {
             steps: self.steps,
             versions: self.versions,
@@ -541,6 +552,7 @@ pub(super) fn new_record(now: DateTime<Utc>) -> VersionRecord {
         trace_id: None,
         issuer_token_id: None,
         issuer: None,
+        retire_held_by: Vec::new(),
     }
 }
 
@@ -564,5 +576,6 @@ fn record_from_status(v: &crate::api::VersionStatus) -> VersionRecord {
         trace_id: v.trace_id.clone(),
         issuer_token_id: v.issuer_token_id.clone(),
         issuer: v.issuer.clone(),
+        retire_held_by: Vec::new(),
     }
 }

@@ -78,6 +78,26 @@ pub fn token_reader(name: &str, secret: &str, reads: Reads, replicas: i32) -> De
     .expect("reader Deployment")
 }
 
+/// The Deployment with a readiness probe running `script` every second after `delay_s`:
+/// a pod is available only once it passes (and a rollout waits for it).
+pub fn ready_when(mut deployment: Deployment, script: &str, delay_s: i32) -> Deployment {
+    let container = &mut deployment
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .expect("a pod spec")
+        .containers[0];
+    container.readiness_probe = Some(
+        serde_json::from_value(serde_json::json!({
+            "exec": { "command": ["/bin/sh", "-c", script] },
+            "initialDelaySeconds": delay_s,
+            "periodSeconds": 1,
+        }))
+        .expect("readiness probe"),
+    );
+    deployment
+}
+
 /// Creates or updates the Deployment (server-side apply).
 pub async fn apply(client: &Client, ns: &str, deployment: &Deployment) {
     let name = deployment

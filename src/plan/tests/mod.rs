@@ -22,6 +22,7 @@ mod crash;
 mod deletion;
 mod drift;
 mod failures;
+mod holds;
 mod http_issuer;
 mod metadata;
 mod rotation;

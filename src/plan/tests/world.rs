@@ -94,6 +94,8 @@ pub(super) struct World {
     /// An HTTP mint cut short by a crash (the annotation a real pass would have left).
     pub(super) mint_intent: Option<MintIntent>,
     pub(super) issuer_problem: Option<crate::plan::IssuerProblem>,
+    /// The restart targets' rollouts as the watches saw them (absent: not seen yet).
+    pub(super) rollouts: BTreeMap<(crate::api::RestartKind, String), Rollout>,
     pub(super) outside: Outside,
 }
 
@@ -111,6 +113,7 @@ impl World {
             gone: false,
             mint_intent: None,
             issuer_problem: None,
+            rollouts: BTreeMap::new(),
             outside: Outside::default(),
         }
     }
@@ -142,6 +145,7 @@ impl World {
             foreign: self.foreign.clone(),
             mint_intent: self.mint_intent.clone(),
             issuer_problem: self.issuer_problem.clone(),
+            rollouts: self.rollouts.clone(),
         }
     }
 
@@ -622,6 +626,7 @@ pub(super) fn cluster(
                 trace_id: r.trace_id,
                 issuer_token_id: Some(format!("tok-v{n}")),
                 issuer: None,
+                retire_held_by: Vec::new(),
             }
         })
         .collect();
