@@ -20,11 +20,15 @@ stop() {
   trap - INT TERM EXIT
   echo
   echo "demo: stopping"
+  # Children first (the status loop's sleep, a pipeline's kubectl), then what was started.
+  for pid in "${pids[@]}"; do pkill -TERM -P "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   echo "demo: stopped; nothing left running"
 }
-trap stop INT TERM EXIT
+# A signal ends the script (and EXIT stops everything): it never carries on starting things.
+trap stop EXIT
+trap 'exit 130' INT TERM
 
 # The node (containerd, kubelet, a local busybox image) needs root and Debian's containerd,
 # runc, busybox-static and containernetworking-plugins: the README says so.

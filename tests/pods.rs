@@ -13,8 +13,8 @@ use tokenwarden_testenv::node::SYNC_PERIOD;
 
 use support::pods::{self, Reads, Seen, ready_when, seen_by, token_reader, version_of};
 use support::{
-    control_plane_with_node, create, dump, event_messages, eventually, request_rotation,
-    wait_version,
+    control_plane_with_node, create, dump, event_messages, eventually, eventually_every,
+    request_rotation, wait_version,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -22,6 +22,8 @@ const WAIT: Duration = Duration::from_secs(60);
 /// watch and the `kubectl exec` round trip take the rest.
 const VOLUME_FOLLOWS_WITHIN: Duration = Duration::from_secs(SYNC_PERIOD.as_secs() * 2 + 10);
 const ROLLOUT: Duration = Duration::from_secs(120);
+/// How often a test asks a pod (each ask is a process started in its container).
+const EXEC_POLL: Duration = Duration::from_secs(1);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mounted_secret_follows_every_cutover_and_holds_the_previous_token_through_the_grace_period()
@@ -57,7 +59,8 @@ async fn a_mounted_secret_follows_every_cutover_and_holds_the_previous_token_thr
         }
     };
     let (v1, sha1) = versions[0].clone();
-    eventually(
+    eventually_every(
+        EXEC_POLL,
         WAIT,
         "the pod sees v1",
         sees(Seen {
@@ -79,7 +82,8 @@ async fn a_mounted_secret_follows_every_cutover_and_holds_the_previous_token_thr
             "the mounted volume at v{n} with v{} as previous-token",
             n - 1
         );
-        eventually(
+        eventually_every(
+            EXEC_POLL,
             VOLUME_FOLLOWS_WITHIN,
             &what,
             sees(Seen {
@@ -102,7 +106,8 @@ async fn a_mounted_secret_follows_every_cutover_and_holds_the_previous_token_thr
         sha256: sha3,
         previous: None,
     };
-    eventually(
+    eventually_every(
+        EXEC_POLL,
         grace + VOLUME_FOLLOWS_WITHIN,
         "previous-token gone after the grace period",
         sees(gone),
@@ -327,4 +332,44 @@ fn version_status(wst: &WorkspaceToken, n: u32) -> Option<VersionStatus> {
 fn env_token(cp: &tokenwarden_testenv::ControlPlane, ns: &str, pod: &str) -> (String, String) {
     let seen = seen_by(cp, ns, pod, Reads::Env).unwrap_or_else(|| panic!("exec into {pod}"));
     (seen.version, seen.sha256)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kubelet_answers_no_certificate_of_the_clusters_ca() {
+    use k8s_openapi::api::core::v1::Node;
+    let cp = control_plane_with_node().await;
+    let client = cp.admin_client().await;
+    let node = Api::<Node>::all(client)
+        .get(tokenwarden_testenv::node::NODE_NAME)
+        .await
+        .unwrap();
+    let status = node.status.unwrap();
+    let port = status
+        .daemon_endpoints
+        .unwrap()
+        .kubelet_endpoint
+        .unwrap()
+        .port;
+    let ip = (status.addresses.unwrap().into_iter())
+        .find(|a| a.type_ == "InternalIP")
+        .unwrap()
+        .address;
+    // Cluster admin and the unprivileged user both hold certificates of the cluster's CA:
+    // neither may read pods (or exec into them) at the kubelet.
+    for who in ["admin", "user"] {
+        let pki = cp.dir.join("pki");
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--cert"])
+            .arg(pki.join(format!("{who}.crt")))
+            .arg("--key")
+            .arg(pki.join(format!("{who}.key")))
+            .arg(format!("https://{ip}:{port}/pods"))
+            .output()
+            .expect("run curl");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "401",
+            "{who} at the kubelet"
+        );
+    }
 }

@@ -157,11 +157,12 @@ impl ControlPlane {
             .arg(&pki.service_account_key)
             .args(["--service-cluster-ip-range", "10.0.0.0/24"])
             .args(["--authorization-mode", "RBAC"])
-            // `kubectl logs` and `exec` reach a node's kubelet as the admin identity.
+            // `kubectl logs` and `exec` reach a node's kubelet with the one certificate of
+            // the kubelet's own CA.
             .arg("--kubelet-client-certificate")
-            .arg(&pki.admin.cert)
+            .arg(&pki.apiserver_kubelet_client.cert)
             .arg("--kubelet-client-key")
-            .arg(&pki.admin.key)
+            .arg(&pki.apiserver_kubelet_client.key)
             .args(["--kubelet-preferred-address-types", "InternalIP"])
             .args(["--disable-admission-plugins", "ServiceAccount"])
             .args(["--allow-privileged=true", "--v=1"])
@@ -228,7 +229,7 @@ impl ControlPlane {
             dir: &self.dir.join("node"),
             bin_dir: &self.bin_dir,
             kubeconfig: &self.admin_kubeconfig,
-            client_ca: &pki.ca_cert,
+            client_ca: &pki.kubelet_client_ca,
             kubelet_port,
         })?;
         let node = spawn_logged(node, &self.dir, "node")?;
@@ -409,10 +410,12 @@ impl ControlPlane {
         &self.unprivileged_kubeconfig
     }
 
-    /// `kubectl` from the same build, pointed at this control plane as admin.
+    /// `kubectl` from the same build, pointed at this control plane as admin (its discovery
+    /// cache in the run directory, not in `~/.kube`).
     pub fn kubectl(&self) -> Command {
         let mut cmd = Command::new(self.bin_dir.join("kubectl"));
-        cmd.env("KUBECONFIG", &self.admin_kubeconfig);
+        cmd.env("KUBECONFIG", &self.admin_kubeconfig)
+            .env("KUBECACHEDIR", self.dir.join("kube-cache"));
         cmd
     }
 }

@@ -34,6 +34,10 @@ pub struct Pki {
     pub service_account_public_key: PathBuf,
     pub admin: ClientIdentity,
     pub unprivileged: ClientIdentity,
+    /// The CA a node's kubelet trusts: it signs one certificate only, the API server's
+    /// (`kubectl logs`, `exec`), so no identity of the cluster's CA reaches the kubelet.
+    pub kubelet_client_ca: PathBuf,
+    pub apiserver_kubelet_client: ClientIdentity,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -52,8 +56,10 @@ impl Pki {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
+        let kubelet_ca_params = ca_params.clone();
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
         let ca_cert = write(dir, "ca.crt", &ca.pem())?;
+        let kubelet_ca = CertifiedIssuer::self_signed(kubelet_ca_params, KeyPair::generate()?)?;
 
         let mut serving = CertificateParams::new(vec![
             "localhost".to_string(),
@@ -81,6 +87,14 @@ impl Pki {
             )?,
             admin: client(dir, &ca, "admin", "tokenwarden-admin", &["system:masters"])?,
             unprivileged: client(dir, &ca, "user", UNPRIVILEGED_USER, &[])?,
+            kubelet_client_ca: write(dir, "kubelet-client-ca.crt", &kubelet_ca.pem())?,
+            apiserver_kubelet_client: client(
+                dir,
+                &kubelet_ca,
+                "apiserver-kubelet-client",
+                "kube-apiserver-kubelet-client",
+                &[],
+            )?,
         })
     }
 }
@@ -108,8 +122,17 @@ fn client(
     })
 }
 
+/// Writes a file only its owner may read (keys among them).
 fn write(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, BoxError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(name);
-    fs::write(&path, contents)?;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?
+        .write_all(contents.as_bytes())?;
     Ok(path)
 }

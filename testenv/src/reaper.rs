@@ -12,6 +12,7 @@
 //!   its first process (see [`crate::node`]); its empty cgroups go with the run dir.
 
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -95,7 +96,8 @@ pub fn run_dir(base: &Path) -> io::Result<PathBuf> {
         .unwrap_or_default()
         .subsec_nanos();
     let dir = base.join(format!("{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    // Keys and kubeconfigs live here: for this user only.
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     RUN_DIRS.lock().unwrap().push(dir.clone());
     Ok(dir)
 }
@@ -164,15 +166,16 @@ pub fn cleanup() {
         std::mem::take(&mut *RUN_DIRS.lock().unwrap_or_else(|e| e.into_inner()));
     let keep = std::env::var_os("TOKENWARDEN_KEEP_TESTENV").is_some();
     for dir in dirs {
-        crate::node::release_cgroups(&dir.join("node"));
+        crate::node::release(&dir.join("node"));
         if !keep {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
 
-/// Removes a run dir once its processes are gone, with the cgroups its node's containers had.
+/// Removes a run dir once its processes are gone, after releasing what its node left on the
+/// host (cgroups, kernel settings).
 fn remove_run_dir(dir: &Path) {
-    crate::node::release_cgroups(&dir.join("node"));
+    crate::node::release(&dir.join("node"));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -178,7 +178,22 @@ pub async fn shared_operator() -> &'static Operator {
 }
 
 /// Polls `check` every 100 ms until it returns Some, or panics after `timeout` with `what`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_every(Duration::from_millis(100), timeout, what, check).await
+}
+
+/// [`eventually`] polling every `period`: for checks that cost (a `kubectl exec` runs a
+/// process in a container), so that polling does not starve what it waits for.
+pub async fn eventually_every<T, F, Fut>(
+    period: Duration,
+    timeout: Duration,
+    what: &str,
+    mut check: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -191,7 +206,7 @@ where
         if tokio::time::Instant::now() > deadline {
             panic!("timed out after {timeout:?} waiting for {what}");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(period).await;
     }
 }
 

@@ -197,17 +197,29 @@ pub fn seen_by(cp: &ControlPlane, ns: &str, pod: &str, reads: Reads) -> Option<S
     }
 }
 
-/// `vN` and the SHA-256 of version N's token, from its versioned Secret `S-vN`.
+/// `vN` and the SHA-256 of version N's token, hashed from its versioned Secret `S-vN` (and
+/// checked against the `token-sha256` the operator wrote beside it).
 pub async fn version_of(client: &Client, ns: &str, secret: &str, n: u32) -> (String, String) {
+    use sha2::{Digest, Sha256};
     let versioned = format!("{secret}-v{n}");
     let s: Secret = Api::namespaced(client.clone(), ns)
         .get(&versioned)
         .await
         .unwrap_or_else(|e| panic!("get {versioned}: {e}"));
-    let sha = s
+    let token = s
+        .data
+        .as_ref()
+        .and_then(|d| d.get("token"))
+        .unwrap_or_else(|| panic!("{versioned} has no token"));
+    let sha = hex::encode(Sha256::digest(&token.0));
+    let annotated = s
         .metadata
         .annotations
-        .and_then(|a| a.get("tokenwarden.dev/token-sha256").cloned())
-        .unwrap_or_else(|| panic!("{versioned} has no token-sha256"));
+        .and_then(|a| a.get("tokenwarden.dev/token-sha256").cloned());
+    assert_eq!(
+        annotated.as_deref(),
+        Some(sha.as_str()),
+        "{versioned}'s token-sha256"
+    );
     (format!("v{n}"), sha)
 }

@@ -17,6 +17,8 @@ state = "{dir}/containerd/state"
   address = "{dir}/containerd/containerd.sock"
 [ttrpc]
   address = "{dir}/containerd/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{dir}/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{image}"
   restrict_oom_score_adj = true
@@ -52,8 +54,9 @@ pub fn cni_network(dir: &Path, subnet: &str) -> String {
     .to_string()
 }
 
-/// The kubelet on cgroup v1 (these machines have no v2), reachable by the API server only
-/// with a client certificate of the control plane's CA (`kubectl logs`, `exec`).
+/// The kubelet on cgroup v1 (these machines have no v2). It answers only the holder of a
+/// certificate from `client_ca`, a CA of its own that signs the API server's client
+/// certificate and nothing else (`kubectl logs`, `exec`).
 pub fn kubelet(dir: &Path, port: u16, client_ca: &Path, sync_period_s: u64) -> String {
     serde_json::json!({
         "apiVersion": "kubelet.config.k8s.io/v1beta1",

@@ -35,7 +35,7 @@ pub fn write_image(busybox: &Path, out: &Path) -> Result<(), BoxError> {
     let layer = layer(busybox)?;
     let layer_digest = sha256(&layer);
     let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
+        "architecture": oci_architecture(),
         "os": "linux",
         "config": {
             "Entrypoint": ["/bin/sleep", "2147483647"],
@@ -119,9 +119,22 @@ fn sha256(blob: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(blob)))
 }
 
-/// Whether an ELF64 file asks for a dynamic loader (has a `PT_INTERP` program header).
+/// This machine's architecture as OCI names it.
+fn oci_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Whether a file is anything but a little-endian ELF64 without a dynamic loader (a
+/// `PT_INTERP` program header): true also for what is no such ELF file at all.
 fn has_interpreter(elf: &[u8]) -> bool {
     const PT_INTERP: u32 = 3;
+    if !elf.starts_with(b"\x7fELF\x02\x01") {
+        return true;
+    }
     let u16_at = |at: usize| {
         elf.get(at..at + 2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -150,6 +163,13 @@ mod tests {
         let dynamic = std::fs::read("/bin/sh").expect("read /bin/sh");
         assert!(has_interpreter(&dynamic), "/bin/sh is dynamically linked");
         assert!(has_interpreter(b"not an elf file"));
+        let not_elf = vec![0u8; 4096];
+        assert!(
+            has_interpreter(&not_elf),
+            "no ELF magic: not a static executable"
+        );
+        let busybox = std::fs::read(static_busybox().expect("busybox-static")).unwrap();
+        assert!(!has_interpreter(&busybox));
     }
 
     #[test]

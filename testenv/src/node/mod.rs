@@ -4,7 +4,9 @@
 //! The node runs in PID and mount namespaces of its own (see [`config::Init`]): killing its
 //! first process ends every container with it and drops every mount it made, however the
 //! test process ended. What is left on the host are empty cgroup directories of its
-//! containers, which [`release_cgroups`] removes with the run directory.
+//! containers and the kernel settings the kubelet and CNI change (`kernel.panic`,
+//! `vm.overcommit_memory`, `net.ipv4.ip_forward`, ...), which [`release`] removes and
+//! restores with the run directory.
 //!
 //! Pods get their own network namespace and an address from a per-run /24 through the CNI
 //! `ptp` plugin (Debian's containernetworking-plugins): no bridge or NAT rule outlives them.
@@ -48,6 +50,7 @@ pub fn command(launch: &Launch<'_>) -> Result<Command, BoxError> {
     let tools = Tools::find()?;
     let dir = launch.dir;
     std::fs::create_dir_all(dir.join("cni/conf"))?;
+    save_sysctls(dir)?;
     let image_tar = dir.join("image.tar");
     image::write_image(&tools.busybox, &image_tar)?;
     std::fs::write(dir.join("containerd.toml"), config::containerd(dir, IMAGE))?;
@@ -134,16 +137,72 @@ fn on_path(name: &str) -> Result<PathBuf, BoxError> {
         })
 }
 
-/// A /24 of 10.244.0.0/16 per run, so a demo and a test run on one machine do not hand out
-/// the same pod address (ptp routes each pod address on the host).
+/// A /24 of 10.244.0.0/16 that no host route uses yet, so a demo and a test run on one
+/// machine do not hand out the same pod address (ptp routes each pod address on the host).
 fn pod_subnet() -> String {
-    format!("10.244.{}.0/24", std::process::id() % 256)
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let used: Vec<u8> = routes
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .filter_map(|hex| u32::from_str_radix(hex, 16).ok())
+        // /proc/net/route shows addresses in host byte order (little-endian here).
+        .map(|dest| dest.to_le_bytes())
+        .filter(|octets| octets[0] == 10 && octets[1] == 244)
+        .map(|octets| octets[2])
+        .collect();
+    let start = std::process::id() % 256;
+    let third = (0..256u32)
+        .map(|i| ((start + i) % 256) as u8)
+        .find(|third| !used.contains(third))
+        .unwrap_or(start as u8);
+    format!("10.244.{third}.0/24")
 }
 
-/// Removes the cgroups runc made for the node's containers (`<controller>/k8s.io/<id>`),
-/// once their processes are gone, then `k8s.io` itself where it is left empty. Only ids of
-/// this node's tasks are touched (a non-empty cgroup cannot be removed).
-pub fn release_cgroups(node_dir: &Path) {
+/// Kernel settings the kubelet (its kernel defaults) and the CNI ptp plugin change.
+const SYSCTLS: [&str; 7] = [
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "net/ipv4/ip_forward",
+];
+
+/// Records the kernel settings the node will change, for [`release`] to put back.
+fn save_sysctls(dir: &Path) -> Result<(), BoxError> {
+    let saved: String = SYSCTLS
+        .iter()
+        .filter_map(|key| {
+            let value = std::fs::read_to_string(Path::new("/proc/sys").join(key)).ok()?;
+            Some(format!("{key} {}\n", value.trim()))
+        })
+        .collect();
+    std::fs::write(dir.join("sysctl.saved"), saved)?;
+    Ok(())
+}
+
+/// Once the node's processes are gone: its containers' cgroups removed, the kernel settings
+/// it changed put back. Idempotent; a directory without a node is left alone.
+pub fn release(node_dir: &Path) {
+    release_cgroups(node_dir);
+    let Ok(saved) = std::fs::read_to_string(node_dir.join("sysctl.saved")) else {
+        return;
+    };
+    for (key, value) in saved.lines().filter_map(|l| l.split_once(' ')) {
+        let path = Path::new("/proc/sys").join(key);
+        if std::fs::read_to_string(&path).is_ok_and(|now| now.trim() != value) {
+            let _ = std::fs::write(&path, value);
+        }
+    }
+}
+
+/// Removes the cgroups runc made for the node's containers (`k8s.io/<id>` under each
+/// controller's hierarchy on cgroup v1, under the unified root on v2), once their processes
+/// are gone, then `k8s.io` itself where it is left empty. Only ids of this node's tasks are
+/// touched (a non-empty cgroup cannot be removed).
+fn release_cgroups(node_dir: &Path) {
     let tasks = node_dir.join("containerd/state/io.containerd.runtime.v2.task/k8s.io");
     let Ok(entries) = std::fs::read_dir(&tasks) else {
         return;
@@ -152,9 +211,12 @@ pub fn release_cgroups(node_dir: &Path) {
     let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
-    let cgroups: Vec<PathBuf> = controllers
+    let roots = controllers
         .flatten()
-        .flat_map(|c| ids.iter().map(move |id| c.path().join("k8s.io").join(id)))
+        .map(|c| c.path())
+        .chain([PathBuf::from("/sys/fs/cgroup")]);
+    let cgroups: Vec<PathBuf> = roots
+        .flat_map(|root| ids.iter().map(move |id| root.join("k8s.io").join(id)))
         .filter(|cgroup| cgroup.is_dir())
         .collect();
     // The kernel kills the node's processes as its PID namespace ends: a cgroup is busy
