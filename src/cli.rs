@@ -276,6 +276,7 @@ pub(crate) fn version_table(w: &WorkspaceToken) -> String {
         "ACTIVATED".into(),
         "RETIRE AT".into(),
         "REVOKED".into(),
+        "HELD BY".into(),
     ]];
     let time = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
         t.as_ref()
@@ -295,6 +296,11 @@ pub(crate) fn version_table(w: &WorkspaceToken) -> String {
             time(&v.activated_at),
             time(&v.retire_at),
             time(&v.revoked_at),
+            if v.retire_held_by.is_empty() {
+                "-".into()
+            } else {
+                v.retire_held_by.join(", ")
+            },
         ]);
     }
     format!(
@@ -436,5 +442,35 @@ mod plugin_name_tests {
             cli.command,
             super::Command::Rotate { ref name, wait: true, .. } if name == "agent-alpha"
         ));
+    }
+}
+
+#[cfg(test)]
+mod version_table_tests {
+    #[test]
+    fn a_held_version_says_what_holds_it() {
+        let wst: crate::api::WorkspaceToken = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken",
+            "metadata": { "name": "agent", "namespace": "team-a" },
+            "spec": { "workspaceId": "ws-1" },
+            "status": { "versions": [
+                { "version": 2, "secretName": "agent-v2", "state": "Active" },
+                { "version": 1, "secretName": "agent-v1", "state": "Retiring",
+                  "retireAt": "2026-01-07T00:00:00Z",
+                  "retireHeldBy": ["Deployment/agent 1/2 updated", "Deployment/web restart pending"] },
+            ]},
+        }))
+        .unwrap();
+        let table = super::version_table(&wst);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].ends_with("HELD BY"), "{table}");
+        assert!(
+            lines[2].trim_end().ends_with('-'),
+            "v2 holds nothing: {table}"
+        );
+        assert!(
+            lines[3].ends_with("Deployment/agent 1/2 updated, Deployment/web restart pending"),
+            "{table}"
+        );
     }
 }
