@@ -182,7 +182,7 @@ pub enum Encoding {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "!(has(self.every) && has(self.schedule))", "message": "every and schedule are exclusive: set one", "fieldPath": ".schedule"},
-    {"rule": "!has(self.timeZone) || has(self.schedule)", "message": "timeZone is only valid with schedule", "fieldPath": ".timeZone"}
+    {"rule": "!has(self.timeZone) || has(self.schedule) || (has(self.windows) && size(self.windows) > 0)", "message": "timeZone is only valid with schedule or windows", "fieldPath": ".timeZone"}
 ]))]
 pub struct RotationSpec {
     /// Rotate this long after the last rotation (s, m, h, d units: 720h, 1d12h).
@@ -193,7 +193,7 @@ pub struct RotationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub schedule: Option<String>,
-    /// IANA time zone of `schedule`, default UTC.
+    /// IANA time zone of `schedule` and `windows`, default UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub time_zone: Option<String>,
@@ -220,6 +220,24 @@ pub struct RotationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub max_grace_period: Option<String>,
+    /// Scheduled rotations start only inside one of these windows (read in `timeZone`);
+    /// manual, spec-change and revoke-now rotations ignore them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub windows: Vec<RotationWindow>,
+}
+
+/// A time a scheduled rotation may start in: it opens at each time of `schedule` and stays
+/// open for `duration`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationWindow {
+    /// A 5-field cron expression, in the rotation's `timeZone`.
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
+    /// How long the window stays open (s, m, h, d units: 4h, 90m).
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub duration: String,
 }
 
 /// What must hold before a Retiring version is revoked.
@@ -258,6 +276,7 @@ impl Default for RotationSpec {
             revoke_after_use: false,
             hold_until: HoldUntil::default(),
             max_grace_period: None,
+            windows: Vec::new(),
         }
     }
 }

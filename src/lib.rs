@@ -27,6 +27,7 @@ pub mod secrets;
 mod status;
 mod time;
 pub mod token;
+pub mod window;
 
 #[cfg(test)]
 mod architecture_tests;

@@ -135,7 +135,7 @@ impl Schedule {
     }
 }
 
-fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
+pub(crate) fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
     let invalid = |reason: String| ScheduleError::InvalidCron {
         expr: expr.to_owned(),
         reason,

@@ -58,6 +58,17 @@ fn invalid_specs() -> Vec<(&'static str, Value, &'static str)> {
             "rotation.timeZone",
         ),
         (
+            "timeZone with an empty windows list",
+            json!({ "workspaceId": "w", "rotation": { "every": "1h", "timeZone": "UTC", "windows": [] } }),
+            "rotation.timeZone",
+        ),
+        (
+            "a window without a unit in its duration",
+            json!({ "workspaceId": "w", "rotation": { "every": "1h",
+                "windows": [{ "schedule": "0 2 * * *", "duration": "4" }] } }),
+            "rotation.windows[0].duration",
+        ),
+        (
             "every without unit",
             json!({ "workspaceId": "w", "rotation": { "every": "720" } }),
             "rotation.every",
@@ -381,4 +392,18 @@ async fn api_server_refuses_invalid_issuers_naming_the_field() {
         .create(&PostParams::default(), &insecure)
         .await
         .expect("http:// with allowInsecureHttp: true is accepted");
+}
+
+#[tokio::test]
+async fn a_time_zone_for_windows_alone_is_accepted() {
+    let cp = control_plane().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "windows").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({ "workspaceId": "w", "rotation": { "every": "720h",
+        "timeZone": "Europe/Berlin",
+        "windows": [{ "schedule": "0 2 * * 1-5", "duration": "4h" }] } });
+    api.create(&PostParams::default(), &support::wst("t", spec))
+        .await
+        .expect("every + windows in a time zone is a valid spec");
 }

@@ -33,6 +33,8 @@ pub(super) struct Planner<'o, 'a> {
     pub(super) wake_at: Option<DateTime<Utc>>,
     /// Warnings about consumers (a hold that ran out), besides those of the spec.
     pub(super) consumer_warnings: Vec<Warning>,
+    /// `spec.rotation.windows`, parsed with the schedule.
+    pub(super) windows: Vec<crate::window::Window>,
 }
 
 impl<'o, 'a> Planner<'o, 'a> {
@@ -105,6 +107,7 @@ impl<'o, 'a> Planner<'o, 'a> {
             spec_error: None,
             wake_at: None,
             consumer_warnings: Vec::new(),
+            windows: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@ use super::planner::Planner;
 use super::spec_hash::spec_hash;
 use crate::contract::{REVOKE_VERSION_ANNOTATION, ROTATE_ANNOTATION};
 use crate::schedule::{Schedule, jitter_offset, parse_duration};
+use crate::window::{self, Window};
 
 impl Planner<'_, '_> {
     /// The first spec problem found wins: one clear message in the Ready condition.
@@ -17,16 +18,32 @@ impl Planner<'_, '_> {
         }
     }
 
+    /// The schedule and its windows (kept in `self.windows`). None when either cannot be
+    /// used: no scheduled rotation then, rather than one outside the windows meant.
     pub(super) fn schedule(&mut self) -> Option<Schedule> {
         let r = &self.o.spec.rotation;
-        match Schedule::parse(
+        let windows: Result<Vec<Window>, String> = (r.windows.iter().enumerate())
+            .map(|(i, w)| {
+                Window::parse(&w.schedule, &w.duration, r.time_zone.as_deref())
+                    .map_err(|e| format!("spec.rotation.windows[{i}]: {e}"))
+            })
+            .collect();
+        let schedule = Schedule::parse(
             r.every.as_deref(),
             r.schedule.as_deref(),
             r.time_zone.as_deref(),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
+        );
+        match (schedule, windows) {
+            (Ok(schedule), Ok(windows)) => {
+                self.windows = windows;
+                schedule
+            }
+            (Err(e), _) => {
                 self.spec_problem(e.to_string());
+                None
+            }
+            (_, Err(e)) => {
+                self.spec_problem(e);
                 None
             }
         }
@@ -66,7 +83,8 @@ impl Planner<'_, '_> {
         })
     }
 
-    /// When `current` is due for its scheduled rotation.
+    /// When `current`'s scheduled rotation starts: the schedule's time plus jitter, or if
+    /// that is not inside a window, the next time one is open (never before now once due).
     pub(super) fn due_at(
         &self,
         schedule: &Schedule,
@@ -75,10 +93,15 @@ impl Planner<'_, '_> {
     ) -> Result<DateTime<Utc>, String> {
         let last = self.versions[&current].activated_at.unwrap_or(self.now);
         let next = schedule.next_after(last).map_err(|e| e.to_string())?;
-        next.checked_add_signed(jitter).ok_or_else(|| {
+        let due = next.checked_add_signed(jitter).ok_or_else(|| {
             "spec.rotation.jitter pushes the next rotation beyond the supported time range"
                 .to_string()
-        })
+        })?;
+        if self.windows.is_empty() {
+            return Ok(due);
+        }
+        window::first_open_from(&self.windows, due.max(self.now))
+            .map_err(|e| format!("spec.rotation.windows: {e}"))
     }
 
     pub(super) fn rotation_due(

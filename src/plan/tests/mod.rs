@@ -27,6 +27,7 @@ mod http_issuer;
 mod metadata;
 mod rotation;
 mod triggers;
+mod windows;
 mod world;
 
 use world::*;
