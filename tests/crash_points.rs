@@ -7,6 +7,9 @@
 //! - the platform has exactly one live token for the workspace, the served one: nothing
 //!   minted in the crashed pass is left live without a Secret.
 //!
+//! And a SIGKILL while a version is held by an unfinished rollout neither revokes it early
+//! nor forgets the hold.
+//!
 //! Failpoints exist only in builds with the `failpoints` feature (the test build); each
 //! test runs its own operator on its own namespace.
 
@@ -131,4 +134,106 @@ async fn a_crash_right_after_the_platform_revoked_the_old_version_finishes_the_c
 #[tokio::test]
 async fn a_crash_before_the_status_write_catches_status_up() {
     crash_at(failpoint::BEFORE_STATUS).await;
+}
+
+/// A SIGKILL while a version is held by an unfinished rollout: the restarted operator knows
+/// nothing of the rollout until its watch lists it, and holds meanwhile; it neither revokes
+/// early nor forgets the hold, and the rollout finishing releases it. (No node in this
+/// binary: the Deployment's rollout is its status, written here.)
+#[tokio::test]
+async fn a_crash_while_a_version_is_held_neither_revokes_it_nor_forgets_the_hold() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams, PostParams};
+    use tokenwarden::api::{VersionState, VersionStatus};
+
+    let cp = control_plane().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "crash-held").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let agent: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "agent" },
+        "spec": { "replicas": 2, "selector": { "matchLabels": { "app": "agent" } },
+            "template": { "metadata": { "labels": { "app": "agent" } },
+                "spec": { "containers": [{ "name": "c", "image": "agent" }] } } },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &agent)
+        .await
+        .unwrap();
+    // The rollout as a deployment controller would report it for the current generation.
+    let report = |updated: i32| {
+        let deployments = deployments.clone();
+        async move {
+            let generation = deployments.get("agent").await.unwrap().metadata.generation;
+            let status = json!({ "status": { "observedGeneration": generation, "replicas": 2,
+                "updatedReplicas": updated, "availableReplicas": 2, "readyReplicas": 2 } });
+            deployments
+                .patch_status("agent", &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .unwrap();
+        }
+    };
+    report(2).await;
+    let only_here = ["--namespace", ns.as_str()];
+    let mut first = Operator::start(cp, &only_here);
+    create(
+        &api,
+        "t",
+        json!({ "workspaceId": "ws-held",
+        "rotation": { "gracePeriod": "1s", "maxGracePeriod": "10m",
+            "holdUntil": { "rolloutComplete": true } },
+        "restartTargets": [{ "kind": "Deployment", "name": "agent" }] }),
+    )
+    .await;
+    wait_version(&api, "t", 1, WAIT).await;
+    report(2).await;
+
+    request_rotation(&api, "t", "r1").await;
+    wait_version(&api, "t", 2, WAIT).await;
+    report(1).await; // one of two pods on the new template
+    let v1 = |wst: WorkspaceToken| -> Option<VersionStatus> {
+        wst.status?.versions.into_iter().find(|v| v.version == 1)
+    };
+    let held = eventually(WAIT, "v1 held by the rollout", || {
+        let api = api.clone();
+        async move {
+            let v = v1(api.get("t").await.ok()?)?;
+            (v.retire_held_by == ["Deployment/agent 1/2 updated"]).then_some(v)
+        }
+    })
+    .await;
+    assert_eq!(held.state, VersionState::Retiring);
+
+    first.kill();
+    // While no operator runs, the rollout moves: only the restarted one can say so.
+    report(0).await;
+    let restarted = Operator::start(cp, &only_here);
+    // Through the restarted operator's first passes (rollout not seen yet, then seen), v1 is
+    // never revoked, and the hold is known again once its watch listed the Deployment.
+    eventually(WAIT, "the hold known again after the restart", || {
+        let api = api.clone();
+        async move {
+            let v = v1(api.get("t").await.ok()?)?;
+            assert_eq!(
+                v.state,
+                VersionState::Retiring,
+                "not revoked across the crash"
+            );
+            (v.retire_held_by == ["Deployment/agent 0/2 updated"]).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let v = v1(api.get("t").await.unwrap()).unwrap();
+    assert_eq!(v.state, VersionState::Retiring, "still held");
+
+    report(2).await;
+    eventually(Duration::from_secs(15), "v1 revoked once the rollout finished", || {
+        let api = api.clone();
+        async move { (v1(api.get("t").await.ok()?)?.state == VersionState::Revoked).then_some(()) }
+    })
+    .await;
+    dump(&client, &ns, Some(&restarted)).await;
 }
