@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{CustomResourceExt, ResourceExt};
 
 use crate::api::{VersionState, WorkspaceToken};
-use crate::contract::{REVOKE_VERSION_ANNOTATION, ROTATE_ANNOTATION};
+use crate::cluster::{client_and_namespace, not_found};
+use crate::contract::REVOKE_VERSION_ANNOTATION;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -75,14 +76,28 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Ask for a rotation now (sets the tokenwarden.dev/rotate annotation).
+    /// Ask for a rotation now (sets the tokenwarden.dev/rotate annotation): one
+    /// WorkspaceToken, or with -l every one a label selector picks, sharing one trace id.
     Rotate {
-        /// The WorkspaceToken.
-        name: String,
+        /// The WorkspaceToken (or -l).
+        #[arg(required_unless_present = "selector", conflicts_with = "selector")]
+        name: Option<String>,
+        /// Rotate every WorkspaceToken with these labels (`team=a`, `tier in (prod)`).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
         /// Namespace (default: the kubeconfig context's).
         #[arg(short, long)]
         namespace: Option<String>,
-        /// Wait until the new version is active.
+        /// Every namespace (with -l).
+        #[arg(short = 'A', long, conflicts_with = "namespace", requires = "selector")]
+        all_namespaces: bool,
+        /// Why, in every audit line of the rotation (one trace id for the whole call).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Revoke each previous version as soon as its successor is active.
+        #[arg(long)]
+        revoke_now: bool,
+        /// Wait until the new version is active (and with --revoke-now, the old one revoked).
         #[arg(long)]
         wait: bool,
         /// How long --wait waits, in seconds.
@@ -125,10 +140,25 @@ pub async fn execute(cli: Cli) -> CliResult {
         } => status(name, namespace, all_namespaces, output).await,
         Command::Rotate {
             name,
+            selector,
             namespace,
+            all_namespaces,
+            reason,
+            revoke_now,
             wait,
             timeout,
-        } => rotate(&name, namespace, wait, Duration::from_secs(timeout)).await,
+        } => {
+            crate::fleet::rotate(crate::fleet::Request {
+                name,
+                selector,
+                namespace,
+                all_namespaces,
+                reason,
+                revoke_now,
+                wait: wait.then(|| Duration::from_secs(timeout)),
+            })
+            .await
+        }
         Command::Revoke {
             name,
             version,
@@ -156,22 +186,6 @@ pub fn crds() -> Result<[String; 3], serde_norway::Error> {
 /// What `tokenwarden crd` prints: every CRD, one YAML document each.
 pub(crate) fn crd_yaml() -> Result<String, serde_norway::Error> {
     Ok(crds()?.join("---\n"))
-}
-
-async fn client_and_namespace(namespace: Option<String>) -> Result<(Client, String), String> {
-    let client = Client::try_default()
-        .await
-        .map_err(|e| format!("connect to Kubernetes: {e}"))?;
-    let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
-    Ok((client, ns))
-}
-
-fn not_found(name: &str, ns: &str) -> impl FnOnce(kube::Error) -> String {
-    let (name, ns) = (name.to_string(), ns.to_string());
-    move |e| match e {
-        kube::Error::Api(s) if s.code == 404 => format!("WorkspaceToken {ns}/{name} not found"),
-        e => format!("get WorkspaceToken {ns}/{name}: {e}"),
-    }
 }
 
 async fn status(
@@ -348,38 +362,6 @@ async fn annotate(
     Ok(())
 }
 
-async fn rotate(name: &str, namespace: Option<String>, wait: bool, timeout: Duration) -> CliResult {
-    let (client, ns) = client_and_namespace(namespace).await?;
-    let api: Api<WorkspaceToken> = Api::namespaced(client, &ns);
-    let before = api.get(name).await.map_err(not_found(name, &ns))?;
-    let request = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    annotate(&api, name, ROTATE_ANNOTATION, &request).await?;
-    let from = before.status.and_then(|s| s.current_version);
-    if !wait {
-        println!("rotation of {ns}/{name} requested");
-        return Ok(());
-    }
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let now = api.get(name).await.map_err(not_found(name, &ns))?;
-        if let Some(s) = &now.status
-            && s.last_rotate_request.as_deref() == Some(request.as_str())
-            && s.current_version != from
-        {
-            println!(
-                "{ns}/{name} rotated to {} (prefix {})",
-                s.token_version.as_deref().unwrap_or("-"),
-                s.token_prefix.as_deref().unwrap_or("-")
-            );
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!("{ns}/{name} did not rotate within {}s", timeout.as_secs()).into());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 async fn revoke(name: &str, version: u32, namespace: Option<String>) -> CliResult {
     let (client, ns) = client_and_namespace(namespace).await?;
     let api: Api<WorkspaceToken> = Api::namespaced(client, &ns);
@@ -417,7 +399,7 @@ mod plugin_name_tests {
         assert!(help(&[argv0, "--help"]).contains("Usage: kubectl tokenwarden <COMMAND>"));
         assert!(
             help(&[argv0, "rotate", "--help"])
-                .contains("Usage: kubectl tokenwarden rotate [OPTIONS] <NAME>")
+                .contains("Usage: kubectl tokenwarden rotate [OPTIONS] [NAME]")
         );
     }
 
@@ -440,7 +422,7 @@ mod plugin_name_tests {
         .expect("parses");
         assert!(matches!(
             cli.command,
-            super::Command::Rotate { ref name, wait: true, .. } if name == "agent-alpha"
+            super::Command::Rotate { name: Some(ref name), wait: true, .. } if name == "agent-alpha"
         ));
     }
 }

@@ -19,6 +19,9 @@ pub const DEGRADED: &str = "Degraded";
 // Annotations users set on a WorkspaceToken.
 /// A new value of this annotation asks for a rotation now (like `cmctl renew`).
 pub const ROTATE_ANNOTATION: &str = "tokenwarden.dev/rotate";
+/// Why the rotation `tokenwarden.dev/rotate` asks for is wanted (`tokenwarden rotate --reason`):
+/// carried by the audit lines of the trace that rotation starts.
+pub const ROTATE_REASON_ANNOTATION: &str = "tokenwarden.dev/rotate-reason";
 /// `"N"` revokes version N now (rotating first when N is current).
 pub const REVOKE_VERSION_ANNOTATION: &str = "tokenwarden.dev/revoke-version";
 

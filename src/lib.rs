@@ -4,10 +4,12 @@
 pub mod api;
 mod apply;
 pub mod cli;
+mod cluster;
 mod contract;
 mod controller;
 mod events;
 pub mod failpoint;
+mod fleet;
 mod issuer;
 mod issuer_controller;
 mod issuer_watch;

@@ -81,6 +81,9 @@ pub struct AuditRecord<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub token_prefix: Option<&'a str>,
+    /// Why a person asked for this rotation (`tokenwarden rotate --reason`), on the lines of
+    /// the trace it started.
+    pub reason: Option<&'a str>,
 }
 
 /// Writes the record as one line to stdout; failures are logged, not raised,
@@ -120,6 +123,7 @@ mod tests {
             namespace: "team-a",
             name: "ci-token",
             token_prefix: None,
+            reason: None,
         };
         let mut out = Vec::new();
         write_audit(&mut out, &record).expect("write");
@@ -127,13 +131,14 @@ mod tests {
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
         let value: serde_json::Value = serde_json::from_str(&line).expect("valid json");
         let keys = "timestamp trace_id workspace_id user_id profile_id token_version \
-                    event status namespace name token_prefix";
+                    event status namespace name token_prefix reason";
         let keys: Vec<&str> = keys.split_whitespace().collect();
         assert_eq!(value.as_object().expect("object").len(), keys.len());
         let find = |k: &&str| line.find(&format!("\"{k}\":")).expect("key present");
         let positions: Vec<usize> = keys.iter().map(find).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{line}");
         assert!(value["profile_id"].is_null() && value["token_prefix"].is_null());
+        assert!(value["reason"].is_null());
         let ts = value["timestamp"].as_str().expect("string");
         assert!(ts.ends_with('Z'), "{ts}");
         assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");

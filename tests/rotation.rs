@@ -455,3 +455,90 @@ async fn jitter_adds_a_stable_per_object_offset_to_the_schedule() {
     );
     dump(&client, &ns, Some(operator)).await;
 }
+
+#[tokio::test]
+async fn rotate_l_rotates_exactly_the_selected_fleet_under_one_trace_id_with_its_reason() {
+    let cp = control_plane().await;
+    let operator = shared_operator().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "fleet").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    for i in 0..25 {
+        let mut token = wst(
+            &format!("t{i}"),
+            json!({ "workspaceId": format!("ws-{i}") }),
+        );
+        let team = if i < 20 { "a" } else { "b" };
+        token.metadata.labels = Some([("team".to_string(), team.to_string())].into());
+        api.create(&kube::api::PostParams::default(), &token)
+            .await
+            .unwrap();
+    }
+    for i in 0..25 {
+        wait_version(&api, &format!("t{i}"), 1, WAIT).await;
+    }
+
+    let reason = "team change: alice left team a";
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+        .args(["rotate", "-l", "team=a", "-n", &ns, "--reason", reason])
+        .args(["--revoke-now", "--wait", "--timeout", "90"])
+        .env("KUBECONFIG", cp.admin_kubeconfig())
+        .output()
+        .expect("run tokenwarden rotate -l");
+    let out = String::from_utf8_lossy(&output.stdout).to_string();
+    std::fs::write(artifacts_dir().join(format!("{ns}-fleet.txt")), &out).unwrap();
+    assert!(
+        output.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let trace_id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rotating 20 WorkspaceTokens (trace id "))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("a progress header: {out}"))
+        .to_string();
+    assert_eq!(out.matches(" rotated to v2 (prefix ").count(), 20, "{out}");
+
+    for i in 0..25 {
+        let status = api.get(&format!("t{i}")).await.unwrap().status.unwrap();
+        let state = |n: u32| {
+            status
+                .versions
+                .iter()
+                .find(|v| v.version == n)
+                .map(|v| v.state)
+        };
+        if i < 20 {
+            assert_eq!(status.current_version, Some(2), "t{i}");
+            assert_eq!(
+                state(1),
+                Some(tokenwarden::api::VersionState::Revoked),
+                "t{i}: --revoke-now"
+            );
+        } else {
+            assert_eq!(status.current_version, Some(1), "t{i} is not in team a");
+        }
+    }
+    let minted: Vec<_> = operator
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l["namespace"] == ns.as_str() && l["event"] == "minted")
+        .filter(|l| l["token_version"] == "v2")
+        .collect();
+    assert_eq!(minted.len(), 20);
+    for line in &minted {
+        assert_eq!(line["trace_id"], trace_id.as_str(), "{line}");
+        assert_eq!(line["reason"], reason, "{line}");
+    }
+
+    // A selector that picks nothing is an error, not a silent success.
+    let none = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+        .args(["rotate", "-l", "team=nobody", "-n", &ns])
+        .env("KUBECONFIG", cp.admin_kubeconfig())
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("matches -l team=nobody"));
+    dump(&client, &ns, Some(operator)).await;
+}

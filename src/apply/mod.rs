@@ -13,6 +13,7 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use crate::api::{IssuerIdentity, WorkspaceToken};
+use crate::contract::{ROTATE_ANNOTATION, ROTATE_REASON_ANNOTATION};
 use crate::events::{EventPublisher, EventType};
 use crate::issuer::caches::IssuerCaches;
 use crate::issuer::client::HttpClient;
@@ -157,7 +158,25 @@ fn audit_line(
         namespace: &wst.namespace().unwrap_or_default(),
         name: &wst.name_any(),
         token_prefix: prefix,
+        reason: rotate_reason(wst, trace_id).as_deref(),
     });
+}
+
+/// The reason given with the rotation request whose trace this is: one line of at most 256
+/// characters, control characters replaced.
+fn rotate_reason(wst: &WorkspaceToken, trace_id: &str) -> Option<String> {
+    let annotations = wst.annotations();
+    if annotations.get(ROTATE_ANNOTATION).map(String::as_str) != Some(trace_id) {
+        return None;
+    }
+    let reason = annotations.get(ROTATE_REASON_ANNOTATION)?;
+    Some(
+        reason
+            .chars()
+            .take(256)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect(),
+    )
 }
 
 /// The trace id of `version`: minted in this pass, or recorded on its `S-vN`.
@@ -310,6 +329,6 @@ impl TokenFacts {
 }
 
 /// A W3C trace id: 16 random bytes, lowercase hex.
-fn new_trace_id() -> String {
+pub(crate) fn new_trace_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }

@@ -12,11 +12,12 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::{Applier, new_trace_id};
-use crate::api::versioned_secret_name;
+use crate::api::{WorkspaceToken, versioned_secret_name};
 use crate::contract::{
     ENVIRONMENT_LABEL, FIELD_MANAGER, ISSUER_KIND_KEY, ISSUER_NAME_KEY, ISSUER_TOKEN_ID_ANNOTATION,
-    ISSUER_UID_KEY, MANAGED_BY_LABEL, SPEC_HASH_ANNOTATION, TEMPLATE_KEYS_ANNOTATION, TOKEN_KEY,
-    TOKEN_SHA256_ANNOTATION, TOKEN_VERSION_KEY, TRACE_ID_ANNOTATION, WORKSPACE_ID_KEY,
+    ISSUER_UID_KEY, MANAGED_BY_LABEL, ROTATE_ANNOTATION, SPEC_HASH_ANNOTATION,
+    TEMPLATE_KEYS_ANNOTATION, TOKEN_KEY, TOKEN_SHA256_ANNOTATION, TOKEN_VERSION_KEY,
+    TRACE_ID_ANNOTATION, WORKSPACE_ID_KEY,
 };
 use crate::failpoint;
 use crate::journal::{Done, TokenFacts};
@@ -40,9 +41,26 @@ pub(super) fn post_params() -> PostParams {
     }
 }
 
+/// The trace id a rotation request carries: an unanswered `tokenwarden.dev/rotate` value that
+/// is a W3C trace id (`tokenwarden rotate` writes one, shared by every token of one call).
+fn requested_trace_id(wst: &WorkspaceToken) -> Option<String> {
+    let value = wst.annotations().get(ROTATE_ANNOTATION)?;
+    let answered = wst.status.as_ref()?.last_rotate_request.as_ref();
+    let is_trace_id = value.len() == 32
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && value.bytes().any(|b| b != b'0');
+    (answered != Some(value) && is_trace_id).then(|| value.clone())
+}
+
 impl Applier<'_> {
     pub(super) async fn mint(&mut self, version: u32, reason: &str) -> Result<()> {
-        let trace_id = new_trace_id();
+        let requested = matches!(reason, "Manual" | "RevokeRequested");
+        let trace_id = requested
+            .then(|| requested_trace_id(self.wst))
+            .flatten()
+            .unwrap_or_else(new_trace_id);
         let issuer = self.current_issuer()?.cloned();
         let token = match &issuer {
             None => crate::issuer::local::mint(&self.wst.spec.token)?,
