@@ -292,11 +292,16 @@ pub struct SecretTemplate {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// A DNS-1123 subdomain: the names Deployments, StatefulSets and DaemonSets may have.
+const RESTART_TARGET_NAME_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestartTarget {
     pub kind: RestartKind,
-    #[schemars(length(min = 1, max = 253))]
+    /// A workload in the WorkspaceToken's namespace (a DNS-1123 subdomain).
+    #[schemars(length(min = 1, max = 253), regex(pattern = RESTART_TARGET_NAME_PATTERN))]
     pub name: String,
 }
 

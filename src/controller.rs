@@ -123,6 +123,7 @@ pub async fn run(
     let gauge = tokio::spawn(count_ready_tokens(
         controller.store(),
         ctx.io.metrics.clone(),
+        ctx.rollouts.clone(),
     ));
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let retried = ctx.clone();
@@ -163,12 +164,15 @@ fn slim_token(wst: &mut WorkspaceToken) {
     }
 }
 
-/// `tokenwarden_tokens{ready}` from the cache every 10 s: no API call.
+/// `tokenwarden_tokens{ready}` from the cache every 10 s: no API call. Also closes the rollout
+/// watches of WorkspaceTokens the cache no longer has.
 async fn count_ready_tokens(
     store: kube::runtime::reflector::Store<WorkspaceToken>,
     metrics: Metrics,
+    rollouts: RolloutWatches,
 ) {
     loop {
+        rollouts.forget_gone(|token| store.get(token).is_some());
         let (mut ready, mut not_ready) = (0, 0);
         for wst in store.state() {
             let is_ready = wst.status.as_ref().is_some_and(|s| {

@@ -44,6 +44,7 @@ pub async fn rotate(request: Request) -> Result<(), Box<dyn std::error::Error + 
             targets.len()
         );
     }
+    let total = targets.len();
     let mut failures = Vec::new();
     let mut asked = Vec::new();
     for wst in targets {
@@ -53,6 +54,9 @@ pub async fn rotate(request: Request) -> Result<(), Box<dyn std::error::Error + 
         match ask(&api, &name, &trace_id, &request, from).await {
             Ok(()) => {
                 println!("rotation of {ns}/{name} requested");
+                if request.revoke_now && from.is_none() {
+                    println!("{ns}/{name} has no current version: nothing to revoke");
+                }
                 asked.push(Asked {
                     api,
                     ns,
@@ -72,7 +76,6 @@ pub async fn rotate(request: Request) -> Result<(), Box<dyn std::error::Error + 
     for failure in &failures {
         eprintln!("failed: {failure}");
     }
-    let total = failures.len() + asked.len();
     Err(format!("{} of {total} WorkspaceTokens failed", failures.len()).into())
 }
 
@@ -91,6 +94,9 @@ async fn select(
         return Ok(vec![api.get(name).await.map_err(not_found(name, ns))?]);
     }
     let selector = request.selector.as_deref().unwrap_or_default();
+    if selector.trim().is_empty() {
+        return Err("-l needs a label selector (an empty one would pick every token)".into());
+    }
     let items = api
         .list(&ListParams::default().labels(selector))
         .await
@@ -160,7 +166,11 @@ async fn wait(asked: &[Asked], trace_id: &str, revoke_now: bool, timeout: Durati
                     );
                 }
                 Ok(_) => still.push(a),
-                Err(e) => errors.push(not_found(&a.name, &a.ns)(e)),
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    errors.push(format!("{}/{}: deleted while waiting", a.ns, a.name));
+                }
+                // Anything else may pass: asked again until the deadline.
+                Err(_) => still.push(a),
             }
         }
         pending = still;
@@ -185,11 +195,12 @@ fn done(wst: &WorkspaceToken, trace_id: &str, from: Option<u32>, revoke_now: boo
         return false;
     };
     let rotated = s.last_rotate_request.as_deref() == Some(trace_id) && s.current_version != from;
+    // A revoked version may already be trimmed from status (historyLimit): gone is revoked.
     let revoked = !revoke_now
         || from.is_none_or(|n| {
             s.versions
                 .iter()
-                .any(|v| v.version == n && v.state == VersionState::Revoked)
+                .all(|v| v.version != n || v.state == VersionState::Revoked)
         });
     rotated && revoked
 }

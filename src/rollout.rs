@@ -94,8 +94,9 @@ pub fn deployment(d: &Deployment) -> Rollout {
     }
 }
 
-/// `kubectl rollout status statefulset/...` (an `OnDelete` one waits for its pods to be
-/// deleted by someone: it holds until every pod runs the current revision).
+/// `kubectl rollout status statefulset/...`, stricter where a token is at stake: every pod
+/// must run the updated template, also with a partition or `OnDelete` (whose pods update only
+/// when someone deletes them), since an old pod may still hold the old token.
 pub fn stateful_set(s: &StatefulSet) -> Rollout {
     let spec = s.spec.as_ref();
     let status = s.status.clone().unwrap_or_default();
@@ -107,20 +108,19 @@ pub fn stateful_set(s: &StatefulSet) -> Rollout {
         .unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
     let ready = status.ready_replicas.unwrap_or(0);
+    // Every pod at the update revision, whatever the strategy: a partition or `OnDelete`
+    // leaves pods of the old template, which may still hold the old token.
+    let held_back = if partition > 0 {
+        format!(" (partition {partition})")
+    } else {
+        String::new()
+    };
     let waiting = if !observed(s.metadata.generation, status.observed_generation) {
         Some("update not observed yet".to_string())
     } else if ready < desired {
         Some(format!("{ready}/{desired} ready"))
-    } else if partition > 0 {
-        (updated < desired - partition).then(|| {
-            format!(
-                "{updated}/{} updated (partition {partition})",
-                desired - partition
-            )
-        })
-    } else if status.update_revision.is_some() && status.update_revision != status.current_revision
-    {
-        Some(format!("{updated}/{desired} updated"))
+    } else if updated < desired {
+        Some(format!("{updated}/{desired} updated{held_back}"))
     } else {
         None
     };

@@ -94,7 +94,7 @@ fn the_restart_annotation_is_read_with_its_sub_second_precision() {
 }
 
 #[test]
-fn a_stateful_set_waits_for_ready_pods_then_for_the_update_revision() {
+fn a_stateful_set_waits_for_ready_pods_then_for_every_pod_updated_partition_or_not() {
     let set = |status: serde_json::Value, partition: Option<i32>| -> StatefulSet {
         let mut spec = serde_json::json!({ "replicas": 3, "serviceName": "agent",
             "selector": { "matchLabels": { "app": "agent" } }, "template": {} });
@@ -121,9 +121,14 @@ fn a_stateful_set_waits_for_ready_pods_then_for_the_update_revision() {
         (set(status(2, 3, 3, "r2"), None), None),
         (
             set(status(2, 3, 0, "r1"), Some(2)),
-            Some("0/1 updated (partition 2)"),
+            Some("0/3 updated (partition 2)"),
         ),
-        (set(status(2, 3, 1, "r1"), Some(2)), None),
+        (
+            set(status(2, 3, 1, "r1"), Some(2)),
+            Some("1/3 updated (partition 2)"),
+        ),
+        // OnDelete never moves currentRevision: every pod updated is what counts.
+        (set(status(2, 3, 3, "r1"), None), None),
     ];
     for (s, expected) in cases {
         assert_eq!(

@@ -127,6 +127,24 @@ impl RolloutWatches {
         }
     }
 
+    /// Stops waiting for WorkspaceTokens that are gone (deleted without a last pass, as when
+    /// someone removes the finalizer by hand): `exists` says which still are.
+    pub fn forget_gone(&self, exists: impl Fn(&TokenRef) -> bool) {
+        let gone: Vec<TokenRef> = {
+            let watches = self.watches.lock().expect("rollout watches lock");
+            watches
+                .by_token
+                .keys()
+                .filter(|t| !exists(t))
+                .cloned()
+                .collect()
+        };
+        for token in gone {
+            let ns = token.namespace.clone().unwrap_or_default();
+            self.wait_on(&token, &ns, &[]);
+        }
+    }
+
     fn spawn(&self, target: Target) -> tokio::task::JoinHandle<()> {
         let client = self.client.clone();
         let ns = target.namespace.clone();
@@ -184,7 +202,7 @@ impl RolloutWatches {
     }
 }
 
-/// `forbidden` when the API server refused the watch (RBAC), which retrying will not fix.
+/// Why the API server refused the watch, when retrying will not fix it (RBAC, a bad name).
 fn refused(error: &watcher::Error) -> Option<String> {
     let kube::Error::Api(status) = (match error {
         watcher::Error::InitialListFailed(e)
@@ -194,7 +212,11 @@ fn refused(error: &watcher::Error) -> Option<String> {
     }) else {
         return None;
     };
-    (status.code == 403).then(|| "forbidden".to_string())
+    match status.code {
+        403 => Some("forbidden".to_string()),
+        400 => Some("refused: the name is not a valid object name".to_string()),
+        _ => None,
+    }
 }
 
 impl RolloutWatches {
@@ -210,5 +232,44 @@ impl RolloutWatches {
         for token in &watched.waiting {
             let _ = self.wake.send(token.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RestartTarget;
+
+    fn target(name: &str) -> RestartTarget {
+        RestartTarget {
+            kind: RestartKind::Deployment,
+            name: name.to_string(),
+        }
+    }
+
+    fn open(watches: &RolloutWatches) -> usize {
+        watches.watches.lock().unwrap().targets.len()
+    }
+
+    #[tokio::test]
+    async fn a_watch_is_open_while_a_token_waits_and_closes_when_none_does_or_the_token_is_gone() {
+        // No API server behind it: the watches only retry, which is all this needs.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let (watches, _woken) = RolloutWatches::new(Client::try_from(config).unwrap());
+        let (a, b) = (
+            TokenRef::new("a").within("team-a"),
+            TokenRef::new("b").within("team-a"),
+        );
+        watches.wait_on(&a, "team-a", &[target("agent"), target("web")]);
+        watches.wait_on(&b, "team-a", &[target("agent")]);
+        assert_eq!(open(&watches), 2, "one watch per workload, shared");
+        watches.wait_on(&a, "team-a", &[]);
+        assert_eq!(
+            open(&watches),
+            1,
+            "web is no longer waited on; agent still is, by b"
+        );
+        watches.forget_gone(|token| token != &b);
+        assert_eq!(open(&watches), 0, "b is gone without a last pass");
     }
 }

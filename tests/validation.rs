@@ -69,6 +69,11 @@ fn invalid_specs() -> Vec<(&'static str, Value, &'static str)> {
             "rotation.windows[0].duration",
         ),
         (
+            "a restart target name that is no object name",
+            json!({ "workspaceId": "w", "restartTargets": [{ "kind": "Deployment", "name": "a,x=1" }] }),
+            "restartTargets[0].name",
+        ),
+        (
             "every without unit",
             json!({ "workspaceId": "w", "rotation": { "every": "720" } }),
             "rotation.every",

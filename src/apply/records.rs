@@ -45,7 +45,16 @@ pub(super) fn post_params() -> PostParams {
 /// is a W3C trace id (`tokenwarden rotate` writes one, shared by every token of one call).
 fn requested_trace_id(wst: &WorkspaceToken) -> Option<String> {
     let value = wst.annotations().get(ROTATE_ANNOTATION)?;
-    let answered = wst.status.as_ref()?.last_rotate_request.as_ref();
+    let status = wst.status.as_ref()?;
+    let answered = status.last_rotate_request.as_ref();
+    // Never the trace of an earlier version: one trace, one rotation of this token.
+    if status
+        .versions
+        .iter()
+        .any(|v| v.trace_id.as_ref() == Some(value))
+    {
+        return None;
+    }
     let is_trace_id = value.len() == 32
         && value
             .bytes()
