@@ -1,8 +1,6 @@
 //! The command line: `run`, `crd`, `status`, `rotate`, `revoke`. Every error is one line and a
 //! non-zero exit; nothing here can print a token (status holds hashes and prefixes only).
 
-use std::time::Duration;
-
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{CustomResourceExt, ResourceExt};
@@ -78,32 +76,7 @@ pub enum Command {
     },
     /// Ask for a rotation now (sets the tokenwarden.dev/rotate annotation): one
     /// WorkspaceToken, or with -l every one a label selector picks, sharing one trace id.
-    Rotate {
-        /// The WorkspaceToken (or -l).
-        #[arg(required_unless_present = "selector", conflicts_with = "selector")]
-        name: Option<String>,
-        /// Rotate every WorkspaceToken with these labels (`team=a`, `tier in (prod)`).
-        #[arg(short = 'l', long)]
-        selector: Option<String>,
-        /// Namespace (default: the kubeconfig context's).
-        #[arg(short, long)]
-        namespace: Option<String>,
-        /// Every namespace (with -l).
-        #[arg(short = 'A', long, conflicts_with = "namespace", requires = "selector")]
-        all_namespaces: bool,
-        /// Why, in every audit line of the rotation (one trace id for the whole call).
-        #[arg(long)]
-        reason: Option<String>,
-        /// Revoke each previous version as soon as its successor is active.
-        #[arg(long)]
-        revoke_now: bool,
-        /// Wait until the new version is active (and with --revoke-now, the old one revoked).
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait waits, in seconds.
-        #[arg(long, default_value_t = 120)]
-        timeout: u64,
-    },
+    Rotate(crate::fleet::Request),
     /// Revoke one version now (rotating first when it is the current one).
     Revoke {
         /// The WorkspaceToken.
@@ -138,27 +111,7 @@ pub async fn execute(cli: Cli) -> CliResult {
             all_namespaces,
             output,
         } => status(name, namespace, all_namespaces, output).await,
-        Command::Rotate {
-            name,
-            selector,
-            namespace,
-            all_namespaces,
-            reason,
-            revoke_now,
-            wait,
-            timeout,
-        } => {
-            crate::fleet::rotate(crate::fleet::Request {
-                name,
-                selector,
-                namespace,
-                all_namespaces,
-                reason,
-                revoke_now,
-                wait: wait.then(|| Duration::from_secs(timeout)),
-            })
-            .await
-        }
+        Command::Rotate(request) => crate::fleet::rotate(request).await,
         Command::Revoke {
             name,
             version,
@@ -422,7 +375,7 @@ mod plugin_name_tests {
         .expect("parses");
         assert!(matches!(
             cli.command,
-            super::Command::Rotate { name: Some(ref name), wait: true, .. } if name == "agent-alpha"
+            super::Command::Rotate(ref r) if r.name.as_deref() == Some("agent-alpha") && r.wait
         ));
     }
 }

@@ -15,14 +15,39 @@ use crate::cluster::{client_and_namespace, not_found};
 use crate::contract::{REVOKE_VERSION_ANNOTATION, ROTATE_ANNOTATION, ROTATE_REASON_ANNOTATION};
 
 /// What `tokenwarden rotate` was asked.
+#[derive(clap::Args, Debug)]
 pub struct Request {
+    /// The WorkspaceToken (or -l).
+    #[arg(required_unless_present = "selector", conflicts_with = "selector")]
     pub name: Option<String>,
+    /// Rotate every WorkspaceToken with these labels (`team=a`, `tier in (prod)`).
+    #[arg(short = 'l', long)]
     pub selector: Option<String>,
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
     pub namespace: Option<String>,
+    /// Every namespace (with -l).
+    #[arg(short = 'A', long, conflicts_with = "namespace", requires = "selector")]
     pub all_namespaces: bool,
+    /// Why, in every audit line of the rotation (one trace id for the whole call).
+    #[arg(long)]
     pub reason: Option<String>,
+    /// Revoke each previous version as soon as its successor is active.
+    #[arg(long)]
     pub revoke_now: bool,
-    pub wait: Option<Duration>,
+    /// Wait until the new version is active (and with --revoke-now, the old one revoked).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+impl Request {
+    /// How long `--wait` waits; None without it.
+    fn wait(&self) -> Option<Duration> {
+        self.wait.then(|| Duration::from_secs(self.timeout))
+    }
 }
 
 /// One token of the call: where it was and what rotated means for it.
@@ -67,7 +92,7 @@ pub async fn rotate(request: Request) -> Result<(), Box<dyn std::error::Error + 
             Err(e) => failures.push(format!("{ns}/{name}: {e}")),
         }
     }
-    if let Some(timeout) = request.wait {
+    if let Some(timeout) = request.wait() {
         failures.extend(wait(&asked, &trace_id, request.revoke_now, timeout).await);
     }
     if failures.is_empty() {

@@ -144,7 +144,7 @@ async fn a_crash_before_the_status_write_catches_status_up() {
 async fn a_crash_while_a_version_is_held_neither_revokes_it_nor_forgets_the_hold() {
     use k8s_openapi::api::apps::v1::Deployment;
     use kube::api::{Patch, PatchParams, PostParams};
-    use tokenwarden::api::{VersionState, VersionStatus};
+    use tokenwarden::api::VersionState;
 
     let cp = control_plane().await;
     let client = cp.admin_client().await;
@@ -193,13 +193,10 @@ async fn a_crash_while_a_version_is_held_neither_revokes_it_nor_forgets_the_hold
     request_rotation(&api, "t", "r1").await;
     wait_version(&api, "t", 2, WAIT).await;
     report(1).await; // one of two pods on the new template
-    let v1 = |wst: WorkspaceToken| -> Option<VersionStatus> {
-        wst.status?.versions.into_iter().find(|v| v.version == 1)
-    };
     let held = eventually(WAIT, "v1 held by the rollout", || {
         let api = api.clone();
         async move {
-            let v = v1(api.get("t").await.ok()?)?;
+            let v = version_status(&api.get("t").await.ok()?, 1)?;
             (v.retire_held_by == ["Deployment/agent 1/2 updated"]).then_some(v)
         }
     })
@@ -215,7 +212,7 @@ async fn a_crash_while_a_version_is_held_neither_revokes_it_nor_forgets_the_hold
     eventually(WAIT, "the hold known again after the restart", || {
         let api = api.clone();
         async move {
-            let v = v1(api.get("t").await.ok()?)?;
+            let v = version_status(&api.get("t").await.ok()?, 1)?;
             assert_eq!(
                 v.state,
                 VersionState::Retiring,
@@ -226,14 +223,21 @@ async fn a_crash_while_a_version_is_held_neither_revokes_it_nor_forgets_the_hold
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let v = v1(api.get("t").await.unwrap()).unwrap();
+    let v = version_status(&api.get("t").await.unwrap(), 1).unwrap();
     assert_eq!(v.state, VersionState::Retiring, "still held");
 
     report(2).await;
-    eventually(Duration::from_secs(15), "v1 revoked once the rollout finished", || {
-        let api = api.clone();
-        async move { (v1(api.get("t").await.ok()?)?.state == VersionState::Revoked).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(15),
+        "v1 revoked once the rollout finished",
+        || {
+            let api = api.clone();
+            async move {
+                (version_status(&api.get("t").await.ok()?, 1)?.state == VersionState::Revoked)
+                    .then_some(())
+            }
+        },
+    )
     .await;
     dump(&client, &ns, Some(&restarted)).await;
 }

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use kube::api::Api;
 use serde_json::json;
-use tokenwarden::api::{VersionState, VersionStatus, WorkspaceToken};
+use tokenwarden::api::{VersionState, WorkspaceToken};
 use tokenwarden_testenv::node::SYNC_PERIOD;
 
 use support::pods::{self, Reads, Seen, ready_when, seen_by, token_reader, version_of};
 use support::{
     control_plane_with_node, create, dump, event_messages, eventually, eventually_every,
-    request_rotation, wait_version,
+    request_rotation, version_status, wait_version,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -317,15 +317,6 @@ async fn a_rollout_that_never_completes_holds_until_max_grace_period_then_warns_
     let v1 = version_status(&api.get("agent").await.unwrap(), 1).unwrap();
     assert_eq!(v1.state, VersionState::Revoked);
     dump(&client, &ns, Some(operator)).await;
-}
-
-fn version_status(wst: &WorkspaceToken, n: u32) -> Option<VersionStatus> {
-    wst.status
-        .as_ref()?
-        .versions
-        .iter()
-        .find(|v| v.version == n)
-        .cloned()
 }
 
 /// (version, SHA-256) of the token a pod read from its environment.

@@ -234,10 +234,7 @@ impl ControlPlane {
         })?;
         let node = spawn_logged(node, &self.dir, "node")?;
         self.processes.lock().unwrap().push(node);
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(self.node_ready())
+        block_on(self.node_ready())
     }
 
     /// Waits until the Node reports Ready and carries no taint (the node lifecycle controller
@@ -262,14 +259,8 @@ impl ControlPlane {
                     return Ok(());
                 }
             }
-            if let Some(exited) = self.exited_process() {
-                let log = self.dir.join(format!("{exited}.log"));
-                return Err(format!(
-                    "{exited} exited during the node's start ({}): {}",
-                    log.display(),
-                    last_line(&log)
-                )
-                .into());
+            if let Some(exited) = self.exited_during("the node's start") {
+                return Err(exited);
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -284,10 +275,7 @@ impl ControlPlane {
     }
 
     fn wait_ready(&self) -> Result<(), BoxError> {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(self.ready())
+        block_on(self.ready())
     }
 
     /// Waits until kube-apiserver's `/readyz` answers ok (which needs etcd too).
@@ -307,17 +295,25 @@ impl ControlPlane {
                 }
                 _ => {}
             }
-            if let Some(exited) = self.exited_process() {
-                let log = self.dir.join(format!("{exited}.log"));
-                return Err(format!(
-                    "{exited} exited during start ({}): {}",
-                    log.display(),
-                    last_line(&log)
-                )
-                .into());
+            if let Some(exited) = self.exited_during("start") {
+                return Err(exited);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The error to give when a process exited while waiting for `what`: its log's last line.
+    fn exited_during(&self, what: &str) -> Option<BoxError> {
+        let exited = self.exited_process()?;
+        let log = self.dir.join(format!("{exited}.log"));
+        Some(
+            format!(
+                "{exited} exited during {what} ({}): {}",
+                log.display(),
+                last_line(&log)
+            )
+            .into(),
+        )
     }
 
     fn exited_process(&self) -> Option<&'static str> {
@@ -418,6 +414,14 @@ impl ControlPlane {
             .env("KUBECACHEDIR", self.dir.join("kube-cache"));
         cmd
     }
+}
+
+/// Runs `wait` on a small runtime of its own: the start is blocking (see [`ControlPlane::start`]).
+fn block_on(wait: impl std::future::Future<Output = Result<(), BoxError>>) -> Result<(), BoxError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(wait)
 }
 
 async fn client_from(kubeconfig: &Path) -> kube::Client {

@@ -313,6 +313,16 @@ pub async fn condition(
     Some((c.status, c.reason, c.message))
 }
 
+/// Version `n` as the WorkspaceToken's status records it.
+pub fn version_status(wst: &WorkspaceToken, n: u32) -> Option<tokenwarden::api::VersionStatus> {
+    wst.status
+        .as_ref()?
+        .versions
+        .iter()
+        .find(|v| v.version == n)
+        .cloned()
+}
+
 pub fn data(secret: &Secret, key: &str) -> Option<String> {
     secret
         .data
