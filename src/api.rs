@@ -60,6 +60,11 @@ pub use issuer::{
         "optionalOldSelf": true,
         "message": "spec.issuer was removed: put the http issuer in a TokenIssuer and name it in spec.issuerRef (README: moving an inline issuer)",
         "fieldPath": ".issuer"
+    },
+    {
+        "rule": "!has(self.rotation) || !has(self.rotation.holdUntil) || !has(self.rotation.holdUntil.idleFor) || has(self.issuerRef)",
+        "message": "rotation.holdUntil.idleFor needs issuerRef: only a platform knows when a token was last used",
+        "fieldPath": ".rotation.holdUntil.idleFor"
     }
 ]))]
 pub struct WorkspaceTokenSpec {
@@ -182,7 +187,8 @@ pub enum Encoding {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "!(has(self.every) && has(self.schedule))", "message": "every and schedule are exclusive: set one", "fieldPath": ".schedule"},
-    {"rule": "!has(self.timeZone) || has(self.schedule) || (has(self.windows) && size(self.windows) > 0)", "message": "timeZone is only valid with schedule or windows", "fieldPath": ".timeZone"}
+    {"rule": "!has(self.timeZone) || has(self.schedule) || (has(self.windows) && size(self.windows) > 0)", "message": "timeZone is only valid with schedule or windows", "fieldPath": ".timeZone"},
+    {"rule": "!(has(self.revokeAfterUse) && self.revokeAfterUse && has(self.holdUntil) && has(self.holdUntil.idleFor))", "message": "revokeAfterUse and holdUntil.idleFor exclude each other: each reads usage with the token the other judges", "fieldPath": ".holdUntil.idleFor"}
 ]))]
 pub struct RotationSpec {
     /// Rotate this long after the last rotation (s, m, h, d units: 720h, 1d12h).
@@ -248,11 +254,17 @@ pub struct HoldUntil {
     /// and available, no pod of an older template left (as `kubectl rollout status`).
     #[serde(default)]
     pub rollout_complete: bool,
+    /// Issuer tokens: the previous token unused at the platform (its `last_used_at`) for this
+    /// long, or not used at all since the cutover. Read by listing with the current token, so
+    /// the operator's own calls never touch the token being judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub idle_for: Option<String>,
 }
 
 impl HoldUntil {
     pub fn is_empty(&self) -> bool {
-        !self.rollout_complete
+        !self.rollout_complete && self.idle_for.is_none()
     }
 }
 
@@ -395,6 +407,12 @@ pub struct VersionStatus {
     /// `retireAt` is then the latest it is revoked (successor's cutover + maxGracePeriod).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retire_held_by: Vec<String>,
+    /// `holdUntil.idleFor`: when the platform last saw the token used, as of `usageCheckedAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Time>,
+    /// When the platform was last asked about this token's use (with its successor's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_checked_at: Option<Time>,
 }
 
 #[derive(

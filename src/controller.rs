@@ -208,10 +208,15 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     let issuer = ctx.io.issuers.for_token(&wst);
     let ns = wst.namespace().unwrap_or_default();
     let rollouts = ctx.rollouts.seen(&ns, waited_on(&wst));
-    let plan = plan::plan(
-        &observe::observed(&wst, &view, issuer.as_ref(), rollouts),
-        now,
-    );
+    let observed = |usage| observe::observed(&wst, &view, issuer.as_ref(), rollouts.clone(), usage);
+    let mut plan = plan::plan(&observed(None), now);
+    // holdUntil.idleFor: the plan cannot say whether a version is held before the platform
+    // said when it was last used; ask, then plan again with the answer.
+    if let Some(version) = plan.usage_query {
+        let usage =
+            apply::read_usage(&ctx.io, &wst, issuer.as_ref(), &plan, &view, version, now).await;
+        plan = plan::plan(&observed(Some(usage)), now);
+    }
     let waits = if plan.holds_rollouts() {
         waited_on(&wst)
     } else {

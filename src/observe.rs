@@ -8,18 +8,20 @@ use std::collections::BTreeMap;
 use crate::api::{RestartKind, WorkspaceToken};
 use crate::contract::FINALIZER;
 use crate::issuer::resolve::{IssuerProblem, ResolvedIssuer};
-use crate::plan::{MintIntent, Observed};
+use crate::plan::{MintIntent, Observed, UsageReading};
 use crate::rollout::Rollout;
 use crate::secrets::SecretsView;
 
 /// The planner's input for `wst`, whose cached Secrets are sorted into `view` and whose
 /// issuer resolved to `issuer` (None: it mints locally), and whose restart targets' rollouts
-/// are `rollouts` (those seen so far).
+/// are `rollouts` (those seen so far), with the platform's answer about a retiring version's
+/// use when this pass asked (`usage`).
 pub fn observed<'a>(
     wst: &'a WorkspaceToken,
     view: &SecretsView,
     issuer: Option<&Result<ResolvedIssuer, IssuerProblem>>,
     rollouts: BTreeMap<(RestartKind, String), Rollout>,
+    usage: Option<UsageReading>,
 ) -> Observed<'a> {
     static NO_ANNOTATIONS: std::collections::BTreeMap<String, String> =
         std::collections::BTreeMap::new();
@@ -40,5 +42,6 @@ pub fn observed<'a>(
             .and_then(MintIntent::parse),
         issuer_problem: issuer.and_then(|i| i.as_ref().err()).cloned(),
         rollouts,
+        usage,
     }
 }

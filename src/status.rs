@@ -201,6 +201,9 @@ fn version_status(
     journal: &Journal,
 ) -> VersionStatus {
     let token = journal.token(n);
+    let retiring = fate.state == VersionState::Retiring;
+    // What the platform said of its use matters only while it may still be held.
+    let usage = record.usage.filter(|_| retiring);
     VersionStatus {
         version: n,
         secret_name: versioned_secret_name(secret_name, n),
@@ -225,11 +228,13 @@ fn version_status(
         issuer: token
             .and_then(|t| t.issuer.clone())
             .or_else(|| record.issuer.clone()),
-        retire_held_by: if fate.state == VersionState::Retiring {
+        retire_held_by: if retiring {
             record.retire_held_by.clone()
         } else {
             Vec::new()
         },
+        last_used_at: usage.and_then(|u| u.last_used_at).map(crate::time::to_time),
+        usage_checked_at: usage.map(|u| crate::time::to_time(u.checked_at)),
     }
 }
 
@@ -390,6 +395,7 @@ mod tests {
                 mint_intent: None,
                 issuer_problem: None,
                 rollouts: Default::default(),
+                usage: None,
             },
             chrono::DateTime::UNIX_EPOCH,
         );

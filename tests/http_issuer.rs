@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use support::platform::TestPlatform;
 use support::*;
-use tokenwarden::api::{TokenIssuer, WorkspaceToken};
+use tokenwarden::api::{TokenIssuer, VersionState, WorkspaceToken};
 use tokenwarden::token::sha256_hex;
 
 const WAIT: Duration = Duration::from_secs(45);
@@ -774,5 +774,79 @@ async fn a_401_over_plaintext_is_not_taken_for_a_revocation() {
     .await;
     assert!(note.contains("plaintext"), "{note}");
     assert_eq!(s.platform.live("ws-forged-401").await.len(), 1);
+    s.finish().await;
+}
+
+/// `holdUntil.idleFor`: the previous token stays while a consumer keeps using it and goes
+/// `idleFor` after its last use. The operator asks the platform with the current token only:
+/// while the version is held, the platform's `last_used_at` of the old token is always the
+/// consumer's (were it the operator's, the hold would never end before maxGracePeriod).
+#[tokio::test]
+async fn idle_for_holds_a_previous_token_in_use_and_releases_it_idle_for_after_its_last_use() {
+    let s = setup("http-idle", "ws-idle").await;
+    create(
+        &s.api,
+        "t",
+        s.platform.spec(
+            "ws-idle",
+            json!({ "rotation": { "gracePeriod": "2s", "maxGracePeriod": "10m",
+                                  "holdUntil": { "idleFor": "8s" } } }),
+        ),
+    )
+    .await;
+    wait_version(&s.api, "t", 1, WAIT).await;
+    let v1 = data(&s.secrets.get("t-v1").await.unwrap(), "token").unwrap();
+    let v1_sha = sha256_hex(v1.as_bytes());
+    s.rotate("t", "r1").await;
+    wait_version(&s.api, "t", 2, WAIT).await;
+
+    // A consumer that has not moved keeps calling with v1 for 14 s, every 2 s.
+    let consumer = reqwest::Client::new();
+    let list = format!("{}/workspaces/ws-idle/tokens", s.platform.url());
+    let mut last_use_done = chrono::Utc::now();
+    for _ in 0..8 {
+        let used = consumer.get(&list).bearer_auth(&v1).send().await.unwrap();
+        assert_eq!(used.status(), 200, "v1 is valid while a consumer uses it");
+        last_use_done = chrono::Utc::now();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let held = version_status(&s.api.get("t").await.unwrap(), 1).unwrap();
+    assert_eq!(held.state, VersionState::Retiring, "{held:?}");
+    assert!(
+        held.retire_held_by.iter().any(|h| h.starts_with("used ")),
+        "status says it is held by its use: {:?}",
+        held.retire_held_by
+    );
+
+    // Idle now: released about 8 s after the last use; until then the operator never used it.
+    let revoked_at = eventually(Duration::from_secs(60), "v1 revoked once idle", || async {
+        let row = (s.platform.platform.rows().await)
+            .into_iter()
+            .find(|r| r.token_sha256 == v1_sha)
+            .expect("v1's row");
+        if row.revoked_at.is_none() {
+            let used = row.last_used_at.expect("used by the consumer");
+            assert!(
+                used <= last_use_done,
+                "only the consumer used v1 while it was held (last use {used}, consumer's {last_use_done})"
+            );
+        }
+        row.revoked_at
+    })
+    .await;
+    let idle = revoked_at - last_use_done;
+    assert!(
+        idle >= chrono::TimeDelta::seconds(7),
+        "revoked {idle} after the last use, before idleFor (8s)"
+    );
+    eventually(WAIT, "t-v1 deleted", || async {
+        s.secrets
+            .get_opt("t-v1")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
     s.finish().await;
 }

@@ -74,7 +74,7 @@ proptest! {
             name: "t", uid: "uid", generation: Some(1), spec: &spec, annotations: &annotations,
             status: None, deleting: false, has_finalizer: true, versioned: BTreeMap::new(),
             mounted: None, foreign: Vec::new(), mint_intent: None, issuer_problem: None,
-            rollouts: Default::default(),
+            rollouts: Default::default(), usage: None,
         };
         let _ = plan(&observed, now);
     }

@@ -138,6 +138,23 @@ fn invalid_specs() -> Vec<(&'static str, Value, &'static str)> {
             json!({ "workspaceId": "w", "environment": "prod us" }),
             "environment",
         ),
+        (
+            "idleFor on a local token (no platform knows its use)",
+            json!({ "workspaceId": "w", "rotation": { "holdUntil": { "idleFor": "10m" } } }),
+            "rotation.holdUntil.idleFor",
+        ),
+        (
+            "idleFor with revokeAfterUse (each lists with the other's token)",
+            json!({ "workspaceId": "w", "issuerRef": { "name": "p" },
+                    "rotation": { "revokeAfterUse": true, "holdUntil": { "idleFor": "10m" } } }),
+            "rotation.holdUntil.idleFor",
+        ),
+        (
+            "idleFor not a duration",
+            json!({ "workspaceId": "w", "issuerRef": { "name": "p" },
+                    "rotation": { "holdUntil": { "idleFor": "ten minutes" } } }),
+            "rotation.holdUntil.idleFor",
+        ),
     ]
 }
 

@@ -34,6 +34,7 @@ mod provenance;
 mod records;
 mod restart;
 mod revoke;
+mod usage;
 
 /// What the apply side may touch: the API server, the Secret cache (to see every token the
 /// cluster holds), Events, metrics and the platforms' connection pool.
@@ -79,22 +80,7 @@ pub async fn run(
     view: &SecretsView,
     now: DateTime<Utc>,
 ) -> (Journal, Wrote) {
-    let ns = wst.namespace().unwrap_or_default();
-    let mut applier = Applier {
-        io,
-        wst,
-        plan,
-        view,
-        issuer,
-        secrets: Api::namespaced(io.client.clone(), &ns),
-        ns,
-        name: wst.name_any(),
-        now,
-        journal: Journal::default(),
-        writes: Wrote::default(),
-        unlabelled_mounted: None,
-        tokens_in_play: std::sync::Mutex::new(view.token_hashes()),
-    };
+    let mut applier = Applier::new(io, wst, issuer, plan, view, now);
     for warning in &plan.warnings {
         let message = warning.message.clone();
         applier.event(EventType::Warning, warning.reason, "Reconcile", message);
@@ -103,6 +89,28 @@ pub async fn run(
         applier.failed(e);
     }
     (applier.journal, applier.writes)
+}
+
+/// `holdUntil.idleFor`: asks the platform when it last saw `version`'s token used, listing
+/// with the current token (never the judged one, whose use this would otherwise be).
+pub async fn read_usage(
+    io: &Handle,
+    wst: &WorkspaceToken,
+    issuer: Option<&std::result::Result<ResolvedIssuer, IssuerProblem>>,
+    plan: &Plan,
+    view: &SecretsView,
+    version: u32,
+    now: DateTime<Utc>,
+) -> crate::plan::UsageReading {
+    let applier = Applier::new(io, wst, issuer, plan, view, now);
+    let usage = applier.usage_of(version).await;
+    if let Err(why) = &usage {
+        tracing::warn!(
+            namespace = %applier.ns, name = %applier.name, version, reason = %why,
+            "could not read a retiring version's use; it stays held"
+        );
+    }
+    crate::plan::UsageReading { version, usage }
 }
 
 /// Says that a pass failed, where people look: a Warning event on the WorkspaceToken and a
@@ -185,6 +193,34 @@ fn trace_id_of(plan: &Plan, journal: &Journal, version: u32) -> Option<String> {
         .token(version)
         .map(|t| t.trace_id.clone())
         .or_else(|| plan.versions.get(&version)?.trace_id.clone())
+}
+
+impl<'a> Applier<'a> {
+    fn new(
+        io: &'a Handle,
+        wst: &'a WorkspaceToken,
+        issuer: Option<&'a std::result::Result<ResolvedIssuer, IssuerProblem>>,
+        plan: &'a Plan,
+        view: &'a SecretsView,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let ns = wst.namespace().unwrap_or_default();
+        Applier {
+            io,
+            wst,
+            plan,
+            view,
+            issuer,
+            secrets: Api::namespaced(io.client.clone(), &ns),
+            ns,
+            name: wst.name_any(),
+            now,
+            journal: Journal::default(),
+            writes: Wrote::default(),
+            unlabelled_mounted: None,
+            tokens_in_play: std::sync::Mutex::new(view.token_hashes()),
+        }
+    }
 }
 
 impl Applier<'_> {

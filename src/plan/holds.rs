@@ -28,28 +28,38 @@ impl Planner<'_, '_> {
             .collect()
     }
 
-    /// At the end of the grace period: revoke (`GraceEnded`), or hold while `held_by` says a
-    /// consumer has not moved, until `maxGracePeriod` (then `HoldExpired` and a Warning
-    /// `StaleConsumer`). Returns the revocation reason, if any, the version's `retireAt`, and
-    /// whether it is held past its grace period.
+    /// At the end of the grace period: revoke (`GraceEnded`), or hold while `held_by` or the
+    /// version's use (`idleFor`) says a consumer has not moved, until `maxGracePeriod` (then
+    /// `HoldExpired` and a Warning `StaleConsumer`). Returns the revocation reason, if any,
+    /// the version's `retireAt`, and what holds it past its grace period (empty: nothing).
     pub(super) fn grace_or_hold(
         &mut self,
         old: u32,
         cutover: DateTime<Utc>,
         retire_at: Option<DateTime<Utc>>,
         held_by: &[String],
-    ) -> (Option<RevokeReason>, Option<DateTime<Utc>>, bool) {
-        if retire_at.is_none_or(|r| self.now < r) {
-            return (None, retire_at, false);
-        }
-        if held_by.is_empty() {
-            return (Some(RevokeReason::GraceEnded), retire_at, false);
+    ) -> (Option<RevokeReason>, Option<DateTime<Utc>>, Vec<String>) {
+        let Some(grace_end) = retire_at.filter(|r| self.now >= *r) else {
+            return (None, retire_at, Vec::new());
+        };
+        if held_by.is_empty() && self.o.spec.rotation.hold_until.is_empty() {
+            return (Some(RevokeReason::GraceEnded), retire_at, Vec::new());
         }
         let Some(cap) = self.hold_cap(cutover) else {
-            return (Some(RevokeReason::GraceEnded), retire_at, false);
+            return (Some(RevokeReason::GraceEnded), retire_at, Vec::new());
         };
+        let mut held_by = held_by.to_vec();
         if self.now < cap {
-            return (None, Some(cap), true);
+            held_by.extend(self.idle_hold(old, cutover, grace_end));
+            if held_by.is_empty() {
+                return (Some(RevokeReason::GraceEnded), retire_at, held_by);
+            }
+            return (None, Some(cap), held_by);
+        }
+        // At the cap the platform is not asked again: what it said last is what held it.
+        held_by.extend(self.idle_held_by_record(old, cutover));
+        if held_by.is_empty() {
+            return (Some(RevokeReason::GraceEnded), retire_at, held_by);
         }
         self.consumer_warnings.push(Warning {
             reason: "StaleConsumer",
@@ -58,7 +68,7 @@ impl Planner<'_, '_> {
                 held_by.join(", ")
             ),
         });
-        (Some(RevokeReason::HoldExpired), Some(cap), false)
+        (Some(RevokeReason::HoldExpired), Some(cap), Vec::new())
     }
 
     /// `cutover + maxGracePeriod`: no hold keeps a version past it. None when the duration

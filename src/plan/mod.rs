@@ -14,6 +14,7 @@ pub use crate::issuer::resolve::IssuerProblem;
 pub use crate::rollout::Rollout;
 
 mod holds;
+mod idle;
 mod metadata;
 mod planner;
 mod spec_hash;
@@ -107,6 +108,8 @@ pub struct Observed<'a> {
     pub issuer_problem: Option<IssuerProblem>,
     /// The restart targets' rollouts, where watched and seen (absent: not seen yet).
     pub rollouts: BTreeMap<(RestartKind, String), Rollout>,
+    /// The platform's answer to the plan's `usage_query`, when this pass asked it.
+    pub usage: Option<UsageReading>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +259,23 @@ pub struct VersionRecord {
     pub issuer: Option<crate::api::IssuerIdentity>,
     /// Why a Retiring version outlives its grace period (recomputed every pass).
     pub retire_held_by: Vec<String>,
+    /// What the platform last said of the token's use (`holdUntil.idleFor`).
+    pub usage: Option<Usage>,
+}
+
+/// The platform's `last_used_at` of a token, as read at `checked_at` (with another token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub checked_at: DateTime<Utc>,
+}
+
+/// What asking the platform about a retiring version's use gave, in this pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageReading {
+    pub version: u32,
+    /// The use, or why the platform could not tell (said in `retireHeldBy`).
+    pub usage: Result<Usage, String>,
 }
 
 /// Why the WorkspaceToken is or is not Ready.
@@ -284,6 +304,10 @@ pub struct Plan {
     pub spec_error: Option<String>,
     /// Warning events this pass publishes: each problem once, when it first appears.
     pub warnings: Vec<Warning>,
+    /// `holdUntil.idleFor`: the Retiring version whose use the platform must be asked about
+    /// (with the current token) before this plan can say whether it is held; the pass asks,
+    /// then plans again with the answer in `Observed::usage`.
+    pub usage_query: Option<u32>,
 }
 
 impl Plan {
@@ -298,6 +322,9 @@ impl Plan {
 
 /// How often a Retiring version under `revokeAfterUse` checks the platform for use.
 pub(crate) const USAGE_POLL_SECONDS: i64 = 15;
+
+/// How soon a `holdUntil.idleFor` check the platform did not answer is tried again.
+pub(crate) const USAGE_RETRY_SECONDS: i64 = 60;
 
 pub fn plan(o: &Observed<'_>, now: DateTime<Utc>) -> Plan {
     let mut p = planner::Planner::new(o, now);

@@ -35,6 +35,8 @@ pub(super) struct Planner<'o, 'a> {
     pub(super) consumer_warnings: Vec<Warning>,
     /// `spec.rotation.windows`, parsed with the schedule.
     pub(super) windows: Vec<crate::window::Window>,
+    /// The Retiring version whose use the platform must be asked about (`holdUntil.idleFor`).
+    pub(super) usage_query: Option<u32>,
 }
 
 impl<'o, 'a> Planner<'o, 'a> {
@@ -90,6 +92,7 @@ impl<'o, 'a> Planner<'o, 'a> {
                     issuer_token_id: kept.and_then(|k| k.issuer_token_id.clone()),
                     issuer,
                     retire_held_by: Vec::new(),
+                    usage: kept.and_then(|k| k.usage),
                 },
             );
         }
@@ -108,6 +111,7 @@ impl<'o, 'a> Planner<'o, 'a> {
             wake_at: None,
             consumer_warnings: Vec::new(),
             windows: Vec::new(),
+            usage_query: None,
         }
     }
 
@@ -395,7 +399,7 @@ impl<'o, 'a> Planner<'o, 'a> {
                 None
             };
             let (reason, retire_at, held) = match reason {
-                Some(reason) => (Some(reason), retire_at, false),
+                Some(reason) => (Some(reason), retire_at, Vec::new()),
                 None => self.grace_or_hold(old, activated, retire_at, &held_by),
             };
             // Without its record the token cannot be served as previous-token.
@@ -407,15 +411,16 @@ impl<'o, 'a> Planner<'o, 'a> {
             let record = self.versions.get_mut(&old).expect("live version");
             record.state = VersionState::Retiring;
             record.retire_at = retire_at;
-            if held {
-                record.retire_held_by = held_by.clone();
-            }
+            record.retire_held_by = held;
             previous = Some(old);
             if let Some(retire_at) = retire_at {
                 self.wake(retire_at);
             }
-            // One consumer using the new token says nothing of those a hold waits for.
-            let after_use = o.spec.issuer_ref.is_some() && o.spec.rotation.revoke_after_use;
+            // One consumer using the new token says nothing of those a hold waits for; and
+            // its check (listing with the old token) would mark the token idleFor judges used.
+            let after_use = o.spec.issuer_ref.is_some()
+                && o.spec.rotation.revoke_after_use
+                && o.spec.rotation.hold_until.idle_for.is_none();
             if after_use && !rotated && held_by.is_empty() {
                 revocations.push(Step::RevokeIfUsed { version: old });
                 self.wake(self.now + TimeDelta::seconds(USAGE_POLL_SECONDS));
@@ -538,6 +543,7 @@ impl<'o, 'a> Planner<'o, 'a> {
             requeue_after,
             spec_error: self.spec_error,
             warnings,
+            usage_query: self.usage_query,
         }
     }
 }
@@ -556,6 +562,7 @@ pub(super) fn new_record(now: DateTime<Utc>) -> VersionRecord {
         issuer_token_id: None,
         issuer: None,
         retire_held_by: Vec::new(),
+        usage: None,
     }
 }
 
@@ -580,5 +587,14 @@ fn record_from_status(v: &crate::api::VersionStatus) -> VersionRecord {
         issuer_token_id: v.issuer_token_id.clone(),
         issuer: v.issuer.clone(),
         retire_held_by: Vec::new(),
+        usage: usage_from_status(v),
     }
+}
+
+/// The last answer about the version's use, as status recorded it.
+fn usage_from_status(v: &crate::api::VersionStatus) -> Option<super::Usage> {
+    Some(super::Usage {
+        last_used_at: v.last_used_at.as_ref().map(crate::time::from_time),
+        checked_at: crate::time::from_time(v.usage_checked_at.as_ref()?),
+    })
 }

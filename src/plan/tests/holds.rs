@@ -43,13 +43,6 @@ fn cut_over(spec: WorkspaceTokenSpec) -> (World, DateTime<Utc>) {
     (world, t1)
 }
 
-fn revocations(plan: &Plan) -> Vec<&Step> {
-    plan.steps
-        .iter()
-        .filter(|s| matches!(s, Step::Revoke { .. }))
-        .collect()
-}
-
 #[test]
 fn an_unfinished_rollout_holds_the_previous_version_past_its_grace_period_and_says_why() {
     let (mut world, t1) = cut_over(held(json!({})));

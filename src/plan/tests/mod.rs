@@ -24,6 +24,7 @@ mod drift;
 mod failures;
 mod holds;
 mod http_issuer;
+mod idle;
 mod metadata;
 mod rotation;
 mod triggers;

@@ -76,6 +76,12 @@ pub(super) struct Outside {
     pub(super) serial: u32,
     /// The platform shows the current token used by a consumer after its cutover.
     pub(super) used_after_cutover: bool,
+    /// The platform's `last_used_at` of each version's token (absent: never used).
+    pub(super) last_used: BTreeMap<u32, DateTime<Utc>>,
+    /// The platform does not answer a usage listing, for this reason.
+    pub(super) usage_unreadable: Option<String>,
+    /// Versions whose use the planner asked the platform about, in order.
+    pub(super) usage_asked: Vec<u32>,
 }
 
 /// One WorkspaceToken and the cluster around it, as the planner observes it.
@@ -146,13 +152,35 @@ impl World {
             mint_intent: self.mint_intent.clone(),
             issuer_problem: self.issuer_problem.clone(),
             rollouts: self.rollouts.clone(),
+            usage: None,
         }
     }
 
+    /// A pass's plan, with the platform asked when the planner needs its answer (as the
+    /// controller does: plan, ask, plan again).
     pub(super) fn plan(&self, now: DateTime<Utc>) -> Plan {
-        let plan = plan(&self.observed(), now);
-        self.check(&plan);
-        plan
+        self.plan_asking(now).0
+    }
+
+    /// The plan, and the version whose use the platform was asked about on the way.
+    fn plan_asking(&self, now: DateTime<Utc>) -> (Plan, Option<u32>) {
+        let first = plan(&self.observed(), now);
+        let Some(version) = first.usage_query else {
+            self.check(&first);
+            return (first, None);
+        };
+        let usage = match &self.outside.usage_unreadable {
+            Some(why) => Err(why.clone()),
+            None => Ok(Usage {
+                last_used_at: self.outside.last_used.get(&version).copied(),
+                checked_at: now,
+            }),
+        };
+        let mut observed = self.observed();
+        observed.usage = Some(UsageReading { version, usage });
+        let second = plan(&observed, now);
+        self.check(&second);
+        (second, Some(version))
     }
 
     pub(super) fn status(&self) -> &WorkspaceTokenStatus {
@@ -378,7 +406,8 @@ impl World {
 
     /// One full pass: plan, apply every step, write status.
     pub(super) fn pass(&mut self, now: DateTime<Utc>) -> Plan {
-        let plan = self.plan(now);
+        let (plan, asked) = self.plan_asking(now);
+        self.outside.usage_asked.extend(asked);
         let journal = self.apply(&plan, now, plan.steps.len());
         if !self.gone {
             self.status = Some(self.render(&plan, &journal));
@@ -627,6 +656,8 @@ pub(super) fn cluster(
                 issuer_token_id: Some(format!("tok-v{n}")),
                 issuer: None,
                 retire_held_by: Vec::new(),
+                last_used_at: None,
+                usage_checked_at: None,
             }
         })
         .collect();
@@ -666,6 +697,14 @@ pub(super) fn write(current: u32, previous: Option<u32>, why: MountedWrite) -> S
         previous,
         why,
     }
+}
+
+/// The revocations a plan makes.
+pub(super) fn revocations(plan: &Plan) -> Vec<&Step> {
+    plan.steps
+        .iter()
+        .filter(|s| matches!(s, Step::Revoke { .. }))
+        .collect()
 }
 
 pub(super) fn revoke(version: u32, reason: RevokeReason) -> Step {
