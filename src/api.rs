@@ -326,6 +326,17 @@ pub enum RestartKind {
     DaemonSet,
 }
 
+impl RestartKind {
+    /// The Kubernetes kind name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartKind::Deployment => "Deployment",
+            RestartKind::StatefulSet => "StatefulSet",
+            RestartKind::DaemonSet => "DaemonSet",
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
     /// Revoke every live version at the issuer, then delete the Secrets.
@@ -373,6 +384,9 @@ pub struct WorkspaceTokenStatus {
     /// Newest first; revoked ones trimmed to `historyLimit`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<VersionStatus>,
+    /// The workloads of the namespace whose pod template reads `S`, and how.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -413,6 +427,21 @@ pub struct VersionStatus {
     /// When the platform was last asked about this token's use (with its successor's token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_checked_at: Option<Time>,
+}
+
+/// A workload whose pod template reads `S`, one way (a workload reading it two ways is listed
+/// twice).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerStatus {
+    /// Deployment, StatefulSet, DaemonSet, CronJob, Job or Pod (a bare one).
+    pub kind: String,
+    pub name: String,
+    /// volume, projected, env, envFrom or subPath: the last three never see a new token
+    /// without a restart.
+    pub via: String,
+    /// Named in `spec.restartTargets`: rolled at each cutover.
+    pub restart_target: bool,
 }
 
 #[derive(

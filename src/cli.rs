@@ -271,12 +271,33 @@ pub(crate) fn version_table(w: &WorkspaceToken) -> String {
         ]);
     }
     format!(
-        "{}/{} (workspace {})\n{}",
+        "{}/{} (workspace {})\n{}{}",
         w.namespace().unwrap_or_default(),
         w.name_any(),
         w.spec.workspace_id,
-        render_table(&rows)
+        render_table(&rows),
+        consumer_table(&s.consumers)
     )
+}
+
+/// Who reads the token, and whether a cutover reaches them (empty when nobody is known to).
+fn consumer_table(consumers: &[crate::api::ConsumerStatus]) -> String {
+    if consumers.is_empty() {
+        return String::new();
+    }
+    let mut rows = vec![vec![
+        "CONSUMER".to_string(),
+        "VIA".into(),
+        "RESTART TARGET".into(),
+    ]];
+    for c in consumers {
+        rows.push(vec![
+            format!("{}/{}", c.kind, c.name),
+            c.via.clone(),
+            if c.restart_target { "yes" } else { "no" }.into(),
+        ]);
+    }
+    format!("\n{}", render_table(&rows))
 }
 
 fn render_table(rows: &[Vec<String>]) -> String {
@@ -405,6 +426,38 @@ mod version_table_tests {
         );
         assert!(
             lines[3].ends_with("Deployment/agent 1/2 updated, Deployment/web restart pending"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn consumers_follow_the_versions_with_how_they_read_and_whether_a_cutover_rolls_them() {
+        let wst: crate::api::WorkspaceToken = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken",
+            "metadata": { "name": "agent", "namespace": "team-a" },
+            "spec": { "workspaceId": "ws-1" },
+            "status": {
+                "versions": [{ "version": 1, "secretName": "agent-v1", "state": "Active" }],
+                "consumers": [
+                    { "kind": "Deployment", "name": "agent", "via": "env", "restartTarget": true },
+                    { "kind": "CronJob", "name": "report", "via": "envFrom", "restartTarget": false },
+                ],
+            },
+        }))
+        .unwrap();
+        let table = super::version_table(&wst);
+        let lines: Vec<Vec<&str>> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("CONSUMER"))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                vec!["CONSUMER", "VIA", "RESTART", "TARGET"],
+                vec!["Deployment/agent", "env", "yes"],
+                vec!["CronJob/report", "envFrom", "no"],
+            ],
             "{table}"
         );
     }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt, future};
+use futures::{Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -16,6 +16,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::api::WorkspaceToken;
+use crate::consumers::ConsumerIndex;
 use crate::contract::{LAST_APPLIED_ANNOTATION, READY, managed_selector};
 use crate::events::EventPublisher;
 use crate::issuer::client::HttpClient;
@@ -33,6 +34,8 @@ struct Context {
     pacer: Mutex<Pacer<ObjectRef<WorkspaceToken>>>,
     /// The restart targets a Retiring version waits on (`holdUntil.rolloutComplete`).
     rollouts: RolloutWatches,
+    /// Who reads which Secret (`status.consumers`).
+    consumers: ConsumerIndex,
 }
 
 pub struct Settings {
@@ -66,6 +69,8 @@ pub async fn run(
         &settings.cluster_resource_namespace,
     );
     let (rollouts, rollout_triggers) = RolloutWatches::new(client.clone());
+    let (consumers, consumer_changes) =
+        crate::consumers::run(client.clone(), settings.namespace.as_deref());
     let ctx = Arc::new(Context {
         io: apply::Handle {
             events: EventPublisher::new(client.clone(), settings.instance.clone()),
@@ -77,6 +82,7 @@ pub async fn run(
         },
         pacer: Mutex::default(),
         rollouts,
+        consumers,
     });
 
     // Secrets are hashed as they arrive, so plaintext never sits in the cache.
@@ -130,8 +136,10 @@ pub async fn run(
     let issuer_triggers = issuer_feeds
         .triggers(controller.store())
         .inspect(move |key| retried.pacer().dependency_changed(key));
+    let consumer_triggers = read_by(consumer_changes, controller.store());
     let tokens = controller
         .reconcile_on(secret_triggers)
+        .reconcile_on(consumer_triggers)
         .reconcile_on(issuer_triggers)
         .reconcile_on(rollout_triggers)
         .graceful_shutdown_on(shutdown.clone())
@@ -145,6 +153,25 @@ pub async fn run(
     );
     future::join(tokens, issuer_status).await;
     gauge.abort();
+}
+
+/// The WorkspaceTokens whose `S` a change of consumers is about.
+fn read_by(
+    changes: impl Stream<Item = (String, String)> + Send + 'static,
+    tokens: kube::runtime::reflector::Store<WorkspaceToken>,
+) -> impl Stream<Item = ObjectRef<WorkspaceToken>> + Send + 'static {
+    changes.flat_map(move |(ns, secret)| {
+        let woken: Vec<_> = (tokens.state().iter())
+            .filter(|wst| wst.metadata.namespace.as_deref() == Some(ns.as_str()))
+            .filter(|wst| {
+                wst.spec
+                    .secret_name(wst.metadata.name.as_deref().unwrap_or_default())
+                    == secret
+            })
+            .map(|wst| ObjectRef::from_obj(wst.as_ref()))
+            .collect();
+        futures::stream::iter(woken)
+    })
 }
 
 /// The restart targets whose rollout may hold a Retiring version of `wst`.
@@ -208,7 +235,14 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     let issuer = ctx.io.issuers.for_token(&wst);
     let ns = wst.namespace().unwrap_or_default();
     let rollouts = ctx.rollouts.seen(&ns, waited_on(&wst));
-    let observed = |usage| observe::observed(&wst, &view, issuer.as_ref(), rollouts.clone(), usage);
+    let consumers = (ctx.consumers).consumers_of(&ns, wst.spec.secret_name(&wst.name_any()));
+    let observed = |usage| {
+        let watched = observe::Watched {
+            rollouts: rollouts.clone(),
+            consumers: consumers.clone(),
+        };
+        observe::observed(&wst, &view, issuer.as_ref(), watched, usage)
+    };
     let mut plan = plan::plan(&observed(None), now);
     // holdUntil.idleFor: the plan cannot say whether a version is held before the platform
     // said when it was last used; ask, then plan again with the answer.
@@ -259,7 +293,8 @@ impl Context {
         // Before the first list of Secrets and of issuers completes, absence means nothing:
         // wait (the issuer CRDs must be installed: their watches say so in the log until they
         // are).
-        if !self.io.index.is_ready() || !self.io.issuers.is_ready() {
+        // Nor before every kind of workload was listed: consumers missing then are not gone.
+        if !self.io.index.is_ready() || !self.io.issuers.is_ready() || !self.consumers.is_ready() {
             return Some(Duration::from_millis(500));
         }
         let secrets = (self.io.index)

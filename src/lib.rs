@@ -5,6 +5,7 @@ pub mod api;
 mod apply;
 pub mod cli;
 mod cluster;
+pub mod consumers;
 mod contract;
 mod controller;
 mod events;

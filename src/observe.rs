@@ -6,21 +6,29 @@ use kube::ResourceExt;
 use std::collections::BTreeMap;
 
 use crate::api::{RestartKind, WorkspaceToken};
+use crate::consumers::Consumer;
 use crate::contract::FINALIZER;
 use crate::issuer::resolve::{IssuerProblem, ResolvedIssuer};
 use crate::plan::{MintIntent, Observed, UsageReading};
 use crate::rollout::Rollout;
 use crate::secrets::SecretsView;
 
-/// The planner's input for `wst`, whose cached Secrets are sorted into `view` and whose
-/// issuer resolved to `issuer` (None: it mints locally), and whose restart targets' rollouts
-/// are `rollouts` (those seen so far), with the platform's answer about a retiring version's
-/// use when this pass asked (`usage`).
+/// What the operator's watches saw around a WorkspaceToken.
+pub struct Watched {
+    /// Its restart targets' rollouts (those seen so far).
+    pub rollouts: BTreeMap<(RestartKind, String), Rollout>,
+    /// The workloads of its namespace that read `S`.
+    pub consumers: Vec<Consumer>,
+}
+
+/// The planner's input for `wst`, whose cached Secrets are sorted into `view`, whose issuer
+/// resolved to `issuer` (None: it mints locally), with what the watches saw around it, and the
+/// platform's answer about a retiring version's use when this pass asked (`usage`).
 pub fn observed<'a>(
     wst: &'a WorkspaceToken,
     view: &SecretsView,
     issuer: Option<&Result<ResolvedIssuer, IssuerProblem>>,
-    rollouts: BTreeMap<(RestartKind, String), Rollout>,
+    watched: Watched,
     usage: Option<UsageReading>,
 ) -> Observed<'a> {
     static NO_ANNOTATIONS: std::collections::BTreeMap<String, String> =
@@ -41,7 +49,8 @@ pub fn observed<'a>(
             .and_then(|s| s.mint_intent.as_deref())
             .and_then(MintIntent::parse),
         issuer_problem: issuer.and_then(|i| i.as_ref().err()).cloned(),
-        rollouts,
+        rollouts: watched.rollouts,
         usage,
+        consumers: watched.consumers,
     }
 }

@@ -38,6 +38,8 @@ pub fn render(
     // Never part of the status applied: only the mint writes and clears it (a merge patch of
     // its own), and an apply carrying the value this pass read could undo that.
     status.mint_intent = None;
+    // Who reads S is an observation, whatever became of the plan.
+    status.consumers = plan.consumers.clone();
     status.conditions = vec![
         condition(
             &previous, READY, ready.0, ready.1, &ready.2, generation, now,
@@ -131,6 +133,7 @@ fn planned(
             .or(previous.last_rotate_request.clone()),
         mint_intent: None,
         versions,
+        consumers: Vec::new(),
         conditions: Vec::new(),
     }
 }
@@ -396,6 +399,7 @@ mod tests {
                 issuer_problem: None,
                 rollouts: Default::default(),
                 usage: None,
+                consumers: Vec::new(),
             },
             chrono::DateTime::UNIX_EPOCH,
         );

@@ -353,7 +353,11 @@ async fn as_the_charts_service_account_the_operator_mints_rotates_restarts_and_f
         "workspacetokens.tokenwarden.dev",
         &ns
     ));
-    assert!(!can_i(cp, &sa, "list", "pods", &ns));
+    // status.consumers: every workload kind is listed and watched; a Pod is never read by name.
+    for workloads in ["pods", "jobs.batch", "cronjobs.batch", "daemonsets.apps"] {
+        assert!(can_i(cp, &sa, "watch", workloads, &ns), "{workloads}");
+    }
+    assert!(!can_i(cp, &sa, "get", "pods", &ns));
     for issuers in [
         "tokenissuers.tokenwarden.dev",
         "clustertokenissuers.tokenwarden.dev",
@@ -505,6 +509,8 @@ async fn namespaced_mode_works_in_its_namespace_and_reports_forbidden_outside_it
         "only A's labels"
     );
     assert!(!can_i(cp, &sa, "get", &format!("namespaces/{b}"), &a));
+    assert!(can_i(cp, &sa, "list", "pods", &a), "status.consumers");
+    assert!(!can_i(cp, &sa, "list", "pods", &b));
 
     let kubeconfig = service_account_kubeconfig(cp, &system, "tw-ns-tokenwarden");
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();

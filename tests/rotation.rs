@@ -542,3 +542,181 @@ async fn rotate_l_rotates_exactly_the_selected_fleet_under_one_trace_id_with_its
     assert!(String::from_utf8_lossy(&none.stderr).contains("matches -l team=nobody"));
     dump(&client, &ns, Some(operator)).await;
 }
+
+/// A pod template reading `S` one way: `how` is `volume`, `projected`, `env`, `envFrom` or
+/// `subPath`.
+fn pod_spec(secret: &str, how: &str) -> serde_json::Value {
+    let container = |extra: serde_json::Value| {
+        let mut c = json!({ "name": "app", "image": "tokenwarden.test/busybox:local" });
+        support::platform::merge(&mut c, extra);
+        c
+    };
+    let volume = |source: serde_json::Value| {
+        let mut volume = json!({ "name": "token" });
+        support::platform::merge(&mut volume, source);
+        json!([volume])
+    };
+    match how {
+        "volume" => json!({
+            "containers": [container(json!({ "volumeMounts": [{ "name": "token", "mountPath": "/t" }] }))],
+            "volumes": volume(json!({ "secret": { "secretName": secret } })),
+        }),
+        "projected" => json!({
+            "containers": [container(json!({ "volumeMounts": [{ "name": "token", "mountPath": "/t" }] }))],
+            "volumes": volume(json!({ "projected": { "sources": [{ "secret": { "name": secret } }] } })),
+        }),
+        "subPath" => json!({
+            "containers": [container(json!({ "volumeMounts": [{ "name": "token", "mountPath": "/t/token", "subPath": "token" }] }))],
+            "volumes": volume(json!({ "secret": { "secretName": secret } })),
+        }),
+        "env" => json!({
+            "containers": [container(json!({ "env": [{ "name": "TOKEN", "valueFrom": { "secretKeyRef": { "name": secret, "key": "token" } } }] }))],
+        }),
+        "envFrom" => json!({
+            "containers": [container(json!({ "envFrom": [{ "secretRef": { "name": secret } }] }))],
+        }),
+        other => panic!("no pod template reads a Secret through {other}"),
+    }
+}
+
+/// A workload of `kind` named `name` whose pods read `secret` through `how`.
+fn workload(kind: &str, name: &str, secret: &str, how: &str) -> serde_json::Value {
+    let labels = json!({ "app": name });
+    let template = json!({ "metadata": { "labels": labels }, "spec": pod_spec(secret, how) });
+    let (api_version, spec) = match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" => (
+            "apps/v1",
+            json!({ "selector": { "matchLabels": labels }, "template": template }),
+        ),
+        "Job" => {
+            let mut template = template;
+            template["spec"]["restartPolicy"] = json!("Never");
+            ("batch/v1", json!({ "template": template }))
+        }
+        "CronJob" => {
+            let mut template = template;
+            template["spec"]["restartPolicy"] = json!("Never");
+            (
+                "batch/v1",
+                json!({ "schedule": "0 0 1 1 *", "jobTemplate": { "spec": { "template": template } } }),
+            )
+        }
+        "Pod" => ("v1", pod_spec(secret, how)),
+        other => panic!("no workload of kind {other}"),
+    };
+    json!({ "apiVersion": api_version, "kind": kind, "metadata": { "name": name }, "spec": spec })
+}
+
+/// `status.consumers` lists the namespace's workloads whose pod template reads `S`, through
+/// each path and of each kind, with whether a cutover rolls them; a consumer that reads
+/// through env, envFrom or subPath and is no restart target gets a `ConsumerNeedsRestart`
+/// Warning at the cutover; a workload going away leaves the list.
+#[tokio::test]
+async fn consumers_of_every_kind_and_path_are_listed_and_those_a_cutover_misses_are_warned() {
+    let cp = control_plane().await;
+    shared_operator().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "consumers").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    let readers = [
+        ("Deployment", "mounts", "volume"),
+        ("Deployment", "restarted", "env"),
+        ("StatefulSet", "projects", "projected"),
+        ("DaemonSet", "env-reader", "env"),
+        ("CronJob", "report", "envFrom"),
+        ("Job", "copies", "subPath"),
+        ("Pod", "bare", "env"),
+    ];
+    let objects = readers
+        .iter()
+        .map(|(kind, name, how)| workload(kind, name, "t", how))
+        .chain([workload("Deployment", "elsewhere", "another-secret", "env")]);
+    for object in objects {
+        apply_object(&client, &ns, object).await;
+    }
+    create(
+        &api,
+        "t",
+        json!({ "workspaceId": "ws-consumers",
+                "rotation": { "gracePeriod": "0s" },
+                "restartTargets": [{ "kind": "Deployment", "name": "restarted" }] }),
+    )
+    .await;
+    wait_version(&api, "t", 1, WAIT).await;
+    let expected: Vec<(String, String, String, bool)> = readers
+        .iter()
+        .map(|(kind, name, how)| {
+            (
+                kind.to_string(),
+                name.to_string(),
+                how.to_string(),
+                *name == "restarted",
+            )
+        })
+        .collect();
+    let listed = || async {
+        let wst = api.get("t").await.ok()?;
+        let consumers = wst.status?.consumers;
+        Some(
+            consumers
+                .into_iter()
+                .map(|c| (c.kind, c.name, c.via, c.restart_target))
+                .collect::<Vec<_>>(),
+        )
+    };
+    eventually(WAIT, "every consumer listed", || async {
+        listed().await.filter(|l| *l == expected)
+    })
+    .await;
+
+    request_rotation(&api, "t", "r1").await;
+    wait_version(&api, "t", 2, WAIT).await;
+    let mut warned = eventually(WAIT, "ConsumerNeedsRestart for the 4 it misses", || async {
+        let messages = event_messages(&client, &ns, "ConsumerNeedsRestart").await;
+        (messages.len() >= 4).then_some(messages)
+    })
+    .await;
+    warned.sort();
+    let named: Vec<&str> = warned
+        .iter()
+        .map(|m| m.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        named,
+        [
+            "CronJob/report",
+            "DaemonSet/env-reader",
+            "Job/copies",
+            "Pod/bare"
+        ],
+        "{warned:#?}"
+    );
+    assert!(
+        warned
+            .iter()
+            .all(|m| m.contains("version 2 is current now"))
+    );
+
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    pods.delete("bare", &Default::default()).await.unwrap();
+    eventually(WAIT, "the deleted Pod leaves the list", || async {
+        let listed = listed().await?;
+        (listed.len() == expected.len() - 1 && !listed.iter().any(|c| c.1 == "bare")).then_some(())
+    })
+    .await;
+}
+
+/// Creates `object` (any kind) in `ns` with a server-side apply.
+async fn apply_object(client: &kube::Client, ns: &str, object: serde_json::Value) {
+    let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+    let gvk = kube::api::GroupVersionKind::try_from(object.types.as_ref().unwrap()).unwrap();
+    let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    api.patch(
+        &object.name_any(),
+        &PatchParams::apply("tokenwarden-test").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .unwrap();
+}

@@ -88,6 +88,12 @@ pub async fn run(
     if let Err(e) = applier.all_steps().await {
         applier.failed(e);
     }
+    if applier.journal.cut_over() {
+        for warning in &plan.after_cutover {
+            let message = warning.message.clone();
+            applier.event(EventType::Warning, warning.reason, "Cutover", message);
+        }
+    }
     (applier.journal, applier.writes)
 }
 

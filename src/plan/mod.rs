@@ -13,6 +13,7 @@ use crate::api::{RestartKind, VersionState, WorkspaceTokenSpec, WorkspaceTokenSt
 pub use crate::issuer::resolve::IssuerProblem;
 pub use crate::rollout::Rollout;
 
+mod consumers;
 mod holds;
 mod idle;
 mod metadata;
@@ -110,6 +111,8 @@ pub struct Observed<'a> {
     pub rollouts: BTreeMap<(RestartKind, String), Rollout>,
     /// The platform's answer to the plan's `usage_query`, when this pass asked it.
     pub usage: Option<UsageReading>,
+    /// The workloads of the namespace whose pod template reads `S`, sorted.
+    pub consumers: Vec<crate::consumers::Consumer>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,6 +311,10 @@ pub struct Plan {
     /// (with the current token) before this plan can say whether it is held; the pass asks,
     /// then plans again with the answer in `Observed::usage`.
     pub usage_query: Option<u32>,
+    /// `status.consumers`: who reads `S`, and whether a cutover rolls it.
+    pub consumers: Vec<crate::api::ConsumerStatus>,
+    /// Warnings `ConsumerNeedsRestart`, published once the cutover this pass plans is done.
+    pub after_cutover: Vec<Warning>,
 }
 
 impl Plan {
@@ -332,6 +339,7 @@ pub fn plan(o: &Observed<'_>, now: DateTime<Utc>) -> Plan {
         p.plan_deletion();
     } else {
         p.plan_lifecycle();
+        p.plan_consumers();
     }
     p.finish()
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::metadata::{desired_metadata, metadata_current};
+use super::versions::{new_record, record_from_status};
 use super::warnings::{Warning, secret_conflict, warnings};
 use super::{
     MountedWrite, Observed, Plan, Readiness, RevokeReason, RotationReason, SecretRef, Step,
@@ -37,6 +38,8 @@ pub(super) struct Planner<'o, 'a> {
     pub(super) windows: Vec<crate::window::Window>,
     /// The Retiring version whose use the platform must be asked about (`holdUntil.idleFor`).
     pub(super) usage_query: Option<u32>,
+    pub(super) consumers: Vec<crate::api::ConsumerStatus>,
+    pub(super) after_cutover: Vec<Warning>,
 }
 
 impl<'o, 'a> Planner<'o, 'a> {
@@ -112,6 +115,8 @@ impl<'o, 'a> Planner<'o, 'a> {
             consumer_warnings: Vec::new(),
             windows: Vec::new(),
             usage_query: None,
+            consumers: Vec::new(),
+            after_cutover: Vec::new(),
         }
     }
 
@@ -544,25 +549,9 @@ impl<'o, 'a> Planner<'o, 'a> {
             spec_error: self.spec_error,
             warnings,
             usage_query: self.usage_query,
+            consumers: self.consumers,
+            after_cutover: self.after_cutover,
         }
-    }
-}
-
-/// The record of a version minted in this pass.
-pub(super) fn new_record(now: DateTime<Utc>) -> VersionRecord {
-    VersionRecord {
-        state: VersionState::Pending,
-        token_prefix: None,
-        token_sha256: None,
-        created_at: Some(now),
-        activated_at: None,
-        retire_at: None,
-        revoked_at: None,
-        trace_id: None,
-        issuer_token_id: None,
-        issuer: None,
-        retire_held_by: Vec::new(),
-        usage: None,
     }
 }
 
@@ -572,29 +561,4 @@ pub(super) fn not_ready(reason: &'static str, message: &str) -> Readiness {
         reason,
         message: message.to_string(),
     }
-}
-
-fn record_from_status(v: &crate::api::VersionStatus) -> VersionRecord {
-    VersionRecord {
-        state: v.state,
-        token_prefix: v.token_prefix.clone(),
-        token_sha256: v.token_sha256.clone(),
-        created_at: v.created_at.as_ref().map(crate::time::from_time),
-        activated_at: v.activated_at.as_ref().map(crate::time::from_time),
-        retire_at: v.retire_at.as_ref().map(crate::time::from_time),
-        revoked_at: v.revoked_at.as_ref().map(crate::time::from_time),
-        trace_id: v.trace_id.clone(),
-        issuer_token_id: v.issuer_token_id.clone(),
-        issuer: v.issuer.clone(),
-        retire_held_by: Vec::new(),
-        usage: usage_from_status(v),
-    }
-}
-
-/// The last answer about the version's use, as status recorded it.
-fn usage_from_status(v: &crate::api::VersionStatus) -> Option<super::Usage> {
-    Some(super::Usage {
-        last_used_at: v.last_used_at.as_ref().map(crate::time::from_time),
-        checked_at: crate::time::from_time(v.usage_checked_at.as_ref()?),
-    })
 }

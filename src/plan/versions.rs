@@ -1,7 +1,9 @@
 //! Which versions exist, which one is current, and the moves between states.
 
 use super::planner::Planner;
-use super::{RevokeReason, Step};
+use chrono::{DateTime, Utc};
+
+use super::{RevokeReason, Step, VersionRecord};
 use crate::api::VersionState;
 
 impl Planner<'_, '_> {
@@ -142,4 +144,48 @@ impl Planner<'_, '_> {
             };
         }
     }
+}
+
+/// The record of a version minted in this pass.
+pub(super) fn new_record(now: DateTime<Utc>) -> VersionRecord {
+    VersionRecord {
+        state: VersionState::Pending,
+        token_prefix: None,
+        token_sha256: None,
+        created_at: Some(now),
+        activated_at: None,
+        retire_at: None,
+        revoked_at: None,
+        trace_id: None,
+        issuer_token_id: None,
+        issuer: None,
+        retire_held_by: Vec::new(),
+        usage: None,
+    }
+}
+
+/// A version as status recorded it.
+pub(super) fn record_from_status(v: &crate::api::VersionStatus) -> VersionRecord {
+    VersionRecord {
+        state: v.state,
+        token_prefix: v.token_prefix.clone(),
+        token_sha256: v.token_sha256.clone(),
+        created_at: v.created_at.as_ref().map(crate::time::from_time),
+        activated_at: v.activated_at.as_ref().map(crate::time::from_time),
+        retire_at: v.retire_at.as_ref().map(crate::time::from_time),
+        revoked_at: v.revoked_at.as_ref().map(crate::time::from_time),
+        trace_id: v.trace_id.clone(),
+        issuer_token_id: v.issuer_token_id.clone(),
+        issuer: v.issuer.clone(),
+        retire_held_by: Vec::new(),
+        usage: usage_from_status(v),
+    }
+}
+
+/// The last answer about the version's use, as status recorded it.
+fn usage_from_status(v: &crate::api::VersionStatus) -> Option<super::Usage> {
+    Some(super::Usage {
+        last_used_at: v.last_used_at.as_ref().map(crate::time::from_time),
+        checked_at: crate::time::from_time(v.usage_checked_at.as_ref()?),
+    })
 }

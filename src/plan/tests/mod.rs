@@ -18,6 +18,7 @@ use crate::contract::{
 use crate::journal::{Done, Journal, TokenFacts};
 use crate::schedule::jitter_offset;
 
+mod consumers;
 mod crash;
 mod deletion;
 mod drift;

@@ -102,6 +102,8 @@ pub(super) struct World {
     pub(super) issuer_problem: Option<crate::plan::IssuerProblem>,
     /// The restart targets' rollouts as the watches saw them (absent: not seen yet).
     pub(super) rollouts: BTreeMap<(crate::api::RestartKind, String), Rollout>,
+    /// The workloads of the namespace that read `S`, as the consumer index lists them.
+    pub(super) consumers: Vec<crate::consumers::Consumer>,
     pub(super) outside: Outside,
 }
 
@@ -120,6 +122,7 @@ impl World {
             mint_intent: None,
             issuer_problem: None,
             rollouts: BTreeMap::new(),
+            consumers: Vec::new(),
             outside: Outside::default(),
         }
     }
@@ -153,6 +156,7 @@ impl World {
             issuer_problem: self.issuer_problem.clone(),
             rollouts: self.rollouts.clone(),
             usage: None,
+            consumers: self.consumers.clone(),
         }
     }
 
