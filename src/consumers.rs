@@ -316,13 +316,23 @@ impl Seen {
         Some(Seen {
             namespace: object.namespace()?,
             name: object.meta().name.clone()?,
-            reads: object.pod_spec().map(reads).unwrap_or_default(),
+            reads: (object.pod_spec().map(reads).unwrap_or_default())
+                .into_iter()
+                .take(MAX_READS)
+                .collect(),
         })
     }
 }
 
+/// At most this many (Secret, via) pairs kept per workload: whoever may create workloads must
+/// not be able to grow the operator's memory by more than a few KiB per object.
+const MAX_READS: usize = 64;
+
 /// (namespace, Secret name): a Secret whose consumers changed.
 pub type SecretKey = (String, String);
+
+/// The change that concerns every Secret: the index became ready.
+pub const EVERY_SECRET: SecretKey = (String::new(), String::new());
 type Reads = BTreeSet<(String, Via)>;
 
 static NOTHING: Reads = BTreeSet::new();
@@ -562,10 +572,16 @@ fn watch<K: Workload>(
     watcher(api, watcher::Config::default().page_size(500))
         .default_backoff()
         .flat_map(move |event| {
-            let changed = match event {
+            let was_ready = index.is_ready();
+            let mut changed = match event {
                 Ok(event) => index.apply(event),
                 Err(error) => index.failed::<K>(&error),
             };
+            // Until every kind was listed, consumers were unknown, not absent: once they are
+            // known, every WorkspaceToken looks again (its S may be read by nobody now).
+            if !was_ready && index.is_ready() {
+                changed.insert(EVERY_SECRET);
+            }
             futures::stream::iter(changed)
         })
         .boxed()

@@ -809,3 +809,21 @@ async fn the_watches_list_six_kinds_in_the_namespace_and_a_forbidden_kind_does_n
         ]
     );
 }
+
+#[test]
+fn a_workload_reading_many_secrets_is_kept_to_its_first_64_reads() {
+    let index = ConsumerIndex::default();
+    let env: Vec<serde_json::Value> = (0..200)
+        .map(|i| json!({ "name": format!("V{i}"), "valueFrom": { "secretKeyRef": { "name": format!("s{i:03}"), "key": "k" } } }))
+        .collect();
+    apply(
+        &index,
+        deployment(
+            "wide",
+            json!({ "containers": [{ "name": "app", "env": env }] }),
+        ),
+    );
+    assert_eq!(index.consumers_of(NS, "s000").len(), 1);
+    assert_eq!(index.consumers_of(NS, "s063").len(), 1);
+    assert!(index.consumers_of(NS, "s064").is_empty());
+}

@@ -1,6 +1,7 @@
 //! The controller: watches WorkspaceTokens and the Secrets they own, and runs
 //! observe -> plan -> apply -> status for each WorkspaceToken that changed or is due.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::api::WorkspaceToken;
-use crate::consumers::ConsumerIndex;
+use crate::consumers::{ConsumerIndex, EVERY_SECRET};
 use crate::contract::{LAST_APPLIED_ANNOTATION, READY, managed_selector};
 use crate::events::EventPublisher;
 use crate::issuer::client::HttpClient;
@@ -36,6 +37,10 @@ struct Context {
     rollouts: RolloutWatches,
     /// Who reads which Secret (`status.consumers`).
     consumers: ConsumerIndex,
+    /// `holdUntil.idleFor` questions the platform did not answer, until they may be asked
+    /// again: every pass in between reuses the answer, so a failing platform is asked once a
+    /// minute per held token, however often the token is reconciled.
+    usage_failures: Mutex<HashMap<ObjectRef<WorkspaceToken>, (Instant, plan::UsageReading)>>,
 }
 
 pub struct Settings {
@@ -46,6 +51,8 @@ pub struct Settings {
     pub instance: String,
     /// Where ClusterTokenIssuer admin Secrets are read.
     pub cluster_resource_namespace: String,
+    /// Watch workloads for `status.consumers`.
+    pub consumers: bool,
 }
 
 pub async fn run(
@@ -69,8 +76,13 @@ pub async fn run(
         &settings.cluster_resource_namespace,
     );
     let (rollouts, rollout_triggers) = RolloutWatches::new(client.clone());
-    let (consumers, consumer_changes) =
-        crate::consumers::run(client.clone(), settings.namespace.as_deref());
+    let (consumers, consumer_changes) = if settings.consumers {
+        let (index, changes) = crate::consumers::run(client.clone(), settings.namespace.as_deref());
+        (index, changes.boxed())
+    } else {
+        // Never ready: status.consumers says nothing rather than "nobody".
+        (ConsumerIndex::default(), futures::stream::empty().boxed())
+    };
     let ctx = Arc::new(Context {
         io: apply::Handle {
             events: EventPublisher::new(client.clone(), settings.instance.clone()),
@@ -83,6 +95,7 @@ pub async fn run(
         pacer: Mutex::default(),
         rollouts,
         consumers,
+        usage_failures: Mutex::default(),
     });
 
     // Secrets are hashed as they arrive, so plaintext never sits in the cache.
@@ -155,18 +168,23 @@ pub async fn run(
     gauge.abort();
 }
 
-/// The WorkspaceTokens whose `S` a change of consumers is about.
+/// The WorkspaceTokens whose `S` a change of consumers is about (all of them for
+/// [`EVERY_SECRET`]).
 fn read_by(
     changes: impl Stream<Item = (String, String)> + Send + 'static,
     tokens: kube::runtime::reflector::Store<WorkspaceToken>,
 ) -> impl Stream<Item = ObjectRef<WorkspaceToken>> + Send + 'static {
-    changes.flat_map(move |(ns, secret)| {
+    changes.flat_map(move |key| {
+        let every = key == EVERY_SECRET;
+        let (ns, secret) = key;
         let woken: Vec<_> = (tokens.state().iter())
-            .filter(|wst| wst.metadata.namespace.as_deref() == Some(ns.as_str()))
+            .filter(|wst| every || wst.metadata.namespace.as_deref() == Some(ns.as_str()))
             .filter(|wst| {
-                wst.spec
-                    .secret_name(wst.metadata.name.as_deref().unwrap_or_default())
-                    == secret
+                every
+                    || wst
+                        .spec
+                        .secret_name(wst.metadata.name.as_deref().unwrap_or_default())
+                        == secret
             })
             .map(|wst| ObjectRef::from_obj(wst.as_ref()))
             .collect();
@@ -235,7 +253,9 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     let issuer = ctx.io.issuers.for_token(&wst);
     let ns = wst.namespace().unwrap_or_default();
     let rollouts = ctx.rollouts.seen(&ns, waited_on(&wst));
-    let consumers = (ctx.consumers).consumers_of(&ns, wst.spec.secret_name(&wst.name_any()));
+    // Unknown (None) until every kind of workload was listed: status keeps what it said.
+    let consumers = (ctx.consumers.is_ready())
+        .then(|| (ctx.consumers).consumers_of(&ns, wst.spec.secret_name(&wst.name_any())));
     let observed = |usage| {
         let watched = observe::Watched {
             rollouts: rollouts.clone(),
@@ -247,8 +267,15 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     // holdUntil.idleFor: the plan cannot say whether a version is held before the platform
     // said when it was last used; ask, then plan again with the answer.
     if let Some(version) = plan.usage_query {
-        let usage =
-            apply::read_usage(&ctx.io, &wst, issuer.as_ref(), &plan, &view, version, now).await;
+        let key = ObjectRef::from_obj(&*wst);
+        let usage = match ctx.unanswered(&key, version) {
+            Some(failed) => failed,
+            None => {
+                let usage =
+                    apply::read_usage(&ctx.io, &wst, issuer.as_ref(), &plan, &view, version, now);
+                ctx.answered(key, usage.await)
+            }
+        };
         plan = plan::plan(&observed(Some(usage)), now);
     }
     let waits = if plan.holds_rollouts() {
@@ -288,13 +315,41 @@ async fn write_status(
 }
 
 impl Context {
+    /// The failed answer about `version`'s use that stands until it may be asked again.
+    fn unanswered(
+        &self,
+        key: &ObjectRef<WorkspaceToken>,
+        version: u32,
+    ) -> Option<plan::UsageReading> {
+        let failures = self.usage_failures.lock().expect("usage failures");
+        let (until, reading) = failures.get(key)?;
+        (reading.version == version && Instant::now() < *until).then(|| reading.clone())
+    }
+
+    /// Remembers a failed answer until it may be asked again (and forgets expired ones).
+    fn answered(
+        &self,
+        key: ObjectRef<WorkspaceToken>,
+        reading: plan::UsageReading,
+    ) -> plan::UsageReading {
+        let mut failures = self.usage_failures.lock().expect("usage failures");
+        let now = Instant::now();
+        failures.retain(|_, (until, _)| *until > now);
+        if reading.usage.is_err() {
+            let retry = Duration::from_secs(plan::USAGE_RETRY_SECONDS.unsigned_abs());
+            failures.insert(key, (now + retry, reading.clone()));
+        } else {
+            failures.remove(&key);
+        }
+        reading
+    }
+
     /// Whether pacing holds this pass back, and for how long.
     fn hold(&self, wst: &WorkspaceToken) -> Option<Duration> {
         // Before the first list of Secrets and of issuers completes, absence means nothing:
         // wait (the issuer CRDs must be installed: their watches say so in the log until they
         // are).
-        // Nor before every kind of workload was listed: consumers missing then are not gone.
-        if !self.io.index.is_ready() || !self.io.issuers.is_ready() || !self.consumers.is_ready() {
+        if !self.io.index.is_ready() || !self.io.issuers.is_ready() {
             return Some(Duration::from_millis(500));
         }
         let secrets = (self.io.index)

@@ -17,8 +17,8 @@ use crate::secrets::SecretsView;
 pub struct Watched {
     /// Its restart targets' rollouts (those seen so far).
     pub rollouts: BTreeMap<(RestartKind, String), Rollout>,
-    /// The workloads of its namespace that read `S`.
-    pub consumers: Vec<Consumer>,
+    /// The workloads of its namespace that read `S`; None until every kind was listed once.
+    pub consumers: Option<Vec<Consumer>>,
 }
 
 /// The planner's input for `wst`, whose cached Secrets are sorted into `view`, whose issuer

@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// namespace, $POD_NAMESPACE, else `default`).
     #[arg(long)]
     pub cluster_resource_namespace: Option<String>,
+    /// Don't watch workloads and Pods: `status.consumers` stays empty, no
+    /// `ConsumerNeedsRestart` (for clusters where the operator may not read pods).
+    #[arg(long)]
+    pub no_consumers: bool,
     /// How long a leader that stopped renewing keeps the Lease; renewals every third of it.
     #[arg(long, default_value_t = 15)]
     pub lease_duration_seconds: u64,
@@ -76,6 +80,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
         instance: instance.clone(),
+        consumers: !args.no_consumers,
         cluster_resource_namespace: args
             .cluster_resource_namespace
             .clone()

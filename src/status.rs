@@ -399,7 +399,7 @@ mod tests {
                 issuer_problem: None,
                 rollouts: Default::default(),
                 usage: None,
-                consumers: Vec::new(),
+                consumers: None,
             },
             chrono::DateTime::UNIX_EPOCH,
         );

@@ -1114,3 +1114,51 @@ async fn edit_may_not_write_token_issuers_but_admin_may() {
         .await
         .expect("edit deletes WorkspaceTokens");
 }
+
+/// The resources every rule of the rendered ClusterRoles and Roles grants, as `group/resource`.
+fn granted(objects: &[Value]) -> Vec<String> {
+    let roles = find(objects, "ClusterRole")
+        .into_iter()
+        .chain(find(objects, "Role"));
+    let mut granted = Vec::new();
+    for role in roles {
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            for group in rule["apiGroups"].as_array().into_iter().flatten() {
+                for resource in rule["resources"].as_array().into_iter().flatten() {
+                    granted.push(format!(
+                        "{}/{}",
+                        group.as_str().unwrap(),
+                        resource.as_str().unwrap()
+                    ));
+                }
+            }
+        }
+    }
+    granted
+}
+
+/// `consumers.enabled: false` is for clusters where the operator may not read pods: it runs
+/// with `--no-consumers` and no role grants Pods, Jobs or CronJobs (nor workloads at all when
+/// restart targets are off too).
+#[test]
+fn without_consumers_the_operator_is_granted_no_pod_and_told_not_to_watch_them() {
+    let default = render("tw", "tokenwarden", &[]);
+    assert!(!operator_args(&default).contains(&"--no-consumers".to_string()));
+    assert!(granted(&default).contains(&"/pods".to_string()));
+    let off = render("tw", "tokenwarden", &["consumers.enabled=false"]);
+    assert!(operator_args(&off).contains(&"--no-consumers".to_string()));
+    let granted_off = granted(&off);
+    for resource in ["/pods", "batch/jobs", "batch/cronjobs"] {
+        assert!(!granted_off.contains(&resource.to_string()), "{resource}");
+    }
+    assert!(
+        granted_off.contains(&"apps/deployments".to_string()),
+        "restart targets"
+    );
+    let neither = render(
+        "tw",
+        "tokenwarden",
+        &["consumers.enabled=false", "restartTargets.enabled=false"],
+    );
+    assert!(!granted(&neither).iter().any(|r| r.starts_with("apps/")));
+}

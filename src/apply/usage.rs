@@ -1,8 +1,13 @@
 //! `holdUntil.idleFor`: when the platform last saw a retiring token used. The listing is
 //! authenticated with the current token of the same issuer: a call with the judged token
 //! would be a use of it, and the hold would never end.
+//!
+//! The platform stamps `last_used_at` on its own clock. Its answer's `Date` header says what
+//! that clock read, so the use is moved onto the operator's clock, rounded towards a longer
+//! hold; both times are whole seconds, as status keeps them (a pass that re-reads status
+//! judges exactly as the pass that asked).
 
-use chrono::Utc;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
 use super::Applier;
 use super::provenance::MintedAt;
@@ -10,8 +15,15 @@ use crate::issuer::http::PlatformToken;
 use crate::plan::Usage;
 
 impl Applier<'_> {
-    /// The platform's `last_used_at` of `version`'s token, or why it cannot be known now.
+    /// The platform's `last_used_at` of `version`'s token, or why it cannot be known now
+    /// (with any token this pass holds cut from the reason).
     pub(super) async fn usage_of(&self, version: u32) -> Result<Usage, String> {
+        self.ask_usage(version).await.map_err(|why| {
+            crate::redact::redact(&why, &self.tokens_in_play.lock().expect("tokens in play"))
+        })
+    }
+
+    async fn ask_usage(&self, version: u32) -> Result<Usage, String> {
         let MintedAt::Platform(issuer) = self.minted_at(version) else {
             return Err(format!("version {version}'s platform cannot be asked"));
         };
@@ -28,16 +40,35 @@ impl Applier<'_> {
         let known_id = record.and_then(|r| r.issuer_token_id.as_deref());
         let platform =
             (self.platform_at(&issuer, &self.trace_id_of(current))).map_err(|e| e.to_string())?;
-        // Taken before the call: the platform's answer is at least this fresh.
-        let checked_at = Utc::now();
-        let listed = platform.list(&bearer, "usage").await;
+        let asked = Utc::now();
+        let listed = platform.list_dated(&bearer, "usage").await;
+        let answered = Utc::now();
         let outcome = if listed.is_ok() { "ok" } else { "error" };
         self.io.metrics.issuer_request("list", outcome);
-        let tokens = listed.map_err(|e| e.to_string())?;
+        let (tokens, date) = listed.map_err(|e| e.to_string())?;
+        // The platform's clock read `date` (a whole second, rounded down) while ours read at
+        // most `answered`: adding the largest offset can only make a use look later.
+        let offset = date.map_or(TimeDelta::zero(), |d| answered - d);
+        let last_used_at = last_use(&tokens, &prefix, known_id)
+            .and_then(|used| used.checked_add_signed(offset))
+            .map(ceil_second);
         Ok(Usage {
-            last_used_at: last_use(&tokens, &prefix, known_id),
-            checked_at,
+            last_used_at,
+            checked_at: floor_second(asked),
         })
+    }
+}
+
+fn floor_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::seconds(1)).unwrap_or(t)
+}
+
+fn ceil_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = floor_second(t);
+    if floor == t {
+        t
+    } else {
+        floor + TimeDelta::seconds(1)
     }
 }
 
@@ -48,7 +79,7 @@ fn last_use(
     tokens: &[PlatformToken],
     prefix: &str,
     known_id: Option<&str>,
-) -> Option<chrono::DateTime<Utc>> {
+) -> Option<DateTime<Utc>> {
     let matching: Vec<&PlatformToken> = tokens.iter().filter(|t| t.prefix == prefix).collect();
     match matching.iter().find(|t| Some(t.id.as_str()) == known_id) {
         Some(known) => known.last_used_at,
@@ -60,8 +91,11 @@ fn last_use(
 mod tests {
     use super::*;
 
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
     fn listed(id: &str, prefix: &str, used: Option<i64>) -> PlatformToken {
-        let at = |s| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
         PlatformToken {
             id: id.into(),
             prefix: prefix.into(),
@@ -76,8 +110,7 @@ mod tests {
             listed("a", "wst_aaaa", Some(50)),
             listed("b", "wst_bbbb", Some(90)),
         ];
-        let used = last_use(&tokens, "wst_aaaa", None).unwrap();
-        assert_eq!(used.timestamp(), 1_800_000_050);
+        assert_eq!(last_use(&tokens, "wst_aaaa", None), Some(at(50)));
         assert_eq!(last_use(&tokens, "wst_cccc", None), None);
     }
 
@@ -87,9 +120,15 @@ mod tests {
             listed("a", "wst_aaaa", Some(50)),
             listed("b", "wst_aaaa", Some(90)),
         ];
-        let known = last_use(&tokens, "wst_aaaa", Some("a")).unwrap();
-        assert_eq!(known.timestamp(), 1_800_000_050);
-        let latest = last_use(&tokens, "wst_aaaa", None).unwrap();
-        assert_eq!(latest.timestamp(), 1_800_000_090);
+        assert_eq!(last_use(&tokens, "wst_aaaa", Some("a")), Some(at(50)));
+        assert_eq!(last_use(&tokens, "wst_aaaa", None), Some(at(90)));
+    }
+
+    #[test]
+    fn a_use_rounds_up_and_a_question_down_to_whole_seconds() {
+        let half = TimeDelta::milliseconds(500);
+        assert_eq!(ceil_second(at(10) + half), at(11));
+        assert_eq!(ceil_second(at(10)), at(10));
+        assert_eq!(floor_second(at(10) + half), at(10));
     }
 }

@@ -162,6 +162,18 @@ impl<'a> HttpIssuer<'a> {
         bearer: &Token,
         operation: &'static str,
     ) -> Result<(u16, Vec<u8>), IssuerError> {
+        let (status, body, _) = self.dated_call(method, path, bearer, operation).await?;
+        Ok((status, body))
+    }
+
+    /// A call, with the platform's clock as its `Date` header says (when it sends one).
+    async fn dated_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &Token,
+        operation: &'static str,
+    ) -> Result<(u16, Vec<u8>, Option<DateTime<Utc>>), IssuerError> {
         let _slot = (self.client.slot(&self.base).await).ok_or(IssuerError::Busy { operation })?;
         let answer = self
             .http
@@ -173,10 +185,14 @@ impl<'a> HttpIssuer<'a> {
             .await
             .map_err(self.transport(operation))?;
         let status = answer.status().as_u16();
+        let date = (answer.headers().get(reqwest::header::DATE))
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
+            .map(|d| d.to_utc());
         let body = read_capped(answer)
             .await
             .map_err(|e| e.or_transport(self, operation))?;
-        Ok((status, body))
+        Ok((status, body, date))
     }
 
     fn transport(&self, operation: &'static str) -> impl Fn(reqwest::Error) -> IssuerError + '_ {
@@ -250,14 +266,24 @@ impl<'a> HttpIssuer<'a> {
         bearer: &Token,
         operation: &'static str,
     ) -> Result<Vec<PlatformToken>, IssuerError> {
+        Ok(self.list_dated(bearer, operation).await?.0)
+    }
+
+    /// [`Self::list`], with the platform's clock at the answer (its `Date` header), so its
+    /// `last_used_at` times can be read on the operator's clock.
+    pub async fn list_dated(
+        &self,
+        bearer: &Token,
+        operation: &'static str,
+    ) -> Result<(Vec<PlatformToken>, Option<DateTime<Utc>>), IssuerError> {
         let path = format!("/workspaces/{}/tokens", self.workspace_id);
-        let (status, body) = self
-            .call(reqwest::Method::GET, &path, bearer, operation)
+        let (status, body, date) = self
+            .dated_call(reqwest::Method::GET, &path, bearer, operation)
             .await?;
         if !(200..300).contains(&status) {
             return Err(IssuerError::Status { operation, status });
         }
-        Ok(decode::<ListAnswer>(&body, operation)?.tokens)
+        Ok((decode::<ListAnswer>(&body, operation)?.tokens, date))
     }
 
     /// Proves a new token works with a non-destructive call; returns its platform id.

@@ -11,9 +11,12 @@ use crate::consumers::Consumer;
 impl Planner<'_, '_> {
     /// Lists the consumers, and the Warnings the cutover this pass plans (if any) owes them.
     pub(super) fn plan_consumers(&mut self) {
-        let listed: Vec<(ConsumerStatus, &Consumer)> = (self.o.consumers.iter())
-            .map(|c| (self.status_of(c), c))
-            .collect();
+        let Some(consumers) = &self.o.consumers else {
+            self.consumers = (self.o.status).map_or_else(Vec::new, |s| s.consumers.clone());
+            return;
+        };
+        let listed: Vec<(ConsumerStatus, &Consumer)> =
+            (consumers.iter()).map(|c| (self.status_of(c), c)).collect();
         let cutover = self.steps.iter().find_map(|s| match s {
             Step::WriteMounted {
                 current,

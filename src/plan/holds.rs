@@ -57,7 +57,7 @@ impl Planner<'_, '_> {
             return (None, Some(cap), held_by);
         }
         // At the cap the platform is not asked again: what it said last is what held it.
-        held_by.extend(self.idle_held_by_record(old, cutover));
+        held_by.extend(self.idle_held_by_record(old, cutover, grace_end));
         if held_by.is_empty() {
             return (Some(RevokeReason::GraceEnded), retire_at, held_by);
         }

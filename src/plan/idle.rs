@@ -28,7 +28,8 @@ fn judge(usage: &Usage, cutover: DateTime<Utc>, idle_for: TimeDelta) -> Verdict 
         Some(used) if usage.checked_at - used >= idle_for => Verdict::Idle,
         Some(used) => Verdict::Used {
             ago: (usage.checked_at - used).max(TimeDelta::zero()),
-            idle_at: used + idle_for,
+            // Past the end of time (an absurd idleFor) it is never idle: maxGracePeriod ends it.
+            idle_at: (used.checked_add_signed(idle_for)).unwrap_or(DateTime::<Utc>::MAX_UTC),
         },
     }
 }
@@ -46,11 +47,18 @@ impl Planner<'_, '_> {
         grace_end: DateTime<Utc>,
     ) -> Option<String> {
         let idle_for = self.idle_for()?;
+        // The current token is asked with: not before its Secret is there (a pass that cuts
+        // over to a version it mints asks in the pass its writes trigger).
+        let current = self.current.filter(|c| *c != old)?;
+        if !self.o.versioned.contains_key(&current) {
+            return Some(NOT_CHECKED.into());
+        }
+        self.judged_against(old)?;
         let reading = self.o.usage.as_ref().filter(|r| r.version == old);
         let asked = reading.is_some();
         match reading.map(|r| &r.usage) {
             Some(Err(why)) => {
-                self.wake(self.now + TimeDelta::seconds(USAGE_RETRY_SECONDS));
+                self.wake(self.now + retry());
                 return Some(format!("usage unreadable: {why}"));
             }
             Some(Ok(usage)) => self.versions.get_mut(&old)?.usage = Some(*usage),
@@ -64,7 +72,13 @@ impl Planner<'_, '_> {
             return Some(NOT_CHECKED.into());
         };
         match judge(&usage, cutover, idle_for) {
-            Verdict::Idle => None,
+            // An idle answer is acted on at once; one older than a retry (the revocation it
+            // allowed failed) is asked again first.
+            Verdict::Idle if asked || self.now - usage.checked_at < retry() => None,
+            Verdict::Idle => {
+                self.usage_query = Some(old);
+                Some(NOT_CHECKED.into())
+            }
             Verdict::Used { ago, idle_at } => {
                 if self.now < idle_at {
                     self.wake(idle_at);
@@ -76,20 +90,33 @@ impl Planner<'_, '_> {
         }
     }
 
-    /// At `maxGracePeriod`: what the last answer said, without asking again.
+    /// At `maxGracePeriod`: what the last answer (since the grace period's end) said, without
+    /// asking again. None when there is none: a grace period reaching the cap left the hold
+    /// no time, and nothing is known to have held it.
     pub(super) fn idle_held_by_record(
         &mut self,
         old: u32,
         cutover: DateTime<Utc>,
+        grace_end: DateTime<Utc>,
     ) -> Option<String> {
         let idle_for = self.idle_for()?;
-        let Some(usage) = self.versions.get(&old)?.usage else {
-            return Some(NOT_CHECKED.into());
-        };
+        self.judged_against(old)?;
+        let usage = (self.versions.get(&old)?.usage).filter(|u| u.checked_at >= grace_end)?;
         match judge(&usage, cutover, idle_for) {
             Verdict::Idle => None,
             Verdict::Used { ago, .. } => Some(format!("used {} ago", span(ago))),
         }
+    }
+
+    /// The current version, when its token can tell `old`'s use: both minted by one issuer
+    /// object (a listing with the current token is the only way to ask without touching
+    /// `old`). Across a change of issuer, or for a version minted locally, the grace period
+    /// alone decides, as for `revokeAfterUse`.
+    fn judged_against(&self, old: u32) -> Option<u32> {
+        let current = self.current.filter(|c| *c != old)?;
+        let issuer_of = |v: u32| self.versions.get(&v).and_then(|r| r.issuer.as_ref());
+        let minted_by = issuer_of(old)?;
+        (issuer_of(current) == Some(minted_by)).then_some(current)
     }
 
     /// `holdUntil.idleFor`, for issuer tokens; None when unset or unusable (a spec problem).
@@ -107,6 +134,10 @@ impl Planner<'_, '_> {
         }
         idle_for
     }
+}
+
+fn retry() -> TimeDelta {
+    TimeDelta::seconds(USAGE_RETRY_SECONDS)
 }
 
 /// `40s`, `3m20s`, `2h5m`: how long ago, for people.

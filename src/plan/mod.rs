@@ -111,8 +111,9 @@ pub struct Observed<'a> {
     pub rollouts: BTreeMap<(RestartKind, String), Rollout>,
     /// The platform's answer to the plan's `usage_query`, when this pass asked it.
     pub usage: Option<UsageReading>,
-    /// The workloads of the namespace whose pod template reads `S`, sorted.
-    pub consumers: Vec<crate::consumers::Consumer>,
+    /// The workloads of the namespace whose pod template reads `S`, sorted; None while the
+    /// watches have not listed every kind yet (status keeps what it said).
+    pub consumers: Option<Vec<crate::consumers::Consumer>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -331,7 +332,7 @@ impl Plan {
 pub(crate) const USAGE_POLL_SECONDS: i64 = 15;
 
 /// How soon a `holdUntil.idleFor` check the platform did not answer is tried again.
-pub(crate) const USAGE_RETRY_SECONDS: i64 = 60;
+pub const USAGE_RETRY_SECONDS: i64 = 60;
 
 pub fn plan(o: &Observed<'_>, now: DateTime<Utc>) -> Plan {
     let mut p = planner::Planner::new(o, now);

@@ -118,3 +118,14 @@ fn a_namespace_full_of_consumers_neither_floods_events_nor_grows_status_without_
         warned[10]
     );
 }
+
+#[test]
+fn before_the_watches_listed_every_kind_status_keeps_the_consumers_it_said() {
+    let mut world = read_by_four();
+    world.converge(t0());
+    let mut observed = world.observed();
+    observed.consumers = None;
+    let plan = super::plan(&observed, t0() + hours(1));
+    assert_eq!(plan.consumers, world.status().consumers);
+    assert_eq!(plan.consumers.len(), 4);
+}

@@ -162,11 +162,74 @@ fn a_restart_asks_nothing_and_writes_nothing_while_a_version_is_held() {
     world.outside.last_used.insert(1, t1 + minutes(55));
     world.converge(t1 + hours(1));
     let status = world.status().clone();
+    let asked = world.outside.usage_asked.len();
     // A restarted operator plans from status alone: the same answer, no new question.
-    let plan = world.plan(t1 + hours(1) + secs(30));
-    assert_eq!(plan.usage_query, None);
+    let plan = world.pass(t1 + hours(1) + secs(30));
+    assert_eq!(world.outside.usage_asked.len(), asked);
     assert!(plan.steps.is_empty());
-    assert_eq!(world.render(&plan, &Journal::default()), status);
+    assert_eq!(world.status(), &status);
+}
+
+#[test]
+fn an_idle_for_beyond_the_end_of_time_holds_until_max_grace_period_without_failing() {
+    let (mut world, t1) = cut_over(idle_held(json!({ "rotation": {
+        "holdUntil": { "idleFor": "100000000d" }, "maxGracePeriod": "3h" } })));
+    world.outside.last_used.insert(1, t1 + minutes(30));
+    world.converge(t1 + hours(1));
+    assert_eq!(world.version_status(1).retire_held_by, ["used 30m ago"]);
+    world.converge(t1 + hours(3));
+    assert_eq!(world.state_of(1), Some(VersionState::Revoked));
+}
+
+#[test]
+fn across_a_change_of_issuer_the_grace_period_alone_decides() {
+    let mut world = World::steady(idle_held(json!({})), t0());
+    world.spec.issuer_ref = Some(serde_json::from_value(json!({ "name": "other" })).unwrap());
+    let t1 = t0() + hours(24);
+    world.converge(t1);
+    assert_eq!(world.state_of(2), Some(VersionState::Active));
+    world.outside.last_used.insert(1, t1 + minutes(59));
+    let plan = world.pass(t1 + hours(1));
+    assert_eq!(revocations(&plan), [&revoke(1, RevokeReason::GraceEnded)]);
+    assert!(
+        world.outside.usage_asked.is_empty(),
+        "v2's token may not be sent to v1's platform"
+    );
+}
+
+#[test]
+fn a_grace_period_as_long_as_max_grace_period_leaves_no_hold_and_no_false_alarm() {
+    let (mut world, t1) = cut_over(idle_held(json!({ "rotation": {
+        "gracePeriod": "3h", "maxGracePeriod": "3h" } })));
+    world.outside.last_used.insert(1, t1 + minutes(1));
+    let plan = world.pass(t1 + hours(3));
+    assert_eq!(revocations(&plan), [&revoke(1, RevokeReason::GraceEnded)]);
+    assert!(!plan.warnings.iter().any(|w| w.reason == "StaleConsumer"));
+}
+
+#[test]
+fn with_no_grace_period_the_platform_is_asked_once_the_new_token_is_written() {
+    let mut world = World::steady(
+        idle_held(json!({ "rotation": { "gracePeriod": "0s" } })),
+        t0(),
+    );
+    let t1 = t0() + hours(24);
+    world.annotate(ROTATE_ANNOTATION, "r1");
+    let first = world.pass(t1);
+    assert!(
+        world.outside.usage_asked.is_empty(),
+        "the pass that mints v2 cannot ask with it: {:?}",
+        first.steps
+    );
+    assert!(revocations(&first).is_empty());
+    world.outside.last_used.insert(1, t1);
+    world.converge(t1);
+    assert_eq!(world.outside.usage_asked, [1]);
+    assert_eq!(
+        world.state_of(1),
+        Some(VersionState::Revoked),
+        "not used after the cutover"
+    );
 }
 
 #[test]

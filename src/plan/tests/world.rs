@@ -156,7 +156,7 @@ impl World {
             issuer_problem: self.issuer_problem.clone(),
             rollouts: self.rollouts.clone(),
             usage: None,
-            consumers: self.consumers.clone(),
+            consumers: Some(self.consumers.clone()),
         }
     }
 
@@ -278,9 +278,18 @@ impl World {
                     "Mint {{ version: {version} }} over an existing record"
                 );
                 self.versioned.insert(*version, record.clone());
+                // Minted where spec.issuerRef points now, as status then records it.
+                let issuer = (self.spec.issuer_ref.as_ref()).map(|r| crate::api::IssuerIdentity {
+                    kind: r.kind,
+                    name: r.name.clone(),
+                    uid: format!("uid-of-{}", r.name),
+                });
                 vec![Done::Minted {
                     version: *version,
-                    token: facts(&record),
+                    token: TokenFacts {
+                        issuer,
+                        ..facts(&record)
+                    },
                 }]
             }
             Step::RestoreVersioned { version } => {
