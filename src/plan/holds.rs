@@ -71,6 +71,29 @@ impl Planner<'_, '_> {
         (Some(RevokeReason::HoldExpired), Some(cap), Vec::new())
     }
 
+    /// A newer cutover revokes a version still held (at most one is Retiring): said in a
+    /// `StaleConsumer` naming what held it, as when `maxGracePeriod` ends a hold.
+    pub(super) fn warn_if_held(&mut self, old: u32, current: u32) {
+        let versions = self
+            .o
+            .status
+            .map(|s| s.versions.as_slice())
+            .unwrap_or_default();
+        let Some(held) = versions
+            .iter()
+            .find(|v| v.version == old && !v.retire_held_by.is_empty())
+        else {
+            return;
+        };
+        self.consumer_warnings.push(Warning {
+            reason: "StaleConsumer",
+            message: format!(
+                "version {old} revoked by the cutover to version {current} while still held by {}",
+                held.retire_held_by.join(", ")
+            ),
+        });
+    }
+
     /// `cutover + maxGracePeriod`: no hold keeps a version past it. None when the duration
     /// cannot be used (a spec problem): then nothing is held at all, as before holds existed.
     fn hold_cap(&mut self, cutover: DateTime<Utc>) -> Option<DateTime<Utc>> {

@@ -403,6 +403,9 @@ impl<'o, 'a> Planner<'o, 'a> {
             } else {
                 None
             };
+            if reason == Some(RevokeReason::Superseded) {
+                self.warn_if_held(old, current);
+            }
             let (reason, retire_at, held) = match reason {
                 Some(reason) => (Some(reason), retire_at, Vec::new()),
                 None => self.grace_or_hold(old, activated, retire_at, &held_by),

@@ -199,3 +199,24 @@ fn an_unusable_max_grace_period_holds_nothing_and_says_so() {
         plan.spec_error
     );
 }
+
+#[test]
+fn a_newer_cutover_revoking_a_held_version_says_what_still_held_it() {
+    let (mut world, t1) = cut_over(held(json!({})));
+    world.converge(t1 + hours(2));
+    assert_eq!(world.state_of(1), Some(VersionState::Retiring));
+    world.annotate(ROTATE_ANNOTATION, "r2");
+    let passes = world.converge(t1 + hours(3));
+    assert_eq!(world.state_of(1), Some(VersionState::Revoked));
+    let stale: Vec<&str> = (passes.iter())
+        .flat_map(|p| &p.warnings)
+        .filter(|w| w.reason == "StaleConsumer")
+        .map(|w| w.message.as_str())
+        .collect();
+    assert_eq!(
+        stale,
+        [
+            "version 1 revoked by the cutover to version 3 while still held by Deployment/agent 1/2 updated"
+        ]
+    );
+}
