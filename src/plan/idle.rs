@@ -82,7 +82,10 @@ impl Planner<'_, '_> {
             Verdict::Used { ago, idle_at } => {
                 if self.now < idle_at {
                     self.wake(idle_at);
-                } else if !asked {
+                } else if asked {
+                    // Idle since the answer (it is a whole second old): asked again next pass.
+                    self.wake(self.now + TimeDelta::seconds(1));
+                } else {
                     self.usage_query = Some(old);
                 }
                 Some(format!("used {} ago", span(ago)))

@@ -246,3 +246,26 @@ fn revoke_after_use_never_lists_with_the_token_idle_for_judges() {
         plan.steps
     );
 }
+
+#[test]
+fn an_answer_that_turns_idle_while_it_travels_is_asked_again_a_second_later() {
+    let (mut world, t1) = cut_over(idle_held(json!({})));
+    // Whole-second answers: the question went out at t, the pass plans at t + 0.9 s, and the
+    // use it reports becomes idle in between.
+    let asked_at = t1 + hours(1);
+    world.outside.last_used.insert(
+        1,
+        asked_at - minutes(10) + chrono::Duration::milliseconds(500),
+    );
+    let mut observed = world.observed();
+    observed.usage = Some(UsageReading {
+        version: 1,
+        usage: Ok(Usage {
+            last_used_at: world.outside.last_used.get(&1).copied(),
+            checked_at: asked_at,
+        }),
+    });
+    let plan = super::plan(&observed, asked_at + chrono::Duration::milliseconds(900));
+    assert!(revocations(&plan).is_empty());
+    assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(1)));
+}
