@@ -704,6 +704,13 @@ async fn consumers_of_every_kind_and_path_are_listed_and_those_a_cutover_misses_
         (listed.len() == expected.len() - 1 && !listed.iter().any(|c| c.1 == "bare")).then_some(())
     })
     .await;
+    assert_eq!(
+        event_messages(&client, &ns, "ConsumerNeedsRestart")
+            .await
+            .len(),
+        4,
+        "once per cutover: the passes after it (the consumer change among them) repeat none"
+    );
 }
 
 /// Creates `object` (any kind) in `ns` with a server-side apply.
