@@ -6,6 +6,8 @@ mod support;
 
 use std::time::Duration;
 
+use chrono::{DurationRound, Timelike};
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -726,4 +728,46 @@ async fn apply_object(client: &kube::Client, ns: &str, object: serde_json::Value
     )
     .await
     .unwrap();
+}
+
+/// `rotation.windows`: a scheduled rotation waits for the next open window, and
+/// `nextRotationTime` says when that is; a manual rotation does not wait.
+#[tokio::test]
+async fn a_closed_window_delays_a_scheduled_rotation_but_not_a_manual_one() {
+    let cp = control_plane().await;
+    shared_operator().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "windows").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    // Due every 2 s, but the only window opens each day for a minute, next in about 12 h.
+    let opens = (chrono::Utc::now() + chrono::TimeDelta::hours(12))
+        .duration_trunc(chrono::TimeDelta::minutes(1))
+        .unwrap();
+    let schedule = format!("{} {} * * *", opens.minute(), opens.hour());
+    create(
+        &api,
+        "t",
+        json!({ "workspaceId": "ws-windows",
+                "rotation": { "every": "2s", "gracePeriod": "0s",
+                              "windows": [{ "schedule": schedule, "duration": "1m" }] } }),
+    )
+    .await;
+    wait_version(&api, "t", 1, WAIT).await;
+    let next = eventually(WAIT, "nextRotationTime at the window's opening", || async {
+        let status = api.get("t").await.ok()?.status?;
+        status.next_rotation_time.map(|t| t.0)
+    })
+    .await;
+    let opens = opens.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(next.to_string(), opens, "the next window opens then");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let status = api.get("t").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.current_version,
+        Some(1),
+        "3 periods due, none outside the window"
+    );
+
+    request_rotation(&api, "t", "now").await;
+    wait_version(&api, "t", 2, WAIT).await;
 }
