@@ -177,15 +177,15 @@ fn read_by(
     changes.flat_map(move |key| {
         let every = key == EVERY_SECRET;
         let (ns, secret) = key;
+        let mounts = |wst: &WorkspaceToken| {
+            wst.metadata.namespace.as_deref() == Some(ns.as_str())
+                && wst
+                    .spec
+                    .secret_name(wst.metadata.name.as_deref().unwrap_or_default())
+                    == secret
+        };
         let woken: Vec<_> = (tokens.state().iter())
-            .filter(|wst| every || wst.metadata.namespace.as_deref() == Some(ns.as_str()))
-            .filter(|wst| {
-                every
-                    || wst
-                        .spec
-                        .secret_name(wst.metadata.name.as_deref().unwrap_or_default())
-                        == secret
-            })
+            .filter(|wst| every || mounts(wst))
             .map(|wst| ObjectRef::from_obj(wst.as_ref()))
             .collect();
         futures::stream::iter(woken)
@@ -271,9 +271,9 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
         let usage = match ctx.unanswered(&key, version) {
             Some(failed) => failed,
             None => {
-                let usage =
+                let asked =
                     apply::read_usage(&ctx.io, &wst, issuer.as_ref(), &plan, &view, version, now);
-                ctx.answered(key, usage.await)
+                ctx.answered(key, asked.await)
             }
         };
         plan = plan::plan(&observed(Some(usage)), now);

@@ -74,6 +74,19 @@ impl Setup {
         wait_version(&self.api, "t", 2, WAIT).await;
     }
 
+    /// Waits until the Secret `name` is gone (`what` names the wait in a timeout).
+    async fn wait_secret_gone(&self, name: &str, what: &str) {
+        eventually(WAIT, what, || async {
+            self.secrets
+                .get_opt(name)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    }
+
     /// Deletes `t` and waits until its finalizer is gone with it.
     async fn delete_and_wait_gone(&self) {
         self.api
@@ -603,15 +616,7 @@ async fn patching_the_token_id_annotation_changes_nothing_that_gets_revoked() {
         .patch("t", &PatchParams::default(), &Patch::Merge(&revoke_v1))
         .await
         .unwrap();
-    eventually(WAIT, "v1 revoked on request", || async {
-        s.secrets
-            .get_opt("t-v1")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    s.wait_secret_gone("t-v1", "v1 revoked on request").await;
     let live = s.platform.live("ws-tokenid").await;
     let prefixes: Vec<&str> = live.iter().map(|t| t.prefix.as_str()).collect();
     assert_eq!(
@@ -854,14 +859,6 @@ async fn idle_for_holds_a_previous_token_in_use_and_releases_it_idle_for_after_i
         idle >= chrono::TimeDelta::seconds(7) && idle <= chrono::TimeDelta::seconds(25),
         "revoked {idle} after the last use; idleFor is 8s"
     );
-    eventually(WAIT, "t-v1 deleted", || async {
-        s.secrets
-            .get_opt("t-v1")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    s.wait_secret_gone("t-v1", "t-v1 deleted").await;
     s.finish().await;
 }

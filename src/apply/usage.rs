@@ -11,7 +11,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
 use super::Applier;
 use super::provenance::MintedAt;
-use crate::issuer::http::PlatformToken;
+use crate::issuer::http::{Listed, PlatformToken, listed_as};
 use crate::plan::Usage;
 
 impl Applier<'_> {
@@ -73,17 +73,17 @@ fn ceil_second(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// The last use of the token with `prefix` (None: unused, or gone at the platform). Among
-/// several live tokens with that prefix, the one the platform gave `known_id`, else the
-/// latest use of any: a hold errs on the side of a consumer.
+/// several live tokens with that prefix and none known by its id, the latest use of any: a
+/// hold errs on the side of a consumer.
 fn last_use(
     tokens: &[PlatformToken],
     prefix: &str,
     known_id: Option<&str>,
 ) -> Option<DateTime<Utc>> {
-    let matching: Vec<&PlatformToken> = tokens.iter().filter(|t| t.prefix == prefix).collect();
-    match matching.iter().find(|t| Some(t.id.as_str()) == known_id) {
-        Some(known) => known.last_used_at,
-        None => matching.iter().filter_map(|t| t.last_used_at).max(),
+    match listed_as(tokens, prefix, known_id) {
+        Listed::Absent => None,
+        Listed::One(token) => token.last_used_at,
+        Listed::Several(several) => several.iter().filter_map(|t| t.last_used_at).max(),
     }
 }
 

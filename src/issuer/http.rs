@@ -428,13 +428,37 @@ enum Pick {
 
 /// The one live token with `prefix`; among several, the one whose id is `known_id`.
 fn pick_by_prefix(tokens: &[PlatformToken], prefix: &str, known_id: Option<&str>) -> Pick {
+    match listed_as(tokens, prefix, known_id) {
+        Listed::Absent => Pick::None,
+        Listed::One(token) => Pick::One(token.id.clone()),
+        Listed::Several(_) => Pick::Ambiguous,
+    }
+}
+
+/// Which of a listing's tokens is a version's, known by its prefix (and its platform id).
+pub enum Listed<'t> {
+    /// No live token has the prefix.
+    Absent,
+    /// The only one with the prefix, or among several the one whose id is known.
+    One(&'t PlatformToken),
+    /// Several share the prefix and none is known: which is the version's cannot be told.
+    Several(Vec<&'t PlatformToken>),
+}
+
+/// The version's token in `tokens`: the one with `prefix`; among several, the one whose id is
+/// `known_id`.
+pub fn listed_as<'t>(
+    tokens: &'t [PlatformToken],
+    prefix: &str,
+    known_id: Option<&str>,
+) -> Listed<'t> {
     let matching: Vec<&PlatformToken> = tokens.iter().filter(|t| t.prefix == prefix).collect();
     match matching.as_slice() {
-        [] => Pick::None,
-        [one] => Pick::One(one.id.clone()),
+        [] => Listed::Absent,
+        [one] => Listed::One(one),
         several => match several.iter().find(|t| Some(t.id.as_str()) == known_id) {
-            Some(known) => Pick::One(known.id.clone()),
-            None => Pick::Ambiguous,
+            Some(known) => Listed::One(known),
+            None => Listed::Several(matching),
         },
     }
 }

@@ -64,8 +64,7 @@ impl Planner<'_, '_> {
             Some(Ok(usage)) => self.versions.get_mut(&old)?.usage = Some(*usage),
             None => {}
         }
-        let last = self.versions.get(&old)?.usage;
-        let Some(usage) = last.filter(|u| u.checked_at >= grace_end) else {
+        let Some(usage) = self.answer_since(old, grace_end) else {
             if !asked {
                 self.usage_query = Some(old);
             }
@@ -88,7 +87,7 @@ impl Planner<'_, '_> {
                 } else {
                     self.usage_query = Some(old);
                 }
-                Some(format!("used {} ago", span(ago)))
+                Some(used(ago))
             }
         }
     }
@@ -104,11 +103,17 @@ impl Planner<'_, '_> {
     ) -> Option<String> {
         let idle_for = self.idle_for()?;
         self.judged_against(old)?;
-        let usage = (self.versions.get(&old)?.usage).filter(|u| u.checked_at >= grace_end)?;
+        let usage = self.answer_since(old, grace_end)?;
         match judge(&usage, cutover, idle_for) {
             Verdict::Idle => None,
-            Verdict::Used { ago, .. } => Some(format!("used {} ago", span(ago))),
+            Verdict::Used { ago, .. } => Some(used(ago)),
         }
+    }
+
+    /// The platform's last answer about `old`'s use, if it came after the grace period's end
+    /// (an earlier one says nothing of consumers that have had their time to move).
+    fn answer_since(&self, old: u32, grace_end: DateTime<Utc>) -> Option<Usage> {
+        (self.versions.get(&old)?.usage).filter(|u| u.checked_at >= grace_end)
     }
 
     /// The current version, when its token can tell `old`'s use: both minted by one issuer
@@ -141,6 +146,11 @@ impl Planner<'_, '_> {
 
 fn retry() -> TimeDelta {
     TimeDelta::seconds(USAGE_RETRY_SECONDS)
+}
+
+/// What holds a version in use, in `retireHeldBy`.
+fn used(ago: TimeDelta) -> String {
+    format!("used {} ago", span(ago))
 }
 
 /// `40s`, `3m20s`, `2h5m`: how long ago, for people.
