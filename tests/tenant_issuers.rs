@@ -163,15 +163,7 @@ async fn a_forged_record_without_the_admission_policy_sends_nothing_and_is_named
     for name in ["t-v5", "t-v6"] {
         let note = t.warning("UntrustedRecord", name).await;
         assert!(note.contains("nothing is sent"), "{note}");
-        eventually(WAIT, &format!("{name} deleted"), || async {
-            t.tenant_secrets
-                .get_opt(name)
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        })
-        .await;
+        wait_secret_gone(&t.tenant_secrets, name, &format!("{name} deleted"), WAIT).await;
     }
     let live = t.platform.live("ws-f").await;
     assert_eq!(

@@ -323,6 +323,14 @@ pub fn version_status(wst: &WorkspaceToken, n: u32) -> Option<tokenwarden::api::
         .cloned()
 }
 
+/// Waits up to `timeout` until the Secret `name` is gone (`what` names the wait).
+pub async fn wait_secret_gone(secrets: &Api<Secret>, name: &str, what: &str, timeout: Duration) {
+    eventually(timeout, what, || async {
+        secrets.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
 pub fn data(secret: &Secret, key: &str) -> Option<String> {
     secret
         .data
