@@ -387,6 +387,10 @@ pub struct WorkspaceTokenStatus {
     /// The workloads of the namespace whose pod template reads `S`, and how.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<ConsumerStatus>,
+    /// Issuer tokens live at the platform for this workspace that no WorkspaceToken holds
+    /// (the issuer's inventory).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmanaged_tokens: Vec<UnmanagedTokenStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -442,6 +446,24 @@ pub struct ConsumerStatus {
     pub via: String,
     /// Named in `spec.restartTargets`: rolled at each cutover.
     pub restart_target: bool,
+}
+
+/// A token live at the platform for this workspace that no version of any WorkspaceToken
+/// holds: minted by hand or by another tool, the workspace's registration token, or one a
+/// restore of the cluster forgot.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnmanagedTokenStatus {
+    /// Its first 8 characters, as the platform lists it.
+    pub prefix: String,
+    pub created_at: Time,
+    /// The platform's last use of it (kept to the hour: a newer use within the hour of the
+    /// recorded one is not written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Time>,
+    /// When tokenwarden first saw it held by none: `inventory.revokeUnmanagedAfter` counts
+    /// from here.
+    pub unmanaged_since: Time,
 }
 
 #[derive(

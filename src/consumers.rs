@@ -569,7 +569,7 @@ fn watch<K: Workload>(
         None => Api::all(client.clone()),
     };
     let index = index.clone();
-    watcher(api, watcher::Config::default().page_size(500))
+    crate::relist::watcher(api, watcher::Config::default().page_size(500))
         .default_backoff()
         .flat_map(move |event| {
             let was_ready = index.is_ready();

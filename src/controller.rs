@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::reflector::{self, reflector};
+use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
@@ -20,6 +20,7 @@ use crate::api::WorkspaceToken;
 use crate::consumers::{ConsumerIndex, EVERY_SECRET};
 use crate::contract::{LAST_APPLIED_ANNOTATION, READY, managed_selector};
 use crate::events::EventPublisher;
+use crate::inventory::Inventory;
 use crate::issuer::client::HttpClient;
 use crate::issuer_watch::issuer_watches;
 use crate::journal::Journal;
@@ -41,6 +42,15 @@ struct Context {
     /// again: every pass in between reuses the answer, so a failing platform is asked once a
     /// minute per held token, however often the token is reconciled.
     usage_failures: Mutex<HashMap<ObjectRef<WorkspaceToken>, (Instant, plan::UsageReading)>>,
+    /// The issuer inventory: each group's schedule and last listing.
+    inventory: Inventory,
+    /// The WorkspaceTokens as the watch shows them (an inventory judges a listing by them).
+    tokens: Store<WorkspaceToken>,
+    /// The WorkspaceTokens a new listing of their workspace is news for.
+    inventory_news: futures::channel::mpsc::UnboundedSender<ObjectRef<WorkspaceToken>>,
+    /// The highest version of each WorkspaceToken (by uid) seen since the start: a restore of
+    /// the cluster from an older backup must not make a version number mean a second token.
+    versions_seen: Mutex<HashMap<String, u32>>,
 }
 
 pub struct Settings {
@@ -53,6 +63,8 @@ pub struct Settings {
     pub cluster_resource_namespace: String,
     /// Watch workloads for `status.consumers`.
     pub consumers: bool,
+    /// How often each (issuer, workspace) is listed at its platform; zero: only at rotations.
+    pub inventory_interval: Duration,
 }
 
 pub async fn run(
@@ -83,6 +95,8 @@ pub async fn run(
         // Never ready: status.consumers says nothing rather than "nobody".
         (ConsumerIndex::default(), futures::stream::empty().boxed())
     };
+    let (store, writer) = reflector::store();
+    let (inventory_news, inventory_triggers) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
         io: apply::Handle {
             events: EventPublisher::new(client.clone(), settings.instance.clone()),
@@ -96,12 +110,16 @@ pub async fn run(
         rollouts,
         consumers,
         usage_failures: Mutex::default(),
+        inventory: Inventory::new(settings.inventory_interval, crate::time::now()),
+        tokens: store.clone(),
+        inventory_news,
+        versions_seen: Mutex::default(),
     });
 
     // Secrets are hashed as they arrive, so plaintext never sits in the cache.
     let feed = index.clone();
     let ready = health.clone();
-    let secret_triggers = watcher(
+    let secret_triggers = crate::relist::watcher(
         secrets,
         watcher::Config::default()
             .labels(&managed_selector())
@@ -128,22 +146,23 @@ pub async fn run(
 
     // The cache keeps what planning reads: managedFields and kubectl's last-applied copy of
     // the object are dropped on arrival (at 10k tokens they were most of the memory).
-    let (store, writer) = reflector::store();
+    let holders = ctx.inventory.holders.clone();
     let token_events = reflector(
         writer,
-        watcher(tokens, watcher::Config::default().page_size(500))
+        crate::relist::watcher(tokens, watcher::Config::default().page_size(500))
             .default_backoff()
             .modify(slim_token)
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    holders.apply(event);
+                }
+            })
             .inspect_err(|e| tracing::warn!(error = %e, "WorkspaceToken watch failed; retrying")),
     )
     .applied_objects();
     let controller = Controller::for_stream(token_events, store)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
-    let gauge = tokio::spawn(count_ready_tokens(
-        controller.store(),
-        ctx.io.metrics.clone(),
-        ctx.rollouts.clone(),
-    ));
+    let gauge = tokio::spawn(count_ready_tokens(controller.store(), ctx.clone()));
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let retried = ctx.clone();
     let issuer_triggers = issuer_feeds
@@ -155,6 +174,7 @@ pub async fn run(
         .reconcile_on(consumer_triggers)
         .reconcile_on(issuer_triggers)
         .reconcile_on(rollout_triggers)
+        .reconcile_on(inventory_triggers)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| future::ready(()));
@@ -209,16 +229,18 @@ fn slim_token(wst: &mut WorkspaceToken) {
     }
 }
 
-/// `tokenwarden_tokens{ready}` from the cache every 10 s: no API call. Also closes the rollout
-/// watches of WorkspaceTokens the cache no longer has.
+/// `tokenwarden_tokens{ready}` and `tokenwarden_unmanaged_tokens` from the caches every 10 s:
+/// no API call. Also forgets what was kept for WorkspaceTokens the cache no longer has (their
+/// rollout watches, their inventory groups, the versions seen).
 async fn count_ready_tokens(
     store: kube::runtime::reflector::Store<WorkspaceToken>,
-    metrics: Metrics,
-    rollouts: RolloutWatches,
+    ctx: Arc<Context>,
 ) {
     loop {
-        rollouts.forget_gone(|token| store.get(token).is_some());
+        ctx.rollouts.forget_gone(|token| store.get(token).is_some());
         let (mut ready, mut not_ready) = (0, 0);
+        let mut uids = std::collections::HashSet::new();
+        let mut groups = std::collections::HashSet::new();
         for wst in store.state() {
             let is_ready = wst.status.as_ref().is_some_and(|s| {
                 s.conditions
@@ -230,8 +252,17 @@ async fn count_ready_tokens(
             } else {
                 not_ready += 1;
             }
+            uids.insert(wst.uid().unwrap_or_default());
+            if let Some(Ok(issuer)) = ctx.io.issuers.for_token(&wst) {
+                groups.insert(Inventory::key(&issuer, &wst));
+            }
         }
-        metrics.set_ready_tokens(ready, not_ready);
+        ctx.io.metrics.set_ready_tokens(ready, not_ready);
+        ctx.inventory.forget_gone(|group| groups.contains(group));
+        ctx.io
+            .metrics
+            .set_unmanaged_tokens(ctx.inventory.unmanaged_count());
+        (ctx.versions_seen.lock().expect("versions seen")).retain(|uid, _| uids.contains(uid));
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
 }
@@ -256,19 +287,35 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     // Unknown (None) until every kind of workload was listed: status keeps what it said.
     let consumers = (ctx.consumers.is_ready())
         .then(|| (ctx.consumers).consumers_of(&ns, wst.spec.secret_name(&wst.name_any())));
-    let observed = |usage| {
+    let resolved = issuer.as_ref().and_then(|i| i.as_ref().ok());
+    let uid = wst.uid().unwrap_or_default();
+    let versions_seen = ctx.versions_seen(&uid);
+    let observed = |usage, inventory| {
         let watched = observe::Watched {
             rollouts: rollouts.clone(),
             consumers: consumers.clone(),
+            inventory,
+            versions_seen,
         };
         observe::observed(&wst, &view, issuer.as_ref(), watched, usage)
     };
-    let mut plan = plan::plan(&observed(None), now);
+    let inventory = |fresh: Option<Arc<crate::plan::Reading>>| {
+        resolved.map(|i| {
+            let mut input = ctx.inventory.input_for(&wst, i);
+            if let Some(reading) = fresh {
+                input.latest = Some(reading);
+                input.fresh = true;
+            }
+            input
+        })
+    };
+    let mut plan = plan::plan(&observed(None, inventory(None)), now);
     // holdUntil.idleFor: the plan cannot say whether a version is held before the platform
     // said when it was last used; ask, then plan again with the answer.
+    let mut usage = None;
     if let Some(version) = plan.usage_query {
         let key = ObjectRef::from_obj(&*wst);
-        let usage = match ctx.unanswered(&key, version) {
+        let reading = match ctx.unanswered(&key, version) {
             Some(failed) => failed,
             None => {
                 let asked =
@@ -276,7 +323,20 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
                 ctx.answered(key, asked.await)
             }
         };
-        plan = plan::plan(&observed(Some(usage)), now);
+        usage = Some(reading);
+        plan = plan::plan(&observed(usage.clone(), inventory(None)), now);
+    }
+    // The issuer inventory, when the group is due and this token may list it: list, keep the
+    // listing for the group, then plan again with it.
+    if let (Some(version), Some(resolved)) = (plan.inventory_query, resolved) {
+        let group = Inventory::key(resolved, &wst);
+        if ctx.inventory.claim(&group, now) {
+            let asked =
+                apply::take_inventory(&ctx.io, &wst, issuer.as_ref(), &plan, &view, version, now);
+            let (listed_at, answer) = asked.await;
+            let reading = ctx.keep_listing(&wst, resolved, listed_at, answer);
+            plan = plan::plan(&observed(usage.clone(), inventory(Some(reading))), now);
+        }
     }
     let waits = if plan.holds_rollouts() {
         waited_on(&wst)
@@ -286,6 +346,10 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     ctx.rollouts
         .wait_on(&ObjectRef::from_obj(&*wst), &ns, waits);
     let (journal, wrote) = apply::run(&ctx.io, &wst, issuer.as_ref(), &plan, &view, now).await;
+    if let (Some((answer, listed_at)), Some(resolved)) = (journal.inventoried(), resolved) {
+        ctx.keep_listing(&wst, resolved, listed_at, answer.clone());
+    }
+    ctx.saw_versions(&uid, &view, &wst);
     let quiet = ctx.quiet_retry(&wst, &journal);
     let written = write_status(&ctx, &wst, &plan, &journal, quiet, now).await;
     Ok(ctx.pace(&wst, &plan, journal, wrote, written, quiet, timer, now))
@@ -315,6 +379,56 @@ async fn write_status(
 }
 
 impl Context {
+    /// Keeps a listing of `wst`'s workspace as its group's last, judged against the cluster
+    /// as the caches show it now, and wakes the group's other WorkspaceTokens to read it.
+    fn keep_listing(
+        &self,
+        wst: &WorkspaceToken,
+        issuer: &crate::issuer::resolve::ResolvedIssuer,
+        listed_at: chrono::DateTime<chrono::Utc>,
+        answer: crate::plan::Answer,
+    ) -> Arc<crate::plan::Reading> {
+        let group = Inventory::key(issuer, wst);
+        let judge = crate::inventory::Judge {
+            tokens: &self.tokens,
+            index: &self.io.index,
+            issuers: &self.io.issuers,
+            holders: &self.inventory.holders,
+        };
+        let reading = judge.reading(&group, issuer, listed_at, answer);
+        let reading = self.inventory.record(group.clone(), reading);
+        let me = ObjectRef::from_obj(wst);
+        for member in self.inventory.holders.of(&group.workspace) {
+            if member != me {
+                // A closed channel means the controller is shutting down: nobody to wake.
+                let _ = self.inventory_news.unbounded_send(member);
+            }
+        }
+        reading
+    }
+
+    fn versions_seen(&self, uid: &str) -> Option<u32> {
+        (self.versions_seen.lock().expect("versions seen"))
+            .get(uid)
+            .copied()
+    }
+
+    /// Remembers the highest version the caches showed of `wst` in this pass.
+    fn saw_versions(&self, uid: &str, view: &secrets::SecretsView, wst: &WorkspaceToken) {
+        let recorded = (wst.status.iter()).flat_map(|s| {
+            s.versions
+                .iter()
+                .map(|v| v.version)
+                .chain(s.current_version)
+        });
+        let highest = view.versioned.keys().copied().chain(recorded).max();
+        if let Some(highest) = highest {
+            let mut seen = self.versions_seen.lock().expect("versions seen");
+            let entry = seen.entry(uid.to_string()).or_default();
+            *entry = (*entry).max(highest);
+        }
+    }
+
     /// The failed answer about `version`'s use that stands until it may be asked again.
     fn unanswered(
         &self,

@@ -54,7 +54,7 @@ pub fn issuer_watches(
     let namespaced_feed = changes(
         reflector(
             namespaced_writer,
-            watcher(namespaced_api, watcher::Config::default()).default_backoff(),
+            crate::relist::watcher(namespaced_api, watcher::Config::default()).default_backoff(),
         ),
         "TokenIssuer",
         |i: &TokenIssuer| Touched::Namespaced {
@@ -65,7 +65,7 @@ pub fn issuer_watches(
     let cluster_feed = changes(
         reflector(
             cluster_writer,
-            watcher(
+            crate::relist::watcher(
                 Api::<ClusterTokenIssuer>::all(client.clone()),
                 watcher::Config::default(),
             )
@@ -77,7 +77,7 @@ pub fn issuer_watches(
     let namespace_feed = changes(
         reflector(
             namespaces_writer,
-            watcher(
+            crate::relist::watcher(
                 Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
                 namespaces_config,
             )

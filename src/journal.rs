@@ -63,6 +63,14 @@ pub enum Done {
     Revoked {
         version: u32,
     },
+    /// An unmanaged platform token was revoked (`inventory.revokeUnmanagedAfter`).
+    UnmanagedRevoked {
+        prefix: String,
+        created_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// The platform's listing of the workspace, made to verify a new token: the group's
+    /// inventory at this rotation.
+    Inventoried(crate::plan::Answer, chrono::DateTime<chrono::Utc>),
     MetadataSynced,
     SecretsReleased,
     MountedDeleted,
@@ -149,6 +157,25 @@ impl Journal {
 
     pub fn cut_over(&self) -> bool {
         self.done.iter().any(|d| matches!(d, Done::CutOver { .. }))
+    }
+
+    /// Whether the unmanaged token with `prefix` created at `created_at` was revoked.
+    pub fn revoked_unmanaged(
+        &self,
+        prefix: &str,
+        created_at: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        self.done.iter().any(|d| {
+            matches!(d, Done::UnmanagedRevoked { prefix: p, created_at: c } if p == prefix && *c == created_at)
+        })
+    }
+
+    /// The listing a verification made, and when it was asked for.
+    pub fn inventoried(&self) -> Option<(&crate::plan::Answer, chrono::DateTime<chrono::Utc>)> {
+        self.done.iter().rev().find_map(|d| match d {
+            Done::Inventoried(answer, at) => Some((answer, *at)),
+            _ => None,
+        })
     }
 
     pub fn restarted(&self) -> bool {

@@ -29,6 +29,8 @@ struct Series {
     issuer: Family<Labels<2>, Counter>,
     tokens: Family<Labels<1>, Gauge>,
     leader: Gauge,
+    unmanaged: Gauge,
+    unmanaged_revocations: Counter,
 }
 
 struct Inner {
@@ -63,7 +65,8 @@ impl Metrics {
     pub fn new() -> Self {
         let (s, duration) = (Series::default(), Histogram::new(DURATION_BUCKETS));
         seed(&s.reconciles, "result", "ok error");
-        let reasons = "Initial Schedule SpecChanged Manual RevokeRequested TokenLost";
+        let reasons =
+            "Initial Schedule SpecChanged Manual RevokeRequested TokenLost ServedTokenRevoked";
         seed(&s.rotations, "reason", reasons);
         seed(&s.tokens, "ready", "true false");
 
@@ -78,6 +81,14 @@ impl Metrics {
         r.register("issuer_requests", "Issuer API calls", s.issuer.clone());
         r.register("tokens", "Managed tokens by readiness", s.tokens.clone());
         r.register("leader", "1 while holding the lease", s.leader.clone());
+        let help = "Issuer tokens live at a platform that no WorkspaceToken holds (last listings)";
+        r.register("unmanaged_tokens", help, s.unmanaged.clone());
+        let help = "Unmanaged issuer tokens revoked (inventory.revokeUnmanagedAfter)";
+        r.register(
+            "unmanaged_revocations",
+            help,
+            s.unmanaged_revocations.clone(),
+        );
         Self(Arc::new(Inner {
             registry: r,
             duration,
@@ -97,6 +108,14 @@ impl Metrics {
     pub fn rotated(&self, reason: &str) {
         let series = label("reason", reason);
         self.0.s.rotations.get_or_create(&series).inc();
+    }
+
+    pub fn set_unmanaged_tokens(&self, count: usize) {
+        self.0.s.unmanaged.set(count as i64);
+    }
+
+    pub fn unmanaged_revoked(&self) {
+        self.0.s.unmanaged_revocations.inc();
     }
 
     pub fn revoked(&self) {

@@ -19,6 +19,10 @@ pub struct Watched {
     pub rollouts: BTreeMap<(RestartKind, String), Rollout>,
     /// The workloads of its namespace that read `S`; None until every kind was listed once.
     pub consumers: Option<Vec<Consumer>>,
+    /// Its group's inventory (issuer tokens whose issuer may be used now).
+    pub inventory: Option<crate::plan::InventoryInput>,
+    /// The highest version of it this operator has seen since it started.
+    pub versions_seen: Option<u32>,
 }
 
 /// The planner's input for `wst`, whose cached Secrets are sorted into `view`, whose issuer
@@ -52,5 +56,7 @@ pub fn observed<'a>(
         rollouts: watched.rollouts,
         usage,
         consumers: watched.consumers,
+        inventory: watched.inventory,
+        versions_seen: watched.versions_seen,
     }
 }

@@ -173,7 +173,9 @@ impl RolloutWatches {
         K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
     {
         let config = watcher::Config::default().fields(&format!("metadata.name={}", target.name));
-        let mut events = watcher(api, config).default_backoff().boxed();
+        let mut events = crate::relist::watcher(api, config)
+            .default_backoff()
+            .boxed();
         let mut listed = false;
         while let Some(event) = events.next().await {
             let seen = match event {

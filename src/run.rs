@@ -39,9 +39,18 @@ pub struct RunArgs {
     /// `ConsumerNeedsRestart` (for clusters where the operator may not read pods).
     #[arg(long)]
     pub no_consumers: bool,
+    /// How often each (issuer, workspace) in use is listed at its platform, to find the
+    /// tokens nobody manages and served tokens revoked there (`5m`, `30s`; `0`: only at
+    /// rotations).
+    #[arg(long, default_value = "5m", value_parser = inventory_interval)]
+    pub inventory_interval: Duration,
     /// How long a leader that stopped renewing keeps the Lease; renewals every third of it.
     #[arg(long, default_value_t = 15)]
     pub lease_duration_seconds: u64,
+}
+
+fn inventory_interval(value: &str) -> Result<Duration, String> {
+    crate::schedule::parse_duration(value).map_err(|e| e.to_string())
 }
 
 /// The operator's own namespace: `--leader-election-namespace`, else $POD_NAMESPACE, else
@@ -81,6 +90,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         concurrency: args.concurrency,
         instance: instance.clone(),
         consumers: !args.no_consumers,
+        inventory_interval: args.inventory_interval,
         cluster_resource_namespace: args
             .cluster_resource_namespace
             .clone()

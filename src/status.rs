@@ -40,6 +40,16 @@ pub fn render(
     status.mint_intent = None;
     // Who reads S is an observation, whatever became of the plan.
     status.consumers = plan.consumers.clone();
+    // So is what the platform listed; without a listing, what status said stands.
+    status.unmanaged_tokens = match &plan.unmanaged {
+        Some(listed) => (listed.iter())
+            .filter(|e| {
+                !journal.revoked_unmanaged(&e.prefix, crate::time::from_time(&e.created_at))
+            })
+            .cloned()
+            .collect(),
+        None => previous.unmanaged_tokens.clone(),
+    };
     status.conditions = vec![
         condition(
             &previous, READY, ready.0, ready.1, &ready.2, generation, now,
@@ -134,6 +144,7 @@ fn planned(
         mint_intent: None,
         versions,
         consumers: Vec::new(),
+        unmanaged_tokens: Vec::new(),
         conditions: Vec::new(),
     }
 }
@@ -400,6 +411,8 @@ mod tests {
                 rollouts: Default::default(),
                 usage: None,
                 consumers: None,
+                inventory: None,
+                versions_seen: None,
             },
             chrono::DateTime::UNIX_EPOCH,
         );

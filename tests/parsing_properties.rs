@@ -75,7 +75,7 @@ proptest! {
             status: None, deleting: false, has_finalizer: true, versioned: BTreeMap::new(),
             mounted: None, foreign: Vec::new(), mint_intent: None, issuer_problem: None,
             rollouts: Default::default(), usage: None,
-                consumers: None,
+                consumers: None, inventory: None, versions_seen: None,
         };
         let _ = plan(&observed, now);
     }

@@ -28,6 +28,7 @@ use crate::token::Token;
 use crate::{Error, Result};
 
 mod finalizer;
+mod inventory;
 mod mounted;
 mod platform;
 mod provenance;
@@ -117,6 +118,28 @@ pub async fn read_usage(
         );
     }
     crate::plan::UsageReading { version, usage }
+}
+
+/// The issuer inventory: lists the workspace at the platform with the token of `version`
+/// (the current one). Returns when it was asked for, and the platform's answer.
+pub async fn take_inventory(
+    io: &Handle,
+    wst: &WorkspaceToken,
+    issuer: Option<&std::result::Result<ResolvedIssuer, IssuerProblem>>,
+    plan: &Plan,
+    view: &SecretsView,
+    version: u32,
+    now: DateTime<Utc>,
+) -> (DateTime<Utc>, crate::plan::Answer) {
+    let applier = Applier::new(io, wst, issuer, plan, view, now);
+    let (asked, answer) = applier.inventory_with(version).await;
+    if let crate::plan::Answer::Failed(failure) = &answer {
+        tracing::warn!(
+            namespace = %applier.ns, name = %applier.name, version, reason = %failure.why,
+            "could not list the workspace's tokens at the platform"
+        );
+    }
+    (asked, answer)
 }
 
 /// Says that a pass failed, where people look: a Warning event on the WorkspaceToken and a
@@ -253,6 +276,11 @@ impl Applier<'_> {
             Step::Verify { version } => self.verify(*version).await,
             Step::ReclaimOrphans { since } => self.reclaim_orphans(*since).await,
             Step::RevokeIfUsed { version } => self.revoke_if_used(*version).await,
+            Step::RevokeUnmanaged {
+                id,
+                prefix,
+                created_at,
+            } => self.revoke_unmanaged(id, prefix, *created_at).await,
             Step::SyncMetadata { secret } => self.sync_metadata(*secret).await,
             Step::ReleaseSecrets => self.release_secrets().await,
             Step::DeleteMounted => self.delete_mounted().await,

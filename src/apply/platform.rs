@@ -151,7 +151,9 @@ impl Applier<'_> {
         let trace_id = self.trace_id_of(version);
         let issuer = self.issuer_to_ask(version)?;
         let platform = self.platform_at(&issuer, &trace_id)?;
+        let asked = Utc::now();
         let result = platform.verify(&token).await;
+        let answered = Utc::now();
         self.io
             .metrics
             .issuer_request("verify", if result.is_ok() { "ok" } else { "error" });
@@ -159,7 +161,12 @@ impl Applier<'_> {
             self.retire_refused(version, &issuer, &token).await?;
             return Err(Error::Issuer(IssuerError::NewTokenRefused { version }));
         }
-        let id = result?;
+        let (id, listed) = result?;
+        let answer = crate::plan::Answer::Listed {
+            complete: listed.complete,
+            tokens: listed.on_operator_clock(answered),
+        };
+        self.record(Done::Inventoried(answer, asked));
         let mut annotations = serde_json::Map::new();
         // Milliseconds: revokeAfterUse counts only uses after this, the operator's own last.
         annotations.insert(

@@ -10,6 +10,7 @@ use crate::api::versioned_secret_name;
 use crate::events::EventType;
 use crate::failpoint;
 use crate::journal::Done;
+use crate::plan::RevokeReason;
 
 const NO_RECORD: &str = "no record says which issuer minted it";
 
@@ -70,6 +71,9 @@ impl Applier<'_> {
             self.record(Done::Revoked { version });
             return Ok(());
         }
+        if reason == RevokeReason::RevokedAtPlatform.as_str() {
+            return self.forget_revoked_elsewhere(version, &name).await;
+        }
         let mut unrevoked = None;
         let outcome = match self.where_to_revoke(version) {
             MintedAt::Local => None,
@@ -116,6 +120,36 @@ impl Applier<'_> {
         let note = format!("revoked version {version} ({reason})");
         self.succeeded(
             "revoked", version, &trace_id, prefix, "Revoked", "Revoke", note,
+        );
+        Ok(())
+    }
+
+    /// A served version the platform's inventory shows revoked already (by hand, by another
+    /// tool, or before a restore of the cluster): nothing to ask the platform, only its record
+    /// goes; the audit trail says it was revoked elsewhere.
+    async fn forget_revoked_elsewhere(&mut self, version: u32, name: &str) -> Result<()> {
+        self.record(Done::RevokedAtIssuer {
+            version,
+            impossible: false,
+        });
+        self.delete_owned(name, "delete versioned Secret").await?;
+        self.record(Done::Revoked { version });
+        let trace_id = self.current_trace_id();
+        let prefix = (self.plan.versions.get(&version)).and_then(|v| v.token_prefix.clone());
+        self.audit(
+            "revoked",
+            "external",
+            Some(version),
+            &trace_id,
+            prefix.as_deref(),
+        );
+        self.event(
+            EventType::Normal,
+            "Revoked",
+            "Revoke",
+            format!(
+                "version {version} was revoked at the platform outside tokenwarden; its record                  is deleted"
+            ),
         );
         Ok(())
     }

@@ -45,13 +45,10 @@ impl Applier<'_> {
         let answered = Utc::now();
         let outcome = if listed.is_ok() { "ok" } else { "error" };
         self.io.metrics.issuer_request("list", outcome);
-        let (tokens, date) = listed.map_err(|e| e.to_string())?;
-        // The platform's clock read `date` (a whole second, rounded down) while ours read at
-        // most `answered`: adding the largest offset can only make a use look later.
-        let offset = date.map_or(TimeDelta::zero(), |d| answered - d);
-        let last_used_at = last_use(&tokens, &prefix, known_id)
-            .and_then(|used| used.checked_add_signed(offset))
-            .map(ceil_second);
+        let tokens = listed
+            .map_err(|e| e.to_string())?
+            .on_operator_clock(answered);
+        let last_used_at = last_use(&tokens, &prefix, known_id).map(ceil_second);
         Ok(Usage {
             last_used_at,
             checked_at: floor_second(asked),

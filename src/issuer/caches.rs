@@ -67,7 +67,7 @@ impl IssuerCaches {
     /// the versions it minted are revoked. Whether it still allows the token's namespace or is
     /// Ready does not matter: a revocation goes where the token was minted, or nowhere.
     pub fn minted_by(&self, identity: &IssuerIdentity, namespace: &str) -> Option<ResolvedIssuer> {
-        let (uid, http, admin_namespace) = match identity.kind {
+        let (uid, http, admin_namespace, inventory) = match identity.kind {
             IssuerKind::TokenIssuer => {
                 let found = self
                     .namespaced
@@ -77,6 +77,7 @@ impl IssuerCaches {
                     found.metadata.uid.clone(),
                     found.spec.http.clone(),
                     admin_namespace,
+                    found.spec.inventory.clone(),
                 )
             }
             IssuerKind::ClusterTokenIssuer => {
@@ -86,6 +87,7 @@ impl IssuerCaches {
                     found.metadata.uid.clone(),
                     found.spec.http.clone(),
                     admin_namespace,
+                    found.spec.inventory.clone(),
                 )
             }
         };
@@ -93,6 +95,7 @@ impl IssuerCaches {
             identity: identity.clone(),
             http,
             admin_namespace,
+            revoke_unmanaged_after: inventory.and_then(|i| i.revoke_unmanaged_after),
         })
     }
 }

@@ -103,6 +103,39 @@ struct MintAnswer {
 #[derive(Deserialize)]
 struct ListAnswer {
     tokens: Vec<PlatformToken>,
+    /// How many live tokens the platform says the workspace has.
+    #[serde(default)]
+    count: Option<usize>,
+}
+
+/// A listing of the workspace's live tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenList {
+    pub tokens: Vec<PlatformToken>,
+    /// The platform's `count` equals the tokens listed: nothing was left out. Only a complete
+    /// listing may say a token is not live.
+    pub complete: bool,
+    /// The platform's clock at the answer (its `Date` header), when it sent one.
+    pub date: Option<DateTime<Utc>>,
+}
+
+impl TokenList {
+    /// Its tokens with their times moved onto the operator's clock: the platform's clock read
+    /// `date` (a whole second, rounded down) while ours read at most `answered`, so adding
+    /// that offset can only make a time look later (a use more recent, a token younger).
+    pub fn on_operator_clock(self, answered: DateTime<Utc>) -> Vec<PlatformToken> {
+        let offset = self
+            .date
+            .map_or(chrono::TimeDelta::zero(), |d| answered - d);
+        let shift = |t: DateTime<Utc>| t.checked_add_signed(offset).unwrap_or(t);
+        (self.tokens.into_iter())
+            .map(|t| PlatformToken {
+                created_at: shift(t.created_at),
+                last_used_at: t.last_used_at.map(shift),
+                ..t
+            })
+            .collect()
+    }
 }
 
 /// What a revocation found.
@@ -266,16 +299,16 @@ impl<'a> HttpIssuer<'a> {
         bearer: &Token,
         operation: &'static str,
     ) -> Result<Vec<PlatformToken>, IssuerError> {
-        Ok(self.list_dated(bearer, operation).await?.0)
+        Ok(self.list_dated(bearer, operation).await?.tokens)
     }
 
     /// [`Self::list`], with the platform's clock at the answer (its `Date` header), so its
-    /// `last_used_at` times can be read on the operator's clock.
+    /// `last_used_at` times can be read on the operator's clock, and whether it is complete.
     pub async fn list_dated(
         &self,
         bearer: &Token,
         operation: &'static str,
-    ) -> Result<(Vec<PlatformToken>, Option<DateTime<Utc>>), IssuerError> {
+    ) -> Result<TokenList, IssuerError> {
         let path = format!("/workspaces/{}/tokens", self.workspace_id);
         let (status, body, date) = self
             .dated_call(reqwest::Method::GET, &path, bearer, operation)
@@ -283,17 +316,23 @@ impl<'a> HttpIssuer<'a> {
         if !(200..300).contains(&status) {
             return Err(IssuerError::Status { operation, status });
         }
-        Ok((decode::<ListAnswer>(&body, operation)?.tokens, date))
+        let answer = decode::<ListAnswer>(&body, operation)?;
+        Ok(TokenList {
+            complete: answer.count == Some(answer.tokens.len()),
+            tokens: answer.tokens,
+            date,
+        })
     }
 
-    /// Proves a new token works with a non-destructive call; returns its platform id.
-    pub async fn verify(&self, new: &Token) -> Result<Option<String>, IssuerError> {
-        let tokens = self.list(new, "verify").await?;
+    /// Proves a new token works with a non-destructive call; returns its platform id, and the
+    /// listing the call made (the workspace's inventory at this rotation).
+    pub async fn verify(&self, new: &Token) -> Result<(Option<String>, TokenList), IssuerError> {
+        let listed = self.list_dated(new, "verify").await?;
         let prefix = new.prefix();
-        Ok(tokens
-            .into_iter()
+        let id = (listed.tokens.iter())
             .find(|t| t.prefix == prefix)
-            .map(|t| t.id))
+            .map(|t| t.id.clone());
+        Ok((id, listed))
     }
 
     /// Revokes the token with prefix `prefix`, authenticating with `bearer`. The id to delete

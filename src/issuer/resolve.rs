@@ -25,6 +25,8 @@ pub struct ResolvedIssuer {
     /// Where its admin Secret is read: a TokenIssuer's own namespace, or for a
     /// ClusterTokenIssuer the operator's `--cluster-resource-namespace`.
     pub admin_namespace: String,
+    /// `inventory.revokeUnmanagedAfter`: None reports unmanaged tokens only.
+    pub revoke_unmanaged_after: Option<String>,
 }
 
 /// Why a WorkspaceToken's issuer may not be used now: nothing is minted.
@@ -70,7 +72,7 @@ pub fn resolve(candidate: &Candidate<'_>) -> Result<ResolvedIssuer, IssuerProble
             format!("spec.issuerRef names {named}{place}, which does not exist; nothing is minted"),
         ));
     };
-    let (metadata, status, http, workspace_ids, admin_namespace) = match found {
+    let (metadata, status, http, workspace_ids, admin_namespace, inventory) = match found {
         Found::Namespaced(issuer) => {
             let ids = issuer.spec.workspace_ids.as_deref();
             let ns = issuer.metadata.namespace.clone().unwrap_or_default();
@@ -80,6 +82,7 @@ pub fn resolve(candidate: &Candidate<'_>) -> Result<ResolvedIssuer, IssuerProble
                 &issuer.spec.http,
                 ids,
                 ns,
+                issuer.spec.inventory.as_ref(),
             )
         }
         Found::Cluster(issuer) => {
@@ -92,6 +95,7 @@ pub fn resolve(candidate: &Candidate<'_>) -> Result<ResolvedIssuer, IssuerProble
                 &issuer.spec.http,
                 ids,
                 ns,
+                issuer.spec.inventory.as_ref(),
             )
         }
     };
@@ -130,6 +134,7 @@ pub fn resolve(candidate: &Candidate<'_>) -> Result<ResolvedIssuer, IssuerProble
         },
         http: http.clone(),
         admin_namespace,
+        revoke_unmanaged_after: inventory.and_then(|i| i.revoke_unmanaged_after.clone()),
     })
 }
 

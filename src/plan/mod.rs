@@ -16,6 +16,8 @@ pub use crate::rollout::Rollout;
 mod consumers;
 mod holds;
 mod idle;
+mod inventory;
+mod listing;
 mod metadata;
 mod planner;
 mod spec_hash;
@@ -24,6 +26,7 @@ mod versions;
 mod warnings;
 
 pub use holds::DEFAULT_MAX_GRACE_PERIOD;
+pub use listing::{Answer, Failure, InventoryInput, Listing, Reading};
 pub use metadata::SecretMetadata;
 pub(crate) use metadata::desired_metadata;
 pub(crate) use spec_hash::spec_hash;
@@ -114,6 +117,12 @@ pub struct Observed<'a> {
     /// The workloads of the namespace whose pod template reads `S`, sorted; None while the
     /// watches have not listed every kind yet (status keeps what it said).
     pub consumers: Option<Vec<crate::consumers::Consumer>>,
+    /// Its (issuer, workspace) group's inventory; None when it mints locally or its issuer
+    /// may not be used now (status keeps what it said).
+    pub inventory: Option<InventoryInput>,
+    /// The highest version this operator saw of this object since it started: a cluster
+    /// restored from an older backup must not make it mint a number again.
+    pub versions_seen: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +137,9 @@ pub enum RotationReason {
     RevokeRequested,
     /// The current version's Secrets are both gone.
     TokenLost,
+    /// The platform no longer accepts the served token (revoked behind tokenwarden's back,
+    /// or a restored cluster serves a token revoked after its backup).
+    ServedTokenRevoked,
 }
 
 impl RotationReason {
@@ -139,6 +151,7 @@ impl RotationReason {
             RotationReason::Manual => "Manual",
             RotationReason::RevokeRequested => "RevokeRequested",
             RotationReason::TokenLost => "TokenLost",
+            RotationReason::ServedTokenRevoked => "ServedTokenRevoked",
         }
     }
 }
@@ -161,6 +174,8 @@ pub enum RevokeReason {
     /// Its record `S-vN` is gone (deleted by hand, or a crash after revoking): the token can
     /// no longer be served as previous-token, and must not stay valid unseen.
     Lost,
+    /// The platform's inventory shows it revoked already: only its record goes.
+    RevokedAtPlatform,
 }
 
 impl RevokeReason {
@@ -173,6 +188,7 @@ impl RevokeReason {
             RevokeReason::HoldExpired => "HoldExpired",
             RevokeReason::Deleted => "Deleted",
             RevokeReason::Lost => "Lost",
+            RevokeReason::RevokedAtPlatform => "RevokedAtPlatform",
         }
     }
 }
@@ -235,6 +251,13 @@ pub enum Step {
     /// shows the current token used by a consumer after the cutover.
     RevokeIfUsed {
         version: u32,
+    },
+    /// `inventory.revokeUnmanagedAfter`: revoke the platform token `id` (listed in this pass,
+    /// held by no version anywhere), authenticating with the current token.
+    RevokeUnmanaged {
+        id: String,
+        prefix: String,
+        created_at: DateTime<Utc>,
     },
     /// Labels and annotations of a Secret we own differ from the desired ones.
     SyncMetadata {
@@ -316,6 +339,12 @@ pub struct Plan {
     pub consumers: Vec<crate::api::ConsumerStatus>,
     /// Warnings `ConsumerNeedsRestart`, published once the cutover this pass plans is done.
     pub after_cutover: Vec<Warning>,
+    /// The inventory is due and this token's current one may list: the pass lists its
+    /// workspace at the platform with it, then plans again with the answer.
+    pub inventory_query: Option<u32>,
+    /// `status.unmanagedTokens`; None: status keeps what it said (no listing yet, or the last
+    /// one failed or was partial).
+    pub unmanaged: Option<Vec<crate::api::UnmanagedTokenStatus>>,
 }
 
 impl Plan {
@@ -341,6 +370,7 @@ pub fn plan(o: &Observed<'_>, now: DateTime<Utc>) -> Plan {
     } else {
         p.plan_lifecycle();
         p.plan_consumers();
+        p.plan_inventory();
     }
     p.finish()
 }

@@ -40,6 +40,10 @@ pub(super) struct Planner<'o, 'a> {
     pub(super) usage_query: Option<u32>,
     pub(super) consumers: Vec<crate::api::ConsumerStatus>,
     pub(super) after_cutover: Vec<Warning>,
+    /// The served version the platform no longer accepts, and how that showed.
+    pub(super) gone_at_platform: Option<(u32, &'static str)>,
+    pub(super) inventory_query: Option<u32>,
+    pub(super) unmanaged: Option<Vec<crate::api::UnmanagedTokenStatus>>,
 }
 
 impl<'o, 'a> Planner<'o, 'a> {
@@ -117,6 +121,9 @@ impl<'o, 'a> Planner<'o, 'a> {
             usage_query: None,
             consumers: Vec::new(),
             after_cutover: Vec::new(),
+            gone_at_platform: None,
+            inventory_query: None,
+            unmanaged: None,
         }
     }
 
@@ -176,6 +183,7 @@ impl<'o, 'a> Planner<'o, 'a> {
 
         // 1. Which version is current, and does S need repair?
         let mut mounted_ok = self.find_current(status_current);
+        self.gone_at_platform = self.served_gone();
         // 2.-3. A pending version is adopted, else a new one minted when due; neither while
         //    the issuer may not be used (nothing is sent to it, nothing minted).
         let floor = self.current.max(status_current);
@@ -400,6 +408,8 @@ impl<'o, 'a> Planner<'o, 'a> {
                 Some(RevokeReason::Superseded)
             } else if revoke_requested == Some(old) {
                 Some(RevokeReason::Requested)
+            } else if self.gone_at_platform.is_some_and(|(gone, _)| gone == old) {
+                Some(RevokeReason::RevokedAtPlatform)
             } else {
                 None
             };
@@ -554,6 +564,8 @@ impl<'o, 'a> Planner<'o, 'a> {
             usage_query: self.usage_query,
             consumers: self.consumers,
             after_cutover: self.after_cutover,
+            inventory_query: self.inventory_query,
+            unmanaged: self.unmanaged,
         }
     }
 }

@@ -111,6 +111,12 @@ impl Planner<'_, '_> {
         jitter: TimeDelta,
     ) -> Option<RotationReason> {
         let o = self.o;
+        if self
+            .gone_at_platform
+            .is_some_and(|(gone, _)| gone == current)
+        {
+            return Some(RotationReason::ServedTokenRevoked);
+        }
         if self.revoke_requested() == Some(current) {
             return Some(RotationReason::RevokeRequested);
         }

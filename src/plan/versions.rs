@@ -98,6 +98,7 @@ impl Planner<'_, '_> {
             .keys()
             .copied()
             .chain(from_status)
+            .chain(self.o.versions_seen)
             .max()
             .unwrap_or(0)
             + 1

@@ -26,6 +26,7 @@ mod failures;
 mod holds;
 mod http_issuer;
 mod idle;
+mod inventory;
 mod metadata;
 mod rotation;
 mod triggers;

@@ -82,6 +82,17 @@ pub(super) struct Outside {
     pub(super) usage_unreadable: Option<String>,
     /// Versions whose use the planner asked the platform about, in order.
     pub(super) usage_asked: Vec<u32>,
+    /// Live platform tokens of the workspace that no version of this token holds.
+    pub(super) others: Vec<crate::issuer::http::PlatformToken>,
+    /// Of those, the prefixes some other WorkspaceToken's version holds.
+    pub(super) held_by_others: BTreeSet<String>,
+    /// How the platform answers an inventory listing: complete unless this says
+    /// `partial`, `error` or `refused` (HTTP 401 to the bearer).
+    pub(super) listing_fault: Option<&'static str>,
+    /// The versions an inventory listed with, in order.
+    pub(super) inventory_asked: Vec<u32>,
+    /// The platform ids of the unmanaged tokens revoked, in order.
+    pub(super) unmanaged_revoked: Vec<String>,
 }
 
 /// One WorkspaceToken and the cluster around it, as the planner observes it.
@@ -104,6 +115,8 @@ pub(super) struct World {
     pub(super) rollouts: BTreeMap<(crate::api::RestartKind, String), Rollout>,
     /// The workloads of the namespace that read `S`, as the consumer index lists them.
     pub(super) consumers: Vec<crate::consumers::Consumer>,
+    pub(super) inventory: Option<crate::plan::InventoryInput>,
+    pub(super) versions_seen: Option<u32>,
     pub(super) outside: Outside,
 }
 
@@ -123,6 +136,8 @@ impl World {
             issuer_problem: None,
             rollouts: BTreeMap::new(),
             consumers: Vec::new(),
+            inventory: None,
+            versions_seen: None,
             outside: Outside::default(),
         }
     }
@@ -157,34 +172,106 @@ impl World {
             rollouts: self.rollouts.clone(),
             usage: None,
             consumers: Some(self.consumers.clone()),
+            inventory: self.inventory.clone(),
+            versions_seen: self.versions_seen,
         }
     }
 
     /// A pass's plan, with the platform asked when the planner needs its answer (as the
     /// controller does: plan, ask, plan again).
     pub(super) fn plan(&self, now: DateTime<Utc>) -> Plan {
-        self.plan_asking(now).0
+        self.clone().plan_asking(now).0
     }
 
     /// The plan, and the version whose use the platform was asked about on the way.
-    fn plan_asking(&self, now: DateTime<Utc>) -> (Plan, Option<u32>) {
+    fn plan_asking(&mut self, now: DateTime<Utc>) -> (Plan, Option<u32>) {
         let first = plan(&self.observed(), now);
-        let Some(version) = first.usage_query else {
-            self.check(&first);
-            return (first, None);
+        let (second, asked) = match first.usage_query {
+            None => (first, None),
+            Some(version) => {
+                let usage = match &self.outside.usage_unreadable {
+                    Some(why) => Err(why.clone()),
+                    None => Ok(Usage {
+                        last_used_at: self.outside.last_used.get(&version).copied(),
+                        checked_at: now,
+                    }),
+                };
+                let mut observed = self.observed();
+                observed.usage = Some(UsageReading { version, usage });
+                (plan(&observed, now), Some(version))
+            }
         };
-        let usage = match &self.outside.usage_unreadable {
-            Some(why) => Err(why.clone()),
-            None => Ok(Usage {
-                last_used_at: self.outside.last_used.get(&version).copied(),
+        let Some(bearer) = second.inventory_query else {
+            self.check(&second);
+            return (second, asked);
+        };
+        // The inventory: list, keep the listing as the group's, plan again with it.
+        self.outside.inventory_asked.push(bearer);
+        let reading = std::sync::Arc::new(self.listing(bearer, now));
+        let input = self
+            .inventory
+            .as_mut()
+            .expect("an inventory query has a group");
+        input.latest = Some(reading);
+        input.due_at = now + minutes(5);
+        let mut observed = self.observed();
+        if let Some(input) = observed.inventory.as_mut() {
+            input.fresh = true;
+        }
+        if let Some(version) = asked {
+            let last_used_at = self.outside.last_used.get(&version).copied();
+            let usage = Ok(Usage {
+                last_used_at,
                 checked_at: now,
+            });
+            observed.usage = Some(UsageReading { version, usage });
+        }
+        let third = plan(&observed, now);
+        self.check(&third);
+        (third, asked)
+    }
+
+    /// What the platform answers an inventory listing made with `bearer`'s token at `now`.
+    fn listing(&self, bearer: u32, now: DateTime<Utc>) -> crate::plan::Reading {
+        use crate::plan::{Failure, Listing, Reading};
+        let failed = |why: &str, refused| Reading {
+            listed_at: now,
+            outcome: Err(Failure {
+                why: why.into(),
+                refused,
             }),
         };
-        let mut observed = self.observed();
-        observed.usage = Some(UsageReading { version, usage });
-        let second = plan(&observed, now);
-        self.check(&second);
-        (second, Some(version))
+        match self.outside.listing_fault {
+            Some("error") => return failed("inventory: platform answered HTTP 500", None),
+            Some("refused") => {
+                let refused = Some((UID.to_string(), bearer));
+                return failed("the platform refused the current token (HTTP 401)", refused);
+            }
+            _ => {}
+        }
+        let ours = (self.outside.valid.iter()).filter_map(|v| {
+            let record = self.versioned.get(v)?;
+            Some(crate::issuer::http::PlatformToken {
+                id: format!("tok-v{v}"),
+                prefix: record.token_prefix.clone()?,
+                created_at: record.created_at?,
+                last_used_at: None,
+            })
+        });
+        let tokens: Vec<_> = ours.chain(self.outside.others.iter().cloned()).collect();
+        let held: BTreeSet<String> = (self.versioned.values())
+            .filter_map(|v| v.token_prefix.clone())
+            .collect();
+        Reading {
+            listed_at: now,
+            outcome: Ok(Listing {
+                tokens,
+                complete: self.outside.listing_fault != Some("partial"),
+                held,
+                held_elsewhere: self.outside.held_by_others.clone(),
+                in_flight_from: now - secs(10),
+            }),
+        }
     }
 
     pub(super) fn status(&self) -> &WorkspaceTokenStatus {
@@ -245,6 +332,18 @@ impl World {
                 self.outside.valid.retain(|v| held.contains(v));
                 self.mint_intent = None;
                 vec![Done::OrphansReclaimed]
+            }
+            Step::RevokeUnmanaged {
+                id,
+                prefix,
+                created_at,
+            } => {
+                self.outside.others.retain(|t| &t.id != id);
+                self.outside.unmanaged_revoked.push(id.clone());
+                vec![Done::UnmanagedRevoked {
+                    prefix: prefix.clone(),
+                    created_at: *created_at,
+                }]
             }
             Step::RevokeIfUsed { version } => {
                 if !self.outside.used_after_cutover {

@@ -1,0 +1,274 @@
+//! The issuer inventory: which tokens are live at a platform for a workspace that no
+//! WorkspaceToken holds, and whether each served token is still live there.
+//!
+//! One listing per (issuer, workspace) per `--inventory-interval`, made by whichever
+//! WorkspaceToken of that group is due first and may list (its current token is the bearer:
+//! see `plan::inventory` for when it may not), plus the listing every rotation's verification
+//! makes anyway. The first listing after a start comes at an offset of the interval that
+//! depends on the group alone, so a restart spreads its listings over one interval instead of
+//! sending them all at once. The last listing of each group is kept here, in memory; status
+//! keeps what it said until a listing says otherwise (a restart writes nothing).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use kube::runtime::reflector::Store;
+
+use crate::api::WorkspaceToken;
+use crate::issuer::caches::IssuerCaches;
+use crate::issuer::http::PlatformToken;
+use crate::issuer::resolve::ResolvedIssuer;
+use crate::plan::{Answer, InventoryInput, Listing, Reading};
+use crate::secrets::SecretIndex;
+
+mod holders;
+
+pub use holders::HolderIndex;
+
+/// Tokens created this little before a listing may be a mint still on its way into a
+/// versioned Secret (besides the issuer's timeout): not judged yet.
+pub const IN_FLIGHT_SLACK_SECONDS: i64 = 5;
+
+/// One issuer's view of one workspace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GroupKey {
+    pub issuer_uid: String,
+    pub workspace: String,
+}
+
+#[derive(Default)]
+struct Entry {
+    latest: Option<Arc<Reading>>,
+    claimed_at: Option<DateTime<Utc>>,
+}
+
+/// The inventory's schedule and last listings, shared by every reconcile.
+pub struct Inventory {
+    interval: TimeDelta,
+    started: DateTime<Utc>,
+    groups: Mutex<HashMap<GroupKey, Entry>>,
+    pub holders: HolderIndex,
+}
+
+impl Inventory {
+    /// `interval`: how often each group is listed (0: never on a schedule, only at rotations).
+    pub fn new(interval: std::time::Duration, started: DateTime<Utc>) -> Self {
+        Inventory {
+            interval: TimeDelta::from_std(interval).unwrap_or(TimeDelta::MAX),
+            started,
+            groups: Mutex::default(),
+            holders: HolderIndex::default(),
+        }
+    }
+
+    pub fn key(issuer: &ResolvedIssuer, wst: &WorkspaceToken) -> GroupKey {
+        GroupKey {
+            issuer_uid: issuer.identity.uid.clone(),
+            workspace: wst.spec.workspace_id.clone(),
+        }
+    }
+
+    /// What `wst`'s plan sees of its group: None when it mints locally or its issuer may not
+    /// be used now.
+    pub fn input_for(&self, wst: &WorkspaceToken, issuer: &ResolvedIssuer) -> InventoryInput {
+        let key = Self::key(issuer, wst);
+        let groups = self.groups.lock().expect("inventory");
+        let entry = groups.get(&key);
+        InventoryInput {
+            issuer: issuer.identity.clone(),
+            revoke_unmanaged_after: issuer.revoke_unmanaged_after.clone(),
+            due_at: self.due_at(&key, entry),
+            latest: entry.and_then(|e| e.latest.clone()),
+            fresh: false,
+        }
+    }
+
+    #[cfg(test)]
+    fn due(&self, key: &GroupKey) -> DateTime<Utc> {
+        let groups = self.groups.lock().expect("inventory");
+        self.due_at(key, groups.get(key))
+    }
+
+    /// A listing made since the last one or its claim, a whole interval later; the first one
+    /// after a start at the group's own offset.
+    fn due_at(&self, key: &GroupKey, entry: Option<&Entry>) -> DateTime<Utc> {
+        if self.interval.is_zero() {
+            return DateTime::<Utc>::MAX_UTC;
+        }
+        let last = entry.and_then(|e| {
+            let listed = e.latest.as_ref().map(|r| r.listed_at);
+            listed.max(e.claimed_at)
+        });
+        match last {
+            Some(last) => last.checked_add_signed(self.interval),
+            None => self.started.checked_add_signed(self.offset(key)),
+        }
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// Where in the interval the group's first listing falls: the same for a group on every
+    /// start, spread evenly over the groups.
+    fn offset(&self, key: &GroupKey) -> TimeDelta {
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        let millis = self.interval.num_milliseconds().max(1) as u64;
+        TimeDelta::milliseconds((hasher.finish() % millis) as i64)
+    }
+
+    /// Takes the group's turn to list at `now`, unless it is not due (another token took it).
+    pub fn claim(&self, key: &GroupKey, now: DateTime<Utc>) -> bool {
+        let mut groups = self.groups.lock().expect("inventory");
+        let entry = groups.get(key);
+        if self.due_at(key, entry) > now {
+            return false;
+        }
+        groups.entry(key.clone()).or_default().claimed_at = Some(now);
+        true
+    }
+
+    /// Keeps `reading` as the group's last listing.
+    pub fn record(&self, key: GroupKey, reading: Reading) -> Arc<Reading> {
+        let reading = Arc::new(reading);
+        let mut groups = self.groups.lock().expect("inventory");
+        let entry = groups.entry(key).or_default();
+        entry.latest = Some(reading.clone());
+        entry.claimed_at = None;
+        reading
+    }
+
+    /// Forgets the groups no WorkspaceToken of the cache belongs to any more.
+    pub fn forget_gone(&self, alive: impl Fn(&GroupKey) -> bool) {
+        self.groups
+            .lock()
+            .expect("inventory")
+            .retain(|k, _| alive(k));
+    }
+
+    /// How many distinct unmanaged tokens the last listings show, over every group.
+    pub fn unmanaged_count(&self) -> usize {
+        let none = BTreeSet::new();
+        let groups = self.groups.lock().expect("inventory");
+        (groups.values())
+            .filter_map(|e| e.latest.as_ref()?.outcome.as_ref().ok())
+            .map(|listing| listing.unmanaged(&none).count())
+            .sum()
+    }
+}
+
+/// What the cluster says of a platform's answer about `key`'s workspace: which listed tokens
+/// its WorkspaceTokens hold. Reads caches only.
+pub struct Judge<'a> {
+    pub tokens: &'a Store<WorkspaceToken>,
+    pub index: &'a SecretIndex,
+    pub issuers: &'a IssuerCaches,
+    pub holders: &'a HolderIndex,
+}
+
+impl Judge<'_> {
+    pub fn reading(
+        &self,
+        key: &GroupKey,
+        issuer: &ResolvedIssuer,
+        listed_at: DateTime<Utc>,
+        answer: Answer,
+    ) -> Reading {
+        let outcome = match answer {
+            Answer::Failed(failure) => Err(failure),
+            Answer::Listed { tokens, complete } => {
+                Ok(self.listing(key, issuer, listed_at, tokens, complete))
+            }
+        };
+        Reading { listed_at, outcome }
+    }
+
+    fn listing(
+        &self,
+        key: &GroupKey,
+        issuer: &ResolvedIssuer,
+        listed_at: DateTime<Utc>,
+        tokens: Vec<PlatformToken>,
+        complete: bool,
+    ) -> Listing {
+        let window = i64::from(issuer.http.timeout_seconds) + IN_FLIGHT_SLACK_SECONDS;
+        let mut in_flight_from = listed_at - TimeDelta::seconds(window);
+        let mut held = BTreeSet::new();
+        for holder in self.holders.of(&key.workspace) {
+            let Some(wst) = self.tokens.get(&holder) else {
+                continue;
+            };
+            // A token whose issuer may not serve it this workspace holds nothing of it: else
+            // whoever may write a WorkspaceToken and a Secret could shield any token from the
+            // inventory by naming its prefix. Not found or not ready (a passing state) holds.
+            let allowed = match self.issuers.for_token(&wst) {
+                None => false,
+                Some(Ok(_)) => true,
+                Some(Err(problem)) => problem.reason == "IssuerNotReady",
+            };
+            if !allowed {
+                continue;
+            }
+            held.extend(recorded_prefixes(&wst));
+            let (ns, name) = (
+                holder.namespace.as_deref().unwrap_or_default(),
+                &holder.name,
+            );
+            let view = crate::secrets::view(&wst, &self.index.secrets_of(ns, name));
+            held.extend(
+                view.versioned
+                    .values()
+                    .filter_map(|v| v.token_prefix.clone()),
+            );
+            let intent = (wst.status.as_ref())
+                .and_then(|s| s.mint_intent.as_deref())
+                .and_then(crate::plan::MintIntent::parse);
+            if let Some(intent) = intent {
+                let since = intent.since - TimeDelta::seconds(IN_FLIGHT_SLACK_SECONDS);
+                in_flight_from = in_flight_from.min(since);
+            }
+        }
+        let candidates: BTreeSet<&str> = (tokens.iter())
+            .map(|t| t.prefix.as_str())
+            .filter(|p| !held.contains(*p))
+            .collect();
+        let held_elsewhere = if candidates.is_empty() {
+            BTreeSet::new()
+        } else {
+            self.held_anywhere(&candidates)
+        };
+        Listing {
+            tokens,
+            complete,
+            held,
+            held_elsewhere,
+            in_flight_from,
+        }
+    }
+
+    /// Which of `prefixes` some version anywhere in the cluster holds (a versioned Secret, or
+    /// a version in any status).
+    fn held_anywhere(&self, prefixes: &BTreeSet<&str>) -> BTreeSet<String> {
+        let mut all = self.index.held_prefixes();
+        for wst in self.tokens.state() {
+            all.extend(recorded_prefixes(&wst));
+        }
+        (prefixes.iter())
+            .filter(|p| all.contains(**p))
+            .map(|p| p.to_string())
+            .collect()
+    }
+}
+
+/// The prefixes of every version `wst`'s status records, revoked ones too (a revocation that
+/// failed leaves the token live).
+fn recorded_prefixes(wst: &WorkspaceToken) -> impl Iterator<Item = String> + '_ {
+    (wst.status.iter())
+        .flat_map(|s| s.versions.iter())
+        .filter_map(|v| v.token_prefix.clone())
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
