@@ -40,13 +40,12 @@ impl Applier<'_> {
         let platform =
             (self.platform_at(&issuer, &self.trace_id_of(version))).map_err(|e| e.to_string())?;
         let listed = platform.list_dated(&bearer, "inventory").await;
-        let answered = Utc::now();
         let outcome = if listed.is_ok() { "ok" } else { "error" };
         self.io.metrics.issuer_request("inventory", outcome);
         match listed {
             Ok(list) => Ok(Answer::Listed {
                 complete: list.complete,
-                tokens: list.on_operator_clock(answered),
+                tokens: list.tokens,
             }),
             Err(IssuerError::Status { status: 401, .. }) => Ok(Answer::Failed(Failure {
                 why: "the platform refused the current token (HTTP 401)".into(),

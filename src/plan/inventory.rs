@@ -64,9 +64,7 @@ impl Planner<'_, '_> {
         let Some(inventory) = self.o.inventory.as_ref() else {
             return;
         };
-        if !inventory.fresh {
-            self.list_when_due(inventory);
-        }
+        self.list_when_due(inventory);
         if let Some((gone, why)) = self.gone_at_platform
             && self.minted_now()
         {
@@ -99,6 +97,9 @@ impl Planner<'_, '_> {
     fn list_when_due(&mut self, inventory: &InventoryInput) {
         if inventory.due_at > self.now {
             self.wake(inventory.due_at);
+            return;
+        }
+        if inventory.fresh {
             return;
         }
         if let Some(current) = self.current.filter(|c| self.may_list_with(*c, inventory)) {

@@ -34,7 +34,8 @@ pub struct Reading {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Listing {
-    /// The workspace's live tokens, their times on the operator's clock.
+    /// The workspace's live tokens, their times as the platform states them (reported as
+    /// they are; a few seconds between its clock and ours fall within the in-flight window).
     pub tokens: Vec<PlatformToken>,
     /// The platform's count matched: a token not listed is not live.
     pub complete: bool,

@@ -360,6 +360,45 @@ impl ControlPlane {
         self.ready().await
     }
 
+    /// Takes a backup of etcd the way an operator of a cluster may: stops kube-apiserver and
+    /// etcd, copies etcd's data directory to `to`, and starts both again (waiting until the
+    /// API server is ready).
+    pub async fn snapshot_etcd(&self, to: &Path) -> Result<(), BoxError> {
+        self.with_etcd_stopped(|data| copy_dir(data, to)).await
+    }
+
+    /// Restores the backup [`ControlPlane::snapshot_etcd`] took: stops kube-apiserver and
+    /// etcd, replaces etcd's data directory with the copy at `from`, and starts both again.
+    /// The cluster is back at the backup: every object and resourceVersion as it was then.
+    pub async fn restore_etcd(&self, from: &Path) -> Result<(), BoxError> {
+        self.with_etcd_stopped(|data| {
+            std::fs::remove_dir_all(data)?;
+            copy_dir(from, data)
+        })
+        .await
+    }
+
+    /// Stops kube-apiserver then etcd, runs `change` on etcd's data directory, and starts
+    /// etcd then kube-apiserver again with the same flags and ports.
+    async fn with_etcd_stopped(
+        &self,
+        change: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) -> Result<(), BoxError> {
+        self.kill_process("kube-apiserver");
+        self.kill_process("etcd");
+        change(&self.dir.join("etcd"))?;
+        for name in ["etcd", "kube-apiserver"] {
+            let mut processes = self.processes.lock().unwrap();
+            let process = processes
+                .iter_mut()
+                .find(|p| p.name == name)
+                .unwrap_or_else(|| panic!("no control-plane process {name}"));
+            let command = Process::command(&process.program, &process.args);
+            *process = spawn_logged(command, &self.dir, process.name)?;
+        }
+        self.ready().await
+    }
+
     /// Compacts etcd's history at its current revision (what kube-apiserver does every
     /// five minutes): a watch resumed from an older resourceVersion then gets 410 Gone.
     /// Returns the revision compacted at.
@@ -433,6 +472,20 @@ async fn client_from(kubeconfig: &Path) -> kube::Client {
 }
 
 /// Starts `command` with its output appended to `<dir>/<name>.log`.
+/// `cp -a from to`: etcd's data directory, with its permissions.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "cp -a {} {}: {status}",
+            from.display(),
+            to.display()
+        )))
+    }
+}
+
 fn spawn_logged(mut command: Command, dir: &Path, name: &'static str) -> Result<Process, BoxError> {
     let log = File::options()
         .create(true)

@@ -81,7 +81,8 @@ impl TestPlatform {
         assert_eq!(status, 201, "create workspace {id}");
     }
 
-    /// `fault`: none | error500 | hang | malformed | wrong_workspace | hang_after_mint.
+    /// `fault`: none | error500 | hang | malformed | wrong_workspace | hang_after_mint |
+    /// refuse_list | partial_list | ...
     pub async fn fault(&self, fault: &str, remaining: Option<u32>) {
         let status = self
             .admin_call(
@@ -130,6 +131,19 @@ impl TestPlatform {
             .as_str()
             .expect("auth_token")
             .to_string()
+    }
+
+    /// Revokes the token with platform id `id` through the token API, authenticating with
+    /// `bearer` (a token of the workspace): by hand, or by another tool, behind tokenwarden.
+    pub async fn revoke_directly(&self, workspace: &str, id: &str, bearer: &str) {
+        let status = reqwest::Client::new()
+            .delete(format!("{}/workspaces/{workspace}/tokens/{id}", self.url()))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("revoke")
+            .status();
+        assert!(status.is_success(), "revoke {id}: {status}");
     }
 
     /// The admin token as the Secret `platform-admin` (key `token`) in `ns`, and the
