@@ -112,8 +112,8 @@ async fn a_token_minted_outside_is_unmanaged_on_every_token_of_its_workspace_and
     // Several listings later: the two tokens sharing the workspace never report each
     // other's versions, and the other workspace reports nothing.
     tokio::time::sleep(Duration::from_secs(3 * INTERVAL_SECONDS)).await;
-    assert_eq!(s.unmanaged("a1").await, [outside.clone()]);
-    assert_eq!(s.unmanaged("a2").await, [outside.clone()]);
+    assert_eq!(s.unmanaged("a1").await, [outside.as_str()]);
+    assert_eq!(s.unmanaged("a2").await, [outside.as_str()]);
     assert!(s.unmanaged("b1").await.is_empty());
     let warned = event_messages(&s.client, &s.ns, "UnmanagedTokens").await;
     assert_eq!(
@@ -332,7 +332,7 @@ async fn a_tenant_cannot_shield_an_unmanaged_token_with_a_forged_secret() {
     if created.is_ok() {
         tokio::time::sleep(Duration::from_secs(3 * INTERVAL_SECONDS)).await;
     }
-    assert_eq!(s.unmanaged("victim").await, [prefix.clone()]);
+    assert_eq!(s.unmanaged("victim").await, [prefix.as_str()]);
     dump(&s.client, &tenant_ns, None).await;
     s.finish().await;
 }
