@@ -81,6 +81,7 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
+    let probe_api = tokens.clone();
     let index = SecretIndex::default();
     let (issuers, issuer_feeds) = issuer_watches(
         &client,
@@ -163,6 +164,7 @@ pub async fn run(
     let controller = Controller::for_stream(token_events, store)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let gauge = tokio::spawn(count_ready_tokens(controller.store(), ctx.clone()));
+    let probe = tokio::spawn(crate::relist::watch_for_time_travel(probe_api));
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let retried = ctx.clone();
     let issuer_triggers = issuer_feeds
@@ -186,6 +188,7 @@ pub async fn run(
     );
     future::join(tokens, issuer_status).await;
     gauge.abort();
+    probe.abort();
 }
 
 /// The WorkspaceTokens whose `S` a change of consumers is about (all of them for
@@ -464,6 +467,12 @@ impl Context {
         // wait (the issuer CRDs must be installed: their watches say so in the log until they
         // are).
         if !self.io.index.is_ready() || !self.io.issuers.is_ready() {
+            return Some(Duration::from_millis(500));
+        }
+        // While the Secrets or the WorkspaceTokens are listed again, their caches hold the
+        // world before the list next to the world after it (after a restore of the cluster,
+        // a status from the future beside Secrets from the past): nothing is planned on that.
+        if self.io.index.is_relisting() || self.inventory.holders.is_relisting() {
             return Some(Duration::from_millis(500));
         }
         let secrets = (self.io.index)

@@ -1,22 +1,41 @@
 //! Watches that list again when the cluster went back in time.
 //!
-//! A cluster restored from an etcd backup serves resourceVersions older than the ones a
-//! running watch has seen. Resuming from its last one, kube-rs's watcher is then answered
-//! "Too large resource version" for as long as the restored store has not caught up, and
-//! would resume from there once it has, missing every change in between. client-go's reflector
-//! lists again from scratch; so does this: on that answer the watch starts over, and the
-//! caches it feeds are replaced by what the cluster holds now.
+//! A cluster restored from an etcd backup (its data directory copied back) serves
+//! resourceVersions older than the ones a running watch has seen. Resumed from its last one,
+//! a watch is then answered nothing at all (the API server waits for a resourceVersion it
+//! has not reached) or, on older API servers, "Too large resource version"; once the restored
+//! store passes that resourceVersion, it resumes from there and never sees what changed in
+//! between: the caches would keep the future. (A restore with `etcdutl snapshot restore
+//! --bump-revision --mark-compacted` avoids this: watches get 410 Gone and list again.)
+//!
+//! So every watch made here starts over, listing everything, when the API server says so,
+//! and when [`watch_for_time_travel`] finds the cluster's resourceVersion (etcd's revision,
+//! which only grows while no backup is restored) behind the highest one a watch has seen.
 
 use std::fmt::Debug;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use kube::Resource;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
-/// [`kube::runtime::watcher`], started over when the API server says the cluster is behind
-/// what this watch has seen.
+/// Bumped each time the cluster went back in time: every watch starts over.
+static REWINDS: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
+
+/// The highest resourceVersion any watch has delivered (or the cluster was read at).
+static HIGHEST_SEEN: AtomicU64 = AtomicU64::new(0);
+
+/// How often the cluster's resourceVersion is read to notice it went backwards: before the
+/// restored cluster's own writes (leases renew every few seconds) carry it past what the
+/// watches saw.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// [`kube::runtime::watcher`], started over when the cluster went back in time.
 pub fn watcher<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -26,21 +45,85 @@ where
 {
     let start = move || kube::runtime::watcher(api.clone(), config.clone()).boxed();
     let first = start();
-    futures::stream::unfold((first, start), |(mut inner, start)| async move {
-        let item = inner.next().await?;
-        if let Err(e) = &item
-            && went_back_in_time(e)
-        {
-            tracing::warn!(
-                kind = std::any::type_name::<K>().rsplit("::").next().unwrap_or_default(),
-                error = %e,
-                "the API server is behind what this watch has seen (a restore from an older \
-                 backup?); listing everything again"
-            );
-            inner = start();
+    let rewinds = REWINDS.subscribe();
+    futures::stream::unfold(
+        (first, start, rewinds),
+        |(mut inner, start, mut rewinds)| async move {
+            loop {
+                tokio::select! {
+                    item = inner.next() => {
+                        let item = item?;
+                        if let Ok(event) = &item {
+                            saw(event);
+                        }
+                        if let Err(e) = &item
+                            && went_back_in_time(e)
+                        {
+                            tracing::warn!(
+                                kind = kind::<K>(),
+                                error = %e,
+                                "the API server is behind what this watch has seen (a restore \
+                                 from an older backup?); listing everything again"
+                            );
+                            inner = start();
+                        }
+                        return Some((item, (inner, start, rewinds)));
+                    }
+                    Ok(()) = rewinds.changed() => {
+                        tracing::info!(kind = kind::<K>(), "listing everything again");
+                        inner = start();
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Keeps the highest resourceVersion a watch delivered.
+fn saw<K: Resource>(event: &Event<K>) {
+    let object = match event {
+        Event::Apply(o) | Event::InitApply(o) | Event::Delete(o) => o,
+        Event::Init | Event::InitDone => return,
+    };
+    let version = (object.meta().resource_version.as_deref()).and_then(|rv| rv.parse().ok());
+    if let Some(version) = version {
+        HIGHEST_SEEN.fetch_max(version, Ordering::Relaxed);
+    }
+}
+
+fn kind<K>() -> &'static str {
+    (std::any::type_name::<K>()
+        .rsplit("::")
+        .next()
+        .unwrap_or_default())
+    .trim_end_matches('>')
+}
+
+/// Reads the cluster's resourceVersion every [`PROBE_INTERVAL`] (a list of at most one
+/// WorkspaceToken, read from etcd) and starts every watch over when it is behind the highest
+/// one seen. resourceVersions are compared as numbers: what etcd's revision is, which every
+/// Kubernetes API server serves (KEP-5504 makes that comparison part of the API).
+pub async fn watch_for_time_travel(api: Api<crate::api::WorkspaceToken>) {
+    loop {
+        let read = api.list_metadata(&ListParams::default().limit(1)).await;
+        let now = (read.ok())
+            .and_then(|l| l.metadata.resource_version)
+            .and_then(|rv| rv.parse::<u64>().ok());
+        if let Some(now) = now {
+            let seen = HIGHEST_SEEN.fetch_max(now, Ordering::Relaxed);
+            if now < seen {
+                tracing::warn!(
+                    seen,
+                    now,
+                    "the cluster's resourceVersion is behind what the watches saw (etcd \
+                     restored from an older backup?): every watch lists everything again"
+                );
+                HIGHEST_SEEN.store(now, Ordering::Relaxed);
+                REWINDS.send_modify(|n| *n += 1);
+            }
         }
-        Some((item, (inner, start)))
-    })
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
 }
 
 /// The API server's answer to a watch from a resourceVersion it has not reached.

@@ -230,6 +230,16 @@ impl SecretIndex {
         self.inner.read().expect("secret index lock").ready
     }
 
+    /// Whether a list is under way: until it is done, the index still shows what the watch
+    /// saw before it (after a restore of the cluster, another world than the one listed).
+    pub(crate) fn is_relisting(&self) -> bool {
+        self.inner
+            .read()
+            .expect("secret index lock")
+            .relisting
+            .is_some()
+    }
+
     pub(crate) fn secrets_of(&self, namespace: &str, token: &str) -> Vec<Arc<Secret>> {
         let state = self.inner.read().expect("secret index lock");
         state

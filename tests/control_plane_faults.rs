@@ -3,6 +3,9 @@
 //! operator converges (the invariants of `support::invariants` hold for every token) and then
 //! writes nothing more.
 //!
+//! The cluster also goes back in time: etcd restored from a backup taken before some
+//! rotations, under a running operator.
+//!
 //! Each test starts a control plane of its own (they get restarted), one test at a time.
 
 mod support;
@@ -199,4 +202,125 @@ async fn a_watch_resumed_after_compaction_gets_410_relists_and_misses_nothing() 
     assert_quiet(&client, QUIET).await;
     dump(&client, &ns, Some(&operator)).await;
     cp.stop();
+}
+
+/// Backup at v1; rotations to v2 then v3 (each previous one revoked at the platform); a
+/// consumer holds v3's token; restore. The cluster serves v1 again, which the platform no
+/// longer accepts: the inventory finds it revoked and a new version replaces it, numbered
+/// after every version the operator saw (v4, never a second v2); v3's token, live and held
+/// by no Secret any more, is reported unmanaged, so whoever restores knows a consumer may
+/// still use it.
+#[tokio::test]
+async fn a_cluster_restored_from_an_older_etcd_backup_serves_a_live_token_again_and_reuses_no_version()
+ {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cp = own_control_plane().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "restore").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let platform = support::platform::TestPlatform::start().await;
+    platform.create_workspace("ws-restore").await;
+    platform
+        .admin_secret(&client, &ns, &platform.admin.clone())
+        .await;
+    let operator = Operator::start(&cp, &["--namespace", &ns, "--inventory-interval", "2s"]);
+    let spec = json!({ "rotation": { "every": "720h", "gracePeriod": "1s" } });
+    create(&api, "t", platform.spec("ws-restore", spec)).await;
+    let prefix_at = |w: &WorkspaceToken| w.status.as_ref().and_then(|s| s.token_prefix.clone());
+    let v1 = prefix_at(&wait_version(&api, "t", 1, CONVERGE).await).unwrap();
+
+    let backup = tempfile::tempdir().expect("backup dir");
+    let backup = backup.path().join("etcd");
+    cp.snapshot_etcd(&backup).await.expect("etcd backup");
+
+    let live = |prefix: String| {
+        let platform = &platform;
+        async move {
+            let rows = platform.live("ws-restore").await;
+            rows.iter().any(|r| r.prefix == prefix)
+        }
+    };
+    request_rotation(&api, "t", "r1").await;
+    let v2 = prefix_at(&wait_version(&api, "t", 2, CONVERGE).await).unwrap();
+    eventually(CONVERGE, "v1 revoked at the platform", || async {
+        (!live(v1.clone()).await).then_some(())
+    })
+    .await;
+    request_rotation(&api, "t", "r2").await;
+    let v3 = prefix_at(&wait_version(&api, "t", 3, CONVERGE).await).unwrap();
+    eventually(CONVERGE, "v2 revoked at the platform", || async {
+        (!live(v2.clone()).await).then_some(())
+    })
+    .await;
+    // A consumer read v3 from S (a pod's mounted file, an env var).
+    let s = secrets.get("t").await.unwrap();
+    assert_eq!(prefix_of(&data(&s, "token").unwrap()), v3);
+
+    cp.restore_etcd(&backup).await.expect("etcd restore");
+    let restored = api.get("t").await.unwrap();
+    assert_eq!(
+        restored.status.as_ref().and_then(|s| s.current_version),
+        Some(1),
+        "the cluster is back at the backup"
+    );
+
+    let replaced = wait_version(&api, "t", 4, CONVERGE).await;
+    let v4 = prefix_at(&replaced).unwrap();
+    assert!(live(v4.clone()).await, "the new served token is live");
+    let served = data(&secrets.get("t").await.unwrap(), "token").unwrap();
+    assert_eq!(prefix_of(&served), v4);
+    for reused in ["t-v2", "t-v3"] {
+        assert!(
+            secrets.get_opt(reused).await.unwrap().is_none(),
+            "{reused}: no version number means a second token"
+        );
+    }
+    let status = replaced.status.unwrap();
+    let v1_state = status
+        .versions
+        .iter()
+        .find(|v| v.version == 1)
+        .map(|v| v.state);
+    assert_eq!(v1_state, Some(tokenwarden::api::VersionState::Revoked));
+    let unmanaged = eventually(CONVERGE, "v3 reported unmanaged", || async {
+        let w = api.get("t").await.ok()?;
+        let listed: Vec<String> = (w.status?.unmanaged_tokens.into_iter())
+            .map(|u| u.prefix)
+            .collect();
+        listed.contains(&v3).then_some(listed)
+    })
+    .await;
+    assert_eq!(
+        unmanaged,
+        [v3.clone()],
+        "only v3: v4 is ours, v1 and v2 are gone"
+    );
+    assert!(
+        live(v3.clone()).await,
+        "reported, not revoked: a consumer may still use it"
+    );
+    let warned = event_messages(&client, &ns, "ServedTokenRevoked").await;
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    let unmanaged_warned = event_messages(&client, &ns, "UnmanagedTokens").await;
+    assert!(
+        unmanaged_warned.iter().any(|m| m.contains(&v3)),
+        "{unmanaged_warned:?}"
+    );
+    let log = std::fs::read_to_string(&operator.stderr).unwrap_or_default();
+    assert!(
+        log.contains("listing everything again"),
+        "the watches listed the restored cluster again; see {}",
+        operator.stderr.display()
+    );
+    let audit = operator.audit_lines();
+    assert!(audit.iter().any(|l| l["event"] == "revoked"
+        && l["status"] == "external"
+        && l["token_version"] == "v1"));
+    dump(&client, &ns, Some(&operator)).await;
+    cp.stop();
+}
+
+fn prefix_of(token: &str) -> String {
+    token.chars().take(8).collect()
 }

@@ -54,6 +54,12 @@ impl HolderIndex {
         }
     }
 
+    /// Whether the WorkspaceToken watch is listing (its cache still shows what it saw
+    /// before).
+    pub fn is_relisting(&self) -> bool {
+        self.inner.lock().expect("holder index").relisted.is_some()
+    }
+
     /// The WorkspaceTokens naming `workspace`.
     pub fn of(&self, workspace: &str) -> Vec<Key> {
         let state = self.inner.lock().expect("holder index");
