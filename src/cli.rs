@@ -245,11 +245,6 @@ pub(crate) fn version_table(w: &WorkspaceToken) -> String {
         "REVOKED".into(),
         "HELD BY".into(),
     ]];
-    let time = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
-        t.as_ref()
-            .map(|t| t.0.to_string())
-            .unwrap_or_else(|| "-".into())
-    };
     for v in &s.versions {
         rows.push(vec![
             format!("v{}", v.version),
@@ -271,13 +266,43 @@ pub(crate) fn version_table(w: &WorkspaceToken) -> String {
         ]);
     }
     format!(
-        "{}/{} (workspace {})\n{}{}",
+        "{}/{} (workspace {})\n{}{}{}",
         w.namespace().unwrap_or_default(),
         w.name_any(),
         w.spec.workspace_id,
         render_table(&rows),
-        consumer_table(&s.consumers)
+        consumer_table(&s.consumers),
+        unmanaged_table(&s.unmanaged_tokens)
     )
+}
+
+/// A time of status as a table cell ("-" when absent).
+fn time(t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> String {
+    t.as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Live tokens of the workspace that no WorkspaceToken holds (empty when there are none).
+fn unmanaged_table(unmanaged: &[crate::api::UnmanagedTokenStatus]) -> String {
+    if unmanaged.is_empty() {
+        return String::new();
+    }
+    let mut rows = vec![vec![
+        "UNMANAGED".to_string(),
+        "CREATED".into(),
+        "LAST USED".into(),
+        "UNMANAGED SINCE".into(),
+    ]];
+    for u in unmanaged {
+        rows.push(vec![
+            u.prefix.clone(),
+            time(&Some(u.created_at.clone())),
+            time(&u.last_used_at),
+            time(&Some(u.unmanaged_since.clone())),
+        ]);
+    }
+    format!("\n{}", render_table(&rows))
 }
 
 /// Who reads the token, and whether a cutover reaches them (empty when nobody is known to).
@@ -458,6 +483,34 @@ mod version_table_tests {
                 vec!["Deployment/agent", "env", "yes"],
                 vec!["CronJob/report", "envFrom", "no"],
             ],
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn unmanaged_tokens_follow_with_when_they_were_made_used_and_first_seen() {
+        let wst: crate::api::WorkspaceToken = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken",
+            "metadata": { "name": "agent", "namespace": "team-a" },
+            "spec": { "workspaceId": "ws-1" },
+            "status": {
+                "versions": [{ "version": 1, "secretName": "agent-v1", "state": "Active" }],
+                "unmanagedTokens": [{
+                    "prefix": "regtoken", "createdAt": "2026-11-01T00:00:00Z",
+                    "unmanagedSince": "2026-12-01T10:00:00Z",
+                }],
+            },
+        }))
+        .unwrap();
+        let table = super::version_table(&wst);
+        let lines: Vec<&str> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("UNMANAGED"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        assert!(lines[1].starts_with("regtoken"), "{table}");
+        assert!(
+            lines[1].contains("2026-11-01") && lines[1].contains("2026-12-01"),
             "{table}"
         );
     }
