@@ -30,6 +30,9 @@ use crate::rollout_watch::RolloutWatches;
 use crate::secrets::{SecretIndex, hash_in_place};
 use crate::{Error, Result, apply, observe, plan, secrets, status};
 
+#[path = "controller_memory.rs"]
+mod memory;
+
 /// Shared by every reconcile: what apply may touch, and the pacing of every WorkspaceToken.
 struct Context {
     io: apply::Handle,
@@ -406,57 +409,6 @@ impl Context {
                 // A closed channel means the controller is shutting down: nobody to wake.
                 let _ = self.inventory_news.unbounded_send(member);
             }
-        }
-        reading
-    }
-
-    fn versions_seen(&self, uid: &str) -> Option<u32> {
-        (self.versions_seen.lock().expect("versions seen"))
-            .get(uid)
-            .copied()
-    }
-
-    /// Remembers the highest version the caches showed of `wst` in this pass.
-    fn saw_versions(&self, uid: &str, view: &secrets::SecretsView, wst: &WorkspaceToken) {
-        let recorded = (wst.status.iter()).flat_map(|s| {
-            s.versions
-                .iter()
-                .map(|v| v.version)
-                .chain(s.current_version)
-        });
-        let highest = view.versioned.keys().copied().chain(recorded).max();
-        if let Some(highest) = highest {
-            let mut seen = self.versions_seen.lock().expect("versions seen");
-            let entry = seen.entry(uid.to_string()).or_default();
-            *entry = (*entry).max(highest);
-        }
-    }
-
-    /// The failed answer about `version`'s use that stands until it may be asked again.
-    fn unanswered(
-        &self,
-        key: &ObjectRef<WorkspaceToken>,
-        version: u32,
-    ) -> Option<plan::UsageReading> {
-        let failures = self.usage_failures.lock().expect("usage failures");
-        let (until, reading) = failures.get(key)?;
-        (reading.version == version && Instant::now() < *until).then(|| reading.clone())
-    }
-
-    /// Remembers a failed answer until it may be asked again (and forgets expired ones).
-    fn answered(
-        &self,
-        key: ObjectRef<WorkspaceToken>,
-        reading: plan::UsageReading,
-    ) -> plan::UsageReading {
-        let mut failures = self.usage_failures.lock().expect("usage failures");
-        let now = Instant::now();
-        failures.retain(|_, (until, _)| *until > now);
-        if reading.usage.is_err() {
-            let retry = Duration::from_secs(plan::USAGE_RETRY_SECONDS.unsigned_abs());
-            failures.insert(key, (now + retry, reading.clone()));
-        } else {
-            failures.remove(&key);
         }
         reading
     }

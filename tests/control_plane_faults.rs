@@ -293,7 +293,7 @@ async fn a_cluster_restored_from_an_older_etcd_backup_serves_a_live_token_again_
     .await;
     assert_eq!(
         unmanaged,
-        [v3.clone()],
+        [v3.as_str()],
         "only v3: v4 is ours, v1 and v2 are gone"
     );
     assert!(
