@@ -283,46 +283,41 @@ fn time(t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> Str
         .unwrap_or_else(|| "-".into())
 }
 
-/// Live tokens of the workspace that no WorkspaceToken holds (empty when there are none).
+/// Live tokens of the workspace that no WorkspaceToken holds.
 fn unmanaged_table(unmanaged: &[crate::api::UnmanagedTokenStatus]) -> String {
-    if unmanaged.is_empty() {
-        return String::new();
-    }
-    let mut rows = vec![vec![
-        "UNMANAGED".to_string(),
-        "CREATED".into(),
-        "LAST USED".into(),
-        "UNMANAGED SINCE".into(),
-    ]];
-    for u in unmanaged {
-        rows.push(vec![
+    let header = ["UNMANAGED", "CREATED", "LAST USED", "UNMANAGED SINCE"];
+    let rows = unmanaged.iter().map(|u| {
+        vec![
             u.prefix.clone(),
             time(&Some(u.created_at.clone())),
             time(&u.last_used_at),
             time(&Some(u.unmanaged_since.clone())),
-        ]);
-    }
-    format!("\n{}", render_table(&rows))
+        ]
+    });
+    section(&header, rows.collect())
 }
 
-/// Who reads the token, and whether a cutover reaches them (empty when nobody is known to).
+/// Who reads the token, and whether a cutover reaches them.
 fn consumer_table(consumers: &[crate::api::ConsumerStatus]) -> String {
-    if consumers.is_empty() {
-        return String::new();
-    }
-    let mut rows = vec![vec![
-        "CONSUMER".to_string(),
-        "VIA".into(),
-        "RESTART TARGET".into(),
-    ]];
-    for c in consumers {
-        rows.push(vec![
+    let header = ["CONSUMER", "VIA", "RESTART TARGET"];
+    let rows = consumers.iter().map(|c| {
+        vec![
             format!("{}/{}", c.kind, c.name),
             c.via.clone(),
             if c.restart_target { "yes" } else { "no" }.into(),
-        ]);
+        ]
+    });
+    section(&header, rows.collect())
+}
+
+/// A table under the versions, after a blank line; nothing when it has no rows.
+fn section(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    if rows.is_empty() {
+        return String::new();
     }
-    format!("\n{}", render_table(&rows))
+    let header = header.iter().map(|h| h.to_string()).collect();
+    let table: Vec<Vec<String>> = std::iter::once(header).chain(rows).collect();
+    format!("\n{}", render_table(&table))
 }
 
 fn render_table(rows: &[Vec<String>]) -> String {

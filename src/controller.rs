@@ -324,9 +324,9 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
         let reading = match ctx.unanswered(&key, version) {
             Some(failed) => failed,
             None => {
-                let asked =
-                    apply::read_usage(&ctx.io, &wst, issuer.as_ref(), &plan, &view, version, now);
-                ctx.answered(key, asked.await)
+                let questions =
+                    apply::Questions::new(&ctx.io, &wst, issuer.as_ref(), &plan, &view, now);
+                ctx.answered(key, questions.usage(version).await)
             }
         };
         usage = Some(reading);
@@ -337,9 +337,9 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     if let (Some(version), Some(resolved)) = (plan.inventory_query, resolved) {
         let group = Inventory::key(resolved, &wst);
         if ctx.inventory.claim(&group, now) {
-            let asked =
-                apply::take_inventory(&ctx.io, &wst, issuer.as_ref(), &plan, &view, version, now);
-            let (listed_at, answer) = asked.await;
+            let questions =
+                apply::Questions::new(&ctx.io, &wst, issuer.as_ref(), &plan, &view, now);
+            let (listed_at, answer) = questions.inventory(version).await;
             let reading = ctx.keep_listing(&wst, resolved, listed_at, answer);
             plan = plan::plan(&observed(usage.clone(), inventory(Some(reading))), now);
         }

@@ -18,6 +18,7 @@ async fn fifty_tokens_converge_stay_quiet_through_a_restart_and_rotate_in_both_s
         idle: Duration::from_secs(10),
         storm_every: Duration::from_secs(15),
         out_dir: support::artifacts_dir(),
+        inventory_interval: Duration::from_secs(5),
     };
     let figures = tokenwarden_bench::run(cp, &cfg).await;
     eprintln!("{}", figures.table());
@@ -34,6 +35,14 @@ async fn fifty_tokens_converge_stay_quiet_through_a_restart_and_rotate_in_both_s
     assert_eq!(figures.storm_no_jitter.rotations, 50);
     assert_eq!(figures.storm.rotations, 50);
     assert!(figures.rss_steady_mib > 0.0 && figures.rss_peak_mib >= figures.rss_steady_mib);
+    // 25 workspaces of two issuer tokens, three intervals: about one listing each per interval.
+    let inventory = &figures.inventory;
+    assert_eq!(inventory.workspaces, 25);
+    assert!(inventory.listings > 0, "{inventory:?}");
+    assert_eq!(
+        inventory.writes, 0,
+        "the inventory writes nothing while nothing changes"
+    );
     let report = serde_json::to_value(figures.report()).expect("report as JSON");
     let mut keys: Vec<&str> = report
         .as_object()

@@ -5,10 +5,12 @@
 //! 2. converge: BENCH_N WorkspaceTokens from the first create to the last Ready;
 //! 3. steady state: mutating requests while idle, and across an operator restart;
 //! 4. memory: the operator's RSS with BENCH_N unrelated 10 KiB Secrets in the cluster too;
-//! 5. rotation storm: every token on the same `every`, without and with jitter.
+//! 5. rotation storm: every token on the same `every`, without and with jitter;
+//! 6. the issuer inventory: listings at a reference platform per workspace per interval.
 
 mod cluster;
 mod cpu;
+mod inventory;
 mod operator;
 mod phases;
 mod replay;
@@ -37,6 +39,8 @@ pub struct Config {
     pub storm_every: Duration,
     /// Where operator logs go.
     pub out_dir: PathBuf,
+    /// The operator's `--inventory-interval` in the inventory phase.
+    pub inventory_interval: Duration,
 }
 
 impl Config {

@@ -21,7 +21,7 @@ fn main() {
         (Some("--operator"), Some(path)) => PathBuf::from(path),
         _ => {
             eprintln!(
-                "usage: bench --operator <release tokenwarden binary>  (BENCH_N, BENCH_IDLE_S, BENCH_CONCURRENCY, BENCH_STORM_EVERY_S)"
+                "usage: bench --operator <release tokenwarden binary>  (BENCH_N, BENCH_IDLE_S, BENCH_CONCURRENCY, BENCH_STORM_EVERY_S, BENCH_INVENTORY_INTERVAL_S)"
             );
             std::process::exit(2);
         }
@@ -39,6 +39,7 @@ fn main() {
             Config::default_storm_every(n).as_secs(),
         )),
         out_dir: out_dir.clone(),
+        inventory_interval: Duration::from_secs(env_or("BENCH_INVENTORY_INTERVAL_S", 20)),
     };
 
     let cp = std::thread::spawn(tokenwarden_testenv::ControlPlane::start)

@@ -22,6 +22,17 @@ pub struct Rss {
 
 impl OperatorProcess {
     pub fn start(binary: &Path, kubeconfig: &Path, concurrency: u16, log: PathBuf) -> Self {
+        Self::start_with(binary, kubeconfig, concurrency, log, &[])
+    }
+
+    /// [`OperatorProcess::start`] with more flags.
+    pub fn start_with(
+        binary: &Path,
+        kubeconfig: &Path,
+        concurrency: u16,
+        log: PathBuf,
+        args: &[&str],
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -33,6 +44,7 @@ impl OperatorProcess {
             .arg("run")
             .args(["--metrics-addr", &metrics_addr])
             .args(["--concurrency", &concurrency.to_string()])
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

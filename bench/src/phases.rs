@@ -155,6 +155,9 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     let rss = operator.rss();
     figures.rss_peak_mib = figures.rss_peak_mib.max(rss.peak_mib);
     operator.stop().await;
+
+    // 6. The issuer inventory's request rate.
+    figures.inventory = crate::inventory::measure(cp, cfg).await;
     figures
 }
 

@@ -50,6 +50,25 @@ impl Storm {
     }
 }
 
+/// The issuer inventory at the reference platform: BENCH_N issuer tokens, two per workspace.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Inventory {
+    pub tokens: usize,
+    pub workspaces: usize,
+    /// The operator's `--inventory-interval` in this phase.
+    pub interval_s: u64,
+    /// The counting window: three intervals, once every token was Ready.
+    pub window_s: u64,
+    /// Listings (`GET /workspaces/{id}/tokens`) the platform served in the window.
+    pub listings: usize,
+    /// listings / (workspaces x 3): 1.0 is one listing per workspace per interval.
+    pub per_workspace_per_interval: f64,
+    /// Mutating requests to the API server in the window (nothing unmanaged: 0).
+    pub writes: u64,
+    /// From the first create to every issuer token Ready.
+    pub converge_s: f64,
+}
+
 /// Every figure one run produced.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Figures {
@@ -79,6 +98,7 @@ pub struct Figures {
     pub rss_steady_mib: f64,
     pub storm_no_jitter: Storm,
     pub storm: Storm,
+    pub inventory: Inventory,
 }
 
 /// The headline: exactly the keys the issue names, the last line of the output and
@@ -207,6 +227,35 @@ impl Figures {
                 "target <= 64 MiB",
             ),
             ("RSS peak", format!("{:.1} MiB", self.rss_peak_mib), ""),
+            (
+                "inventory listings",
+                format!(
+                    "{:.2} per ws per interval",
+                    self.inventory.per_workspace_per_interval
+                ),
+                "target 1.0",
+            ),
+            (
+                "  counted",
+                format!(
+                    "{} in {} s",
+                    self.inventory.listings, self.inventory.window_s
+                ),
+                "workspaces x 3 intervals",
+            ),
+            (
+                "  workspaces, interval",
+                format!(
+                    "{}, {} s",
+                    self.inventory.workspaces, self.inventory.interval_s
+                ),
+                "two issuer tokens each",
+            ),
+            (
+                "  writes meanwhile",
+                self.inventory.writes.to_string(),
+                "target 0",
+            ),
         ];
         let mut out = String::new();
         for (name, value, note) in rows {

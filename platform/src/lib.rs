@@ -154,6 +154,42 @@ fn rfc3339(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A platform served on a runtime of its own (one worker), so that dropping or shutting down
+/// the runtime closes the listener and every connection at once, like a crashed server.
+pub struct Served {
+    pub runtime: tokio::runtime::Runtime,
+    pub platform: Platform,
+    pub addr: std::net::SocketAddr,
+}
+
+/// Serves the store at `path` on `addr` (port 0: any free one), faults enabled. Blocking:
+/// call it outside a runtime, or from `spawn_blocking`.
+pub fn serve(path: &Path, admin_token: &str, addr: std::net::SocketAddr) -> Served {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("platform runtime");
+    let (path, admin) = (path.to_path_buf(), admin_token.to_string());
+    let (platform, addr) = runtime.block_on(async move {
+        let platform = Platform::open(&path, &admin, true)
+            .await
+            .expect("open platform");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind platform");
+        let addr = listener.local_addr().expect("platform addr");
+        let router = platform.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (platform, addr)
+    });
+    Served {
+        runtime,
+        platform,
+        addr,
+    }
+}
+
 impl Platform {
     /// Opens (or creates) the store at `path`. The admin token is given in plaintext once and
     /// kept as its SHA-256.
@@ -198,6 +234,17 @@ impl Platform {
                 record_request,
             ))
             .with_state(self.clone())
+    }
+
+    /// Creates the workspace `id` (no token) as `POST /workspaces` does: for seeding many.
+    pub async fn add_workspace(&self, id: &str) -> std::io::Result<()> {
+        let mut data = self.inner.data.lock().await;
+        let workspace = Workspace {
+            created_at: Some(Utc::now()),
+            tokens: Vec::new(),
+        };
+        data.workspaces.entry(id.to_string()).or_insert(workspace);
+        self.persist(&data).await
     }
 
     /// Every request seen so far, oldest first.

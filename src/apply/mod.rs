@@ -98,48 +98,53 @@ pub async fn run(
     (applier.journal, applier.writes)
 }
 
-/// `holdUntil.idleFor`: asks the platform when it last saw `version`'s token used, listing
-/// with the current token (never the judged one, whose use this would otherwise be).
-pub async fn read_usage(
-    io: &Handle,
-    wst: &WorkspaceToken,
-    issuer: Option<&std::result::Result<ResolvedIssuer, IssuerProblem>>,
-    plan: &Plan,
-    view: &SecretsView,
-    version: u32,
-    now: DateTime<Utc>,
-) -> crate::plan::UsageReading {
-    let applier = Applier::new(io, wst, issuer, plan, view, now);
-    let usage = applier.usage_of(version).await;
-    if let Err(why) = &usage {
-        tracing::warn!(
-            namespace = %applier.ns, name = %applier.name, version, reason = %why,
-            "could not read a retiring version's use; it stays held"
-        );
-    }
-    crate::plan::UsageReading { version, usage }
+/// The questions a plan asks the platform before it is final (it is planned again with the
+/// answer): asked as the pass would, with its view of the cluster.
+pub struct Questions<'a> {
+    applier: Applier<'a>,
 }
 
-/// The issuer inventory: lists the workspace at the platform with the token of `version`
-/// (the current one). Returns when it was asked for, and the platform's answer.
-pub async fn take_inventory(
-    io: &Handle,
-    wst: &WorkspaceToken,
-    issuer: Option<&std::result::Result<ResolvedIssuer, IssuerProblem>>,
-    plan: &Plan,
-    view: &SecretsView,
-    version: u32,
-    now: DateTime<Utc>,
-) -> (DateTime<Utc>, crate::plan::Answer) {
-    let applier = Applier::new(io, wst, issuer, plan, view, now);
-    let (asked, answer) = applier.inventory_with(version).await;
-    if let crate::plan::Answer::Failed(failure) = &answer {
-        tracing::warn!(
-            namespace = %applier.ns, name = %applier.name, version, reason = %failure.why,
-            "could not list the workspace's tokens at the platform"
-        );
+impl<'a> Questions<'a> {
+    pub fn new(
+        io: &'a Handle,
+        wst: &'a WorkspaceToken,
+        issuer: Option<&'a std::result::Result<ResolvedIssuer, IssuerProblem>>,
+        plan: &'a Plan,
+        view: &'a SecretsView,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Questions {
+            applier: Applier::new(io, wst, issuer, plan, view, now),
+        }
     }
-    (asked, answer)
+
+    /// `holdUntil.idleFor`: when the platform last saw `version`'s token used, listing with
+    /// the current token (never the judged one, whose use this would otherwise be).
+    pub async fn usage(&self, version: u32) -> crate::plan::UsageReading {
+        let applier = &self.applier;
+        let usage = applier.usage_of(version).await;
+        if let Err(why) = &usage {
+            tracing::warn!(
+                namespace = %applier.ns, name = %applier.name, version, reason = %why,
+                "could not read a retiring version's use; it stays held"
+            );
+        }
+        crate::plan::UsageReading { version, usage }
+    }
+
+    /// The issuer inventory: the workspace's tokens as the platform lists them to the token
+    /// of `version` (the current one). Returns when it was asked for, and the answer.
+    pub async fn inventory(&self, version: u32) -> (DateTime<Utc>, crate::plan::Answer) {
+        let applier = &self.applier;
+        let (asked, answer) = applier.inventory_with(version).await;
+        if let crate::plan::Answer::Failed(failure) = &answer {
+            tracing::warn!(
+                namespace = %applier.ns, name = %applier.name, version, reason = %failure.why,
+                "could not list the workspace's tokens at the platform"
+            );
+        }
+        (asked, answer)
+    }
 }
 
 /// Says that a pass failed, where people look: a Warning event on the WorkspaceToken and a

@@ -268,25 +268,9 @@ async fn serve(
     admin: String,
     addr: SocketAddr,
 ) -> (tokio::runtime::Runtime, Platform, SocketAddr) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("platform runtime");
-    let (platform, addr) = runtime
-        .spawn(async move {
-            let platform = Platform::open(&path, &admin, true)
-                .await
-                .expect("open platform");
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .expect("bind platform");
-            let addr = listener.local_addr().expect("platform addr");
-            let router = platform.router();
-            tokio::spawn(async move { axum::serve(listener, router).await });
-            (platform, addr)
-        })
-        .await
-        .expect("platform start");
-    (runtime, platform, addr)
+    let served =
+        tokio::task::spawn_blocking(move || tokenwarden_platform::serve(&path, &admin, addr))
+            .await
+            .expect("platform start");
+    (served.runtime, served.platform, served.addr)
 }
