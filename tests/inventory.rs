@@ -122,14 +122,15 @@ async fn a_token_minted_outside_is_unmanaged_on_every_token_of_its_workspace_and
         "one Warning on each token of the workspace: {warned:?}"
     );
     assert!(warned.iter().all(|m| m.contains(&outside)), "{warned:?}");
-    let metrics = operator().await.get("/metrics").expect("metrics").1;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("tokenwarden_unmanaged_tokens ")
-                && l.split(' ').nth(1) != Some("0")),
-        "the gauge counts it"
-    );
+    // The gauge is refreshed from the caches every 10 s.
+    eventually(Duration::from_secs(30), "the gauge counts it", || async {
+        let metrics = operator().await.get("/metrics")?.1;
+        let counted = |l: &&str| {
+            l.starts_with("tokenwarden_unmanaged_tokens ") && l.split(' ').nth(1) != Some("0")
+        };
+        metrics.lines().any(|l| counted(&l)).then_some(())
+    })
+    .await;
     assert_eq!(
         s.live_prefixes("ws-shared").await.len(),
         3,
