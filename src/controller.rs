@@ -307,7 +307,7 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     };
     let inventory = |fresh: Option<Arc<crate::plan::Reading>>| {
         resolved.map(|i| {
-            let mut input = ctx.inventory.input_for(&wst, i);
+            let mut input = ctx.inventory.input_for(&wst, i, now);
             if let Some(reading) = fresh {
                 input.latest = Some(reading);
                 input.fresh = true;
@@ -352,7 +352,13 @@ async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action
     ctx.rollouts
         .wait_on(&ObjectRef::from_obj(&*wst), &ns, waits);
     let (journal, wrote) = apply::run(&ctx.io, &wst, issuer.as_ref(), &plan, &view, now).await;
-    if let (Some((answer, listed_at)), Some(resolved)) = (journal.inventoried(), resolved) {
+    // The verification's listing is the group's inventory at this rotation, when the version
+    // was minted by the issuer the token resolves to now (after a change of issuer it is
+    // another platform's).
+    if let (Some((answer, listed_at, minted_by)), Some(resolved)) =
+        (journal.inventoried(), resolved)
+        && minted_by == resolved.identity.uid
+    {
         ctx.keep_listing(&wst, resolved, listed_at, answer.clone());
     }
     ctx.saw_versions(&uid, &view, &wst);
@@ -405,7 +411,10 @@ impl Context {
         let reading = self.inventory.record(group.clone(), reading);
         let me = ObjectRef::from_obj(wst);
         for member in self.inventory.holders.of(&group.workspace) {
-            if member != me {
+            let of_the_group = (self.tokens.get(&member))
+                .and_then(|m| self.io.issuers.for_token(&m)?.ok())
+                .is_some_and(|theirs| theirs.identity.uid == group.issuer_uid);
+            if member != me && of_the_group {
                 // A closed channel means the controller is shutting down: nobody to wake.
                 let _ = self.inventory_news.unbounded_send(member);
             }

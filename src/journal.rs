@@ -68,9 +68,13 @@ pub enum Done {
         prefix: String,
         created_at: chrono::DateTime<chrono::Utc>,
     },
-    /// The platform's listing of the workspace, made to verify a new token: the group's
-    /// inventory at this rotation.
-    Inventoried(crate::plan::Answer, chrono::DateTime<chrono::Utc>),
+    /// The platform's listing of the workspace, made to verify a new token: the inventory at
+    /// this rotation of the group of the issuer (uid) that minted it, asked for at the time.
+    Inventoried {
+        answer: crate::plan::Answer,
+        asked: chrono::DateTime<chrono::Utc>,
+        issuer_uid: String,
+    },
     MetadataSynced,
     SecretsReleased,
     MountedDeleted,
@@ -170,10 +174,16 @@ impl Journal {
         })
     }
 
-    /// The listing a verification made, and when it was asked for.
-    pub fn inventoried(&self) -> Option<(&crate::plan::Answer, chrono::DateTime<chrono::Utc>)> {
+    /// The listing a verification made, when it was asked for, and at which issuer (uid).
+    pub fn inventoried(
+        &self,
+    ) -> Option<(&crate::plan::Answer, chrono::DateTime<chrono::Utc>, &str)> {
         self.done.iter().rev().find_map(|d| match d {
-            Done::Inventoried(answer, at) => Some((answer, *at)),
+            Done::Inventoried {
+                answer,
+                asked,
+                issuer_uid,
+            } => Some((answer, *asked, issuer_uid.as_str())),
             _ => None,
         })
     }

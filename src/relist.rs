@@ -105,12 +105,16 @@ fn kind<K>() -> &'static str {
 /// Kubernetes API server serves (KEP-5504 makes that comparison part of the API).
 pub async fn watch_for_time_travel(api: Api<crate::api::WorkspaceToken>) {
     loop {
+        // What the watches had seen before the read: the read is served at the cluster's
+        // revision then or later, so only a cluster gone back in time answers less. (A
+        // watch event arriving while the read is under way may be newer than its answer.)
+        let seen = HIGHEST_SEEN.load(Ordering::Relaxed);
         let read = api.list_metadata(&ListParams::default().limit(1)).await;
         let now = (read.ok())
             .and_then(|l| l.metadata.resource_version)
             .and_then(|rv| rv.parse::<u64>().ok());
         if let Some(now) = now {
-            let seen = HIGHEST_SEEN.fetch_max(now, Ordering::Relaxed);
+            HIGHEST_SEEN.fetch_max(now, Ordering::Relaxed);
             if now < seen {
                 tracing::warn!(
                     seen,

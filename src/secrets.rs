@@ -355,6 +355,9 @@ pub(crate) fn view(wst: &WorkspaceToken, secrets: &[Arc<Secret>]) -> SecretsView
                         trace_id: secret.annotations().get(TRACE_ID_ANNOTATION).cloned(),
                         spec_hash: secret.annotations().get(SPEC_HASH_ANNOTATION).cloned(),
                         verified: secret.annotations().contains_key(VERIFIED_AT_ANNOTATION),
+                        verified_at: (secret.annotations().get(VERIFIED_AT_ANNOTATION))
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .map(|t| t.to_utc()),
                         created_at: secret
                             .metadata
                             .creation_timestamp

@@ -110,6 +110,11 @@ async fn converges_across_a_restart_of(process: &str, count: usize, down: Durati
     let failures_after = watch_failures(&operator);
     let during = |watch: &String| failures_after[watch] - failures_before.get(watch).unwrap_or(&0);
     let most = failures_after.keys().map(during).max().unwrap_or(0);
+    let log = std::fs::read_to_string(&operator.stderr).unwrap_or_default();
+    assert!(
+        !log.contains("behind what the watches saw"),
+        "a restart of {process} is no restore: no watch may list again for it"
+    );
     eprintln!("{process} down for {down:?}: {failures_after:?} failed watches logged");
     // client-go's backoff (0.8 s doubling, 30 s cap): at most 4 tries of one watch in 5 s, a
     // handful, not a spin.

@@ -289,9 +289,9 @@ async fn a_served_token_revoked_at_the_platform_is_replaced_without_waiting_for_
 
 #[tokio::test]
 async fn a_tenant_cannot_shield_an_unmanaged_token_with_a_forged_secret() {
-    // The tenant may write WorkspaceTokens and Secrets in its namespace; the issuer it may
-    // use serves another workspace. A Secret claiming the leaked token's prefix, owned by a
-    // WorkspaceToken naming the victim's workspace, holds nothing of it.
+    // The tenant may write WorkspaceTokens and Secrets in its namespace, and has no issuer
+    // for the victim's workspace at its platform. A Secret claiming the leaked token's
+    // prefix, owned by a WorkspaceToken naming the victim's workspace, holds nothing of it.
     let s = setup("inv-shield", &["ws-victim"], json!({})).await;
     s.token("victim", "ws-victim").await;
     let leaked = s.platform.mint_directly("ws-victim").await;

@@ -4,14 +4,17 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use tokenwarden::api::{TokenIssuer, WorkspaceToken};
 use tokenwarden_testenv::ControlPlane;
 
 use crate::Config;
-use crate::cluster::{OPERATOR_RESOURCES, bulk, writes};
+use crate::cluster::bulk;
 use crate::operator::OperatorProcess;
 use crate::report::Inventory;
 
@@ -108,10 +111,14 @@ pub async fn measure(cp: &ControlPlane, cfg: &Config) -> Inventory {
             .count()
     };
     let mark = served.platform.requests().len();
-    let writes_before = writes(&client, &OPERATOR_RESOURCES).await;
+    let before = written(&client, &ns).await;
     let window = 3 * interval;
     tokio::time::sleep(window).await;
     let counted = listings(mark);
+    let after = written(&client, &ns).await;
+    let changed = (after.iter())
+        .filter(|(name, rv)| before.get(*name) != Some(*rv))
+        .count();
     let inventory = Inventory {
         tokens: n,
         workspaces: groups,
@@ -119,7 +126,7 @@ pub async fn measure(cp: &ControlPlane, cfg: &Config) -> Inventory {
         window_s: window.as_secs(),
         listings: counted,
         per_workspace_per_interval: counted as f64 / (groups as f64 * 3.0),
-        writes: writes(&client, &OPERATOR_RESOURCES).await - writes_before,
+        writes: changed as u64,
         converge_s,
     };
     eprintln!(
@@ -131,6 +138,35 @@ pub async fn measure(cp: &ControlPlane, cfg: &Config) -> Inventory {
     operator.stop().await;
     served.runtime.shutdown_background();
     inventory
+}
+
+/// The resourceVersion of every WorkspaceToken, Secret and Event in `ns`: an object written
+/// (or created) since has another, or is new.
+async fn written(client: &kube::Client, ns: &str) -> BTreeMap<String, String> {
+    let mut versions = BTreeMap::new();
+    let params = ListParams::default();
+    let tokens = Api::<WorkspaceToken>::namespaced(client.clone(), ns);
+    for wst in tokens.list_metadata(&params).await.expect("list").items {
+        versions.insert(
+            format!("wst/{}", wst.name_any()),
+            wst.resource_version().unwrap_or_default(),
+        );
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    for s in secrets.list_metadata(&params).await.expect("list").items {
+        versions.insert(
+            format!("secret/{}", s.name_any()),
+            s.resource_version().unwrap_or_default(),
+        );
+    }
+    let events = Api::<Event>::namespaced(client.clone(), ns);
+    for e in events.list_metadata(&params).await.expect("list").items {
+        versions.insert(
+            format!("event/{}", e.name_any()),
+            e.resource_version().unwrap_or_default(),
+        );
+    }
+    versions
 }
 
 async fn wait_all_ready(tokens: &Api<WorkspaceToken>, n: usize, timeout: Duration) {

@@ -63,7 +63,8 @@ pub struct Inventory {
     pub listings: usize,
     /// listings / (workspaces x 3): 1.0 is one listing per workspace per interval.
     pub per_workspace_per_interval: f64,
-    /// Mutating requests to the API server in the window (nothing unmanaged: 0).
+    /// WorkspaceTokens, Secrets and Events of the phase's namespace written in the window
+    /// (nothing unmanaged, nothing to do: 0).
     pub writes: u64,
     /// From the first create to every issuer token Ready.
     pub converge_s: f64,

@@ -165,7 +165,11 @@ impl Applier<'_> {
             complete: listed.complete,
             tokens: listed.tokens,
         };
-        self.record(Done::Inventoried(answer, asked));
+        self.record(Done::Inventoried {
+            answer,
+            asked,
+            issuer_uid: issuer.identity.uid.clone(),
+        });
         let mut annotations = serde_json::Map::new();
         // Milliseconds: revokeAfterUse counts only uses after this, the operator's own last.
         annotations.insert(

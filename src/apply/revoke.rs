@@ -9,6 +9,7 @@ use crate::Result;
 use crate::api::versioned_secret_name;
 use crate::events::EventType;
 use crate::failpoint;
+use crate::issuer::http::Revocation;
 use crate::journal::Done;
 use crate::plan::RevokeReason;
 
@@ -125,32 +126,84 @@ impl Applier<'_> {
     }
 
     /// A served version the platform's inventory shows revoked already (by hand, by another
-    /// tool, or before a restore of the cluster): nothing to ask the platform, only its record
-    /// goes; the audit trail says it was revoked elsewhere.
+    /// tool, or before a restore of the cluster). Confirmed with the current token, the one
+    /// just verified: a listing without it proves it gone; one that still has it (the
+    /// inventory's answer was forged over plaintext, or stale) revokes it now. Then its record
+    /// goes; the audit trail says whether it was revoked elsewhere or by this call.
     async fn forget_revoked_elsewhere(&mut self, version: u32, name: &str) -> Result<()> {
+        let how = self.confirm_gone_with_current(version).await?;
         self.record(Done::RevokedAtIssuer {
             version,
-            impossible: false,
+            impossible: how == Gone::Unconfirmed,
         });
         self.delete_owned(name, "delete versioned Secret").await?;
         self.record(Done::Revoked { version });
         let trace_id = self.current_trace_id();
         let prefix = (self.plan.versions.get(&version)).and_then(|v| v.token_prefix.clone());
-        self.audit(
-            "revoked",
-            "external",
-            Some(version),
-            &trace_id,
-            prefix.as_deref(),
-        );
+        let prefix = prefix.as_deref();
+        let (status, note) = match how {
+            Gone::Elsewhere => (
+                "external",
+                "was revoked at the platform outside tokenwarden",
+            ),
+            Gone::Now => ("success", "was still live at the platform: revoked now"),
+            Gone::Unconfirmed => (
+                "failure",
+                "is not listed by the platform, and no current token of its issuer is left to \
+                 confirm it",
+            ),
+        };
+        self.audit("revoked", status, Some(version), &trace_id, prefix);
+        let type_ = match how {
+            Gone::Unconfirmed => EventType::Warning,
+            _ => EventType::Normal,
+        };
         self.event(
-            EventType::Normal,
+            type_,
             "Revoked",
             "Revoke",
-            format!(
-                "version {version} was revoked at the platform outside tokenwarden; its record                  is deleted"
-            ),
+            format!("version {version} {note}; its record is deleted"),
         );
         Ok(())
     }
+
+    /// Lists the workspace with the current token (of the issuer that minted `version`) and
+    /// revokes `version`'s token if it is still there.
+    async fn confirm_gone_with_current(&mut self, version: u32) -> Result<Gone> {
+        let MintedAt::Platform(issuer) = self.minted_at(version) else {
+            return Ok(Gone::Unconfirmed);
+        };
+        let current =
+            (self.plan.current).filter(|c| *c != version && self.same_issuer(*c, &issuer));
+        let bearer = match current {
+            Some(current) => self.read_version_token(current).await?,
+            None => None,
+        };
+        let record = self.plan.versions.get(&version);
+        let prefix = record.and_then(|r| r.token_prefix.clone());
+        let (Some(bearer), Some(prefix)) = (bearer, prefix) else {
+            return Ok(Gone::Unconfirmed);
+        };
+        let known_id = record.and_then(|r| r.issuer_token_id.as_deref());
+        let platform = self.platform_at(&issuer, &self.current_trace_id())?;
+        let revoked = platform.revoke(&bearer, &prefix, known_id).await;
+        let outcome = if revoked.is_ok() { "ok" } else { "error" };
+        self.io.metrics.issuer_request("revoke", outcome);
+        Ok(match revoked? {
+            Revocation::Revoked => Gone::Now,
+            Revocation::AlreadyRevoked => Gone::Elsewhere,
+            Revocation::Ambiguous => Gone::Unconfirmed,
+        })
+    }
+}
+
+/// How a version found gone at the platform was confirmed.
+#[derive(Debug, PartialEq, Eq)]
+enum Gone {
+    /// Not listed to the current token either: revoked outside tokenwarden.
+    Elsewhere,
+    /// Still live after all: revoked by this call.
+    Now,
+    /// Nothing to confirm it with (no current token of its issuer), or ambiguous.
+    Unconfirmed,
 }

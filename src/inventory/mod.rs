@@ -73,14 +73,19 @@ impl Inventory {
 
     /// What `wst`'s plan sees of its group: None when it mints locally or its issuer may not
     /// be used now.
-    pub fn input_for(&self, wst: &WorkspaceToken, issuer: &ResolvedIssuer) -> InventoryInput {
+    pub fn input_for(
+        &self,
+        wst: &WorkspaceToken,
+        issuer: &ResolvedIssuer,
+        now: DateTime<Utc>,
+    ) -> InventoryInput {
         let key = Self::key(issuer, wst);
         let groups = self.groups.lock().expect("inventory");
         let entry = groups.get(&key);
         InventoryInput {
             issuer: issuer.identity.clone(),
             revoke_unmanaged_after: issuer.revoke_unmanaged_after.clone(),
-            due_at: self.due_at(&key, entry),
+            due_at: self.due_at(&key, entry, now),
             latest: entry.and_then(|e| e.latest.clone()),
             fresh: false,
         }
@@ -89,12 +94,12 @@ impl Inventory {
     #[cfg(test)]
     fn due(&self, key: &GroupKey) -> DateTime<Utc> {
         let groups = self.groups.lock().expect("inventory");
-        self.due_at(key, groups.get(key))
+        self.due_at(key, groups.get(key), self.started)
     }
 
-    /// A listing made since the last one or its claim, a whole interval later; the first one
-    /// after a start at the group's own offset.
-    fn due_at(&self, key: &GroupKey, entry: Option<&Entry>) -> DateTime<Utc> {
+    /// A whole interval after the last listing or its claim; without one (after a start, or
+    /// a group new or forgotten), at the group's own offset in the interval, next after now.
+    fn due_at(&self, key: &GroupKey, entry: Option<&Entry>, now: DateTime<Utc>) -> DateTime<Utc> {
         if self.interval.is_zero() {
             return DateTime::<Utc>::MAX_UTC;
         }
@@ -102,11 +107,25 @@ impl Inventory {
             let listed = e.latest.as_ref().map(|r| r.listed_at);
             listed.max(e.claimed_at)
         });
-        match last {
+        let due = match last {
             Some(last) => last.checked_add_signed(self.interval),
-            None => self.started.checked_add_signed(self.offset(key)),
+            None => self.next_offset(key, now),
+        };
+        due.unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// The first moment at or after `now` that is the group's offset in an interval counted
+    /// from the start: a group forgotten for a moment (its issuer not Ready) is not due at
+    /// once with every other one.
+    fn next_offset(&self, key: &GroupKey, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let first = self.started.checked_add_signed(self.offset(key))?;
+        if first >= now {
+            return Some(first);
         }
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        let interval = self.interval.num_milliseconds().max(1);
+        let behind = (now - first).num_milliseconds();
+        let rounds = (behind + interval - 1) / interval;
+        first.checked_add_signed(TimeDelta::milliseconds(rounds.checked_mul(interval)?))
     }
 
     /// Where in the interval the group's first listing falls: the same for a group on every
@@ -122,7 +141,7 @@ impl Inventory {
     pub fn claim(&self, key: &GroupKey, now: DateTime<Utc>) -> bool {
         let mut groups = self.groups.lock().expect("inventory");
         let entry = groups.get(key);
-        if self.due_at(key, entry) > now {
+        if self.due_at(key, entry, now) > now {
             return false;
         }
         groups.entry(key.clone()).or_default().claimed_at = Some(now);
@@ -130,13 +149,20 @@ impl Inventory {
     }
 
     /// Keeps `reading` as the group's last listing.
+    /// A listing asked for before the one kept (a slow answer) is not kept: the group's
+    /// latest stays the newest. Returns the group's latest.
     pub fn record(&self, key: GroupKey, reading: Reading) -> Arc<Reading> {
-        let reading = Arc::new(reading);
         let mut groups = self.groups.lock().expect("inventory");
         let entry = groups.entry(key).or_default();
-        entry.latest = Some(reading.clone());
         entry.claimed_at = None;
-        reading
+        match &entry.latest {
+            Some(kept) if kept.listed_at > reading.listed_at => kept.clone(),
+            _ => {
+                let reading = Arc::new(reading);
+                entry.latest = Some(reading.clone());
+                reading
+            }
+        }
     }
 
     /// Forgets the groups no WorkspaceToken of the cache belongs to any more.
@@ -192,22 +218,18 @@ impl Judge<'_> {
         tokens: Vec<PlatformToken>,
         complete: bool,
     ) -> Listing {
-        let window = i64::from(issuer.http.timeout_seconds) + IN_FLIGHT_SLACK_SECONDS;
-        let mut in_flight_from = listed_at - TimeDelta::seconds(window);
+        let slack = TimeDelta::seconds(IN_FLIGHT_SLACK_SECONDS);
+        let call = TimeDelta::seconds(i64::from(issuer.http.timeout_seconds)) + slack;
+        let mut in_flight = vec![(listed_at - call, DateTime::<Utc>::MAX_UTC)];
         let mut held = BTreeSet::new();
         for holder in self.holders.of(&key.workspace) {
             let Some(wst) = self.tokens.get(&holder) else {
                 continue;
             };
-            // A token whose issuer may not serve it this workspace holds nothing of it: else
-            // whoever may write a WorkspaceToken and a Secret could shield any token from the
-            // inventory by naming its prefix. Not found or not ready (a passing state) holds.
-            let allowed = match self.issuers.for_token(&wst) {
-                None => false,
-                Some(Ok(_)) => true,
-                Some(Err(problem)) => problem.reason == "IssuerNotReady",
-            };
-            if !allowed {
+            // A WorkspaceToken holds tokens of this workspace only while its issuer may serve
+            // it the workspace at this platform: else whoever may write a WorkspaceToken and
+            // a Secret could hide a leaked token by naming its prefix.
+            if !self.same_platform(&wst, issuer) {
                 continue;
             }
             held.extend(recorded_prefixes(&wst));
@@ -225,8 +247,7 @@ impl Judge<'_> {
                 .and_then(|s| s.mint_intent.as_deref())
                 .and_then(crate::plan::MintIntent::parse);
             if let Some(intent) = intent {
-                let since = intent.since - TimeDelta::seconds(IN_FLIGHT_SLACK_SECONDS);
-                in_flight_from = in_flight_from.min(since);
+                in_flight.push((intent.since - slack, intent.since + call));
             }
         }
         let candidates: BTreeSet<&str> = (tokens.iter())
@@ -243,7 +264,19 @@ impl Judge<'_> {
             complete,
             held,
             held_elsewhere,
-            in_flight_from,
+            in_flight,
+        }
+    }
+
+    /// Whether `wst`'s issuer may serve it its workspace now, at `issuer`'s platform.
+    pub fn same_platform(&self, wst: &WorkspaceToken, issuer: &ResolvedIssuer) -> bool {
+        let url = |u: &str| u.trim_end_matches('/').to_string();
+        match self.issuers.for_token(wst) {
+            Some(Ok(theirs)) => {
+                theirs.identity.uid == issuer.identity.uid
+                    || url(&theirs.http.url) == url(&issuer.http.url)
+            }
+            _ => false,
         }
     }
 

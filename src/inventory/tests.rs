@@ -28,7 +28,7 @@ fn failed_at(at: DateTime<Utc>) -> Reading {
 fn after_a_start_each_group_is_first_due_at_its_own_offset_within_one_interval() {
     let inventory = Inventory::new(Duration::from_secs(300), start());
     let firsts: Vec<DateTime<Utc>> = (0..50)
-        .map(|n| inventory.due_at(&key(&format!("ws-{n}")), None))
+        .map(|n| inventory.due_at(&key(&format!("ws-{n}")), None, start()))
         .collect();
     assert!(
         firsts
@@ -39,7 +39,7 @@ fn after_a_start_each_group_is_first_due_at_its_own_offset_within_one_interval()
     assert!(distinct.len() > 40, "spread, not one burst: {distinct:?}");
     let again = Inventory::new(Duration::from_secs(300), start());
     assert_eq!(
-        again.due_at(&key("ws-7"), None),
+        again.due_at(&key("ws-7"), None, start()),
         firsts[7],
         "the same on every start"
     );
@@ -49,7 +49,7 @@ fn after_a_start_each_group_is_first_due_at_its_own_offset_within_one_interval()
 fn one_token_of_a_group_lists_and_the_group_is_due_again_an_interval_later() {
     let inventory = Inventory::new(Duration::from_secs(300), start());
     let group = key("ws");
-    let first = inventory.due_at(&group, None);
+    let first = inventory.due_at(&group, None, start());
     assert!(!inventory.claim(&group, first - TimeDelta::milliseconds(1)));
     assert!(inventory.claim(&group, first));
     assert!(
@@ -64,5 +64,34 @@ fn one_token_of_a_group_lists_and_the_group_is_due_again_an_interval_later() {
 #[test]
 fn a_zero_interval_lists_only_at_rotations() {
     let inventory = Inventory::new(Duration::ZERO, start());
-    assert_eq!(inventory.due_at(&key("ws"), None), DateTime::<Utc>::MAX_UTC);
+    assert_eq!(
+        inventory.due_at(&key("ws"), None, start()),
+        DateTime::<Utc>::MAX_UTC
+    );
+}
+
+#[test]
+fn a_group_without_a_listing_is_due_at_its_offset_next_after_now_never_in_the_past() {
+    let inventory = Inventory::new(Duration::from_secs(300), start());
+    let group = key("ws-late");
+    let first = inventory.due_at(&group, None, start());
+    // Forgotten an hour later (its issuer was not Ready for a moment): not due at once, but
+    // at its own point of the current interval.
+    let later = start() + TimeDelta::minutes(61);
+    let next = inventory.due_at(&group, None, later);
+    assert!(
+        next >= later && next < later + TimeDelta::seconds(300),
+        "{next}"
+    );
+    assert_eq!((next - first).num_milliseconds() % 300_000, 0);
+}
+
+#[test]
+fn a_slow_answer_asked_before_the_kept_listing_does_not_replace_it() {
+    let inventory = Inventory::new(Duration::from_secs(300), start());
+    let group = key("ws");
+    let newer = start() + TimeDelta::seconds(10);
+    inventory.record(group.clone(), failed_at(newer));
+    let kept = inventory.record(group.clone(), failed_at(start()));
+    assert_eq!(kept.listed_at, newer);
 }

@@ -32,24 +32,24 @@ const LISTING_SLACK_SECONDS: i64 = 5;
 
 impl Planner<'_, '_> {
     /// The current version, when the platform no longer has it: absent from a complete
-    /// listing made well after it was created, or refused (401) as the bearer of one.
+    /// listing asked for well after the version was verified (which the platform answered
+    /// listing it), or refused (401) as the bearer of one.
     pub(super) fn served_gone(&self) -> Option<(u32, &'static str)> {
         let inventory = self.o.inventory.as_ref()?;
         let reading = inventory.latest.as_ref()?;
         let current = self.current?;
         let record = self.versions.get(&current)?;
         // Only a version this issuer minted and verified is in its listings.
-        let verified = self.o.versioned.get(&current).is_some_and(|v| v.verified);
-        if record.issuer.as_ref() != Some(&inventory.issuer) || !verified {
+        let verified_at = self.o.versioned.get(&current)?.verified_at?;
+        if record.issuer.as_ref() != Some(&inventory.issuer) {
             return None;
         }
         let prefix = record.token_prefix.as_deref()?;
         match &reading.outcome {
             Ok(listing) => {
-                let created = record.created_at?;
-                let before = reading.listed_at - TimeDelta::seconds(LISTING_SLACK_SECONDS);
+                let after = verified_at + TimeDelta::seconds(LISTING_SLACK_SECONDS);
                 let absent = !listing.tokens.iter().any(|t| t.prefix == prefix);
-                (listing.complete && created < before && absent).then_some((
+                (listing.complete && reading.listed_at > after && absent).then_some((
                     current,
                     "the platform's listing of the workspace no longer has it",
                 ))
@@ -85,7 +85,8 @@ impl Planner<'_, '_> {
         let entries: Vec<UnmanagedTokenStatus> = (unmanaged.iter())
             .map(|t| self.entry(t, listed_at))
             .collect();
-        self.warn_if_grown(&entries);
+        // Only what status lists can be "not reported before".
+        self.warn_if_grown(&entries[..entries.len().min(MAX_LISTED)]);
         if inventory.fresh {
             self.revoke_unmanaged(inventory, listing, &unmanaged, &entries);
         }

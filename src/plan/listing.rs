@@ -45,8 +45,10 @@ pub struct Listing {
     /// Of the prefixes not in `held`, those some version anywhere in the cluster holds: never
     /// revoked, whatever the workspace.
     pub held_elsewhere: BTreeSet<String>,
-    /// Tokens created at or after this may be a mint on its way to a Secret: not judged.
-    pub in_flight_from: DateTime<Utc>,
+    /// Tokens created in one of these windows may be a mint on its way to a Secret: not
+    /// judged yet. The last moments before the listing, and each mint a WorkspaceToken of the
+    /// workspace recorded as under way (its call's timeout long).
+    pub in_flight: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,9 +77,9 @@ impl Listing {
         own: &'a BTreeSet<String>,
     ) -> impl Iterator<Item = &'a PlatformToken> + 'a {
         self.tokens.iter().filter(move |t| {
-            !self.held.contains(&t.prefix)
-                && !own.contains(&t.prefix)
-                && t.created_at < self.in_flight_from
+            let in_flight = (self.in_flight.iter())
+                .any(|(from, until)| *from <= t.created_at && t.created_at <= *until);
+            !self.held.contains(&t.prefix) && !own.contains(&t.prefix) && !in_flight
         })
     }
 }

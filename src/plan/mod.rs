@@ -45,6 +45,8 @@ pub struct VersionedSecret {
     pub spec_hash: Option<String>,
     /// The HTTP issuer accepted this token in a non-destructive call.
     pub verified: bool,
+    /// When it did (the operator's clock, as the verification recorded it).
+    pub verified_at: Option<DateTime<Utc>>,
     pub created_at: Option<DateTime<Utc>>,
     pub metadata: SecretMetadata,
 }

@@ -349,6 +349,7 @@ fn revoked_version_is_never_adopted_again() {
         trace_id: None,
         spec_hash: Some(spec_hash(&world.spec)),
         verified: true,
+        verified_at: None,
         created_at: Some(t1),
         metadata: desired_metadata(&world.spec, NAME, Some(3)),
     };

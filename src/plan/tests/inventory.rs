@@ -311,7 +311,7 @@ fn a_listing_by_another_token_of_the_group_is_read_without_listing_again() {
         complete: true,
         held: ["othertkn".to_string()].into(),
         held_elsewhere: BTreeSet::new(),
-        in_flight_from: t0() + minutes(1),
+        in_flight: vec![(t0() + minutes(1), DateTime::<Utc>::MAX_UTC)],
     };
     let mut input = group(None, t0() + minutes(6));
     input.latest = Some(Arc::new(Reading {

@@ -269,7 +269,7 @@ impl World {
                 complete: self.outside.listing_fault != Some("partial"),
                 held,
                 held_elsewhere: self.outside.held_by_others.clone(),
-                in_flight_from: now - secs(10),
+                in_flight: vec![(now - secs(10), DateTime::<Utc>::MAX_UTC)],
             }),
         }
     }
@@ -321,6 +321,7 @@ impl World {
                 );
                 let record = self.versioned.get_mut(version).expect("Verify reads S-vN");
                 record.verified = true;
+                record.verified_at = Some(now);
                 vec![Done::Verified {
                     version: *version,
                     issuer_token_id: Some(format!("tok-v{version}")),
@@ -369,6 +370,7 @@ impl World {
                     trace_id: Some(format!("trace-{serial}")),
                     spec_hash: Some(spec_hash(&self.spec)),
                     verified: false,
+                    verified_at: None,
                     created_at: Some(now),
                     metadata: desired_metadata(&self.spec, NAME, Some(*version)),
                 };
@@ -405,6 +407,7 @@ impl World {
                     trace_id: None,
                     spec_hash: Some(spec_hash(&self.spec)),
                     verified: true,
+                    verified_at: None,
                     created_at: Some(now),
                     metadata: desired_metadata(&self.spec, NAME, Some(*version)),
                 };
@@ -718,6 +721,7 @@ pub(super) fn record(version: u32) -> VersionedSecret {
         trace_id: Some(format!("trace-v{version}")),
         spec_hash: Some(spec_hash(&spec)),
         verified: true,
+        verified_at: None,
         created_at: Some(day(version)),
         metadata: desired_metadata(&spec, NAME, Some(version)),
     }
