@@ -337,3 +337,28 @@ async fn a_tenant_cannot_shield_an_unmanaged_token_with_a_forged_secret() {
     dump(&s.client, &tenant_ns, None).await;
     s.finish().await;
 }
+
+#[tokio::test]
+async fn a_refusal_that_was_not_a_revocation_costs_a_rotation_never_an_untracked_token() {
+    // One listing answered 401 (forged on a plaintext path, or a platform's hiccup) while the
+    // served token is in fact live: it is replaced, and then revoked for real, not forgotten.
+    let s = setup("inv-forged", &["ws-forged"], json!({})).await;
+    s.token("t", "ws-forged").await;
+    let v1 = (s.api.get("t").await.unwrap().status.unwrap().token_prefix).unwrap();
+    s.platform.fault("refuse_list", Some(1)).await;
+    let wst = wait_version(&s.api, "t", 2, WAIT).await;
+    let v2 = wst.status.unwrap().token_prefix.unwrap();
+    eventually(WAIT, "v1 revoked at the platform", || async {
+        let live = s.live_prefixes("ws-forged").await;
+        (live == [v2.clone()]).then_some(())
+    })
+    .await;
+    let audit = operator().await.audit_lines();
+    assert!(
+        audit.iter().any(|l| l["event"] == "revoked"
+            && l["status"] == "success"
+            && l["token_prefix"] == v1.as_str()),
+        "the audit trail says v1 was revoked by tokenwarden, not elsewhere"
+    );
+    s.finish().await;
+}
