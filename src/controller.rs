@@ -384,6 +384,22 @@ async fn write_status(
     let api: Api<WorkspaceToken> =
         Api::namespaced(ctx.io.client.clone(), &wst.namespace().unwrap_or_default());
     let new_status = status::render(wst, plan, journal, now);
+    if status::unchanged(wst, &new_status) {
+        return Ok(None);
+    }
+    // A status rendered from a cache that is ahead of the cluster (etcd restored from an
+    // older backup, not noticed yet) would write the future into the restored object: its
+    // versions would then be revoked as lost. One read says whether the object went back.
+    let current = api
+        .get_metadata_opt(&wst.name_any())
+        .await
+        .map_err(Error::kube("read WorkspaceToken"))?;
+    let current_rv = current.as_ref().and_then(|c| c.resource_version());
+    if crate::relist::object_went_back(wst.resource_version().as_deref(), current_rv.as_deref()) {
+        return Err(Error::StaleView {
+            operation: "write status",
+        });
+    }
     if !plan.steps.is_empty() {
         crate::failpoint::hit(crate::failpoint::BEFORE_STATUS);
     }

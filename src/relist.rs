@@ -130,6 +130,25 @@ pub async fn watch_for_time_travel(api: Api<crate::api::WorkspaceToken>) {
     }
 }
 
+/// Whether the object the cache showed at `cached` is now at `current`, a resourceVersion
+/// below it: only a cluster restored from an older backup goes back so. Then every watch
+/// lists again at once (without waiting for the probe), and the caller writes nothing.
+pub fn object_went_back(cached: Option<&str>, current: Option<&str>) -> bool {
+    let parse = |rv: Option<&str>| rv.and_then(|v| v.parse::<u64>().ok());
+    let back = matches!((parse(cached), parse(current)), (Some(c), Some(n)) if n < c);
+    if back {
+        tracing::warn!(
+            cached,
+            current,
+            "an object is older than the cache showed it (etcd restored from an older \
+             backup?): every watch lists everything again"
+        );
+        HIGHEST_SEEN.store(parse(current).unwrap_or_default(), Ordering::Relaxed);
+        REWINDS.send_modify(|n| *n += 1);
+    }
+    back
+}
+
 /// The API server's answer to a watch from a resourceVersion it has not reached.
 pub fn went_back_in_time(error: &watcher::Error) -> bool {
     error.to_string().contains("Too large resource version")
@@ -145,6 +164,14 @@ mod tests {
             message: message.into(),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn only_an_object_older_than_the_cache_showed_is_a_trip_back_in_time() {
+        assert!(object_went_back(Some("260"), Some("231")));
+        assert!(!object_went_back(Some("231"), Some("260")));
+        assert!(!object_went_back(Some("231"), Some("231")));
+        assert!(!object_went_back(None, Some("231")));
     }
 
     #[test]

@@ -356,19 +356,23 @@ fn condition(
 
 /// Writes status with server-side apply when it differs from what the object shows.
 /// Returns the object's new resourceVersion when it wrote.
+/// Whether `status` is what `wst` says already (the mint intent aside: only the mint writes it).
+pub fn unchanged(wst: &WorkspaceToken, status: &WorkspaceTokenStatus) -> bool {
+    wst.status.as_ref().is_some_and(|s| {
+        let without_intent = WorkspaceTokenStatus {
+            mint_intent: None,
+            ..s.clone()
+        };
+        &without_intent == status
+    })
+}
+
 pub async fn write(
     api: &Api<WorkspaceToken>,
     wst: &WorkspaceToken,
     status: WorkspaceTokenStatus,
 ) -> Result<Option<String>> {
-    let unchanged = wst.status.as_ref().is_some_and(|s| {
-        let without_intent = WorkspaceTokenStatus {
-            mint_intent: None,
-            ..s.clone()
-        };
-        without_intent == status
-    });
-    if unchanged {
+    if unchanged(wst, &status) {
         return Ok(None);
     }
     let patch = serde_json::json!({
