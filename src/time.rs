@@ -24,6 +24,12 @@ pub fn now() -> DateTime<Utc> {
     DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_default()
 }
 
+/// `t` cut to the whole second, as status keeps times.
+pub fn floor_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::DurationRound;
+    t.duration_trunc(chrono::TimeDelta::seconds(1)).unwrap_or(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

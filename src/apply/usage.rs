@@ -7,12 +7,13 @@
 //! hold; both times are whole seconds, as status keeps them (a pass that re-reads status
 //! judges exactly as the pass that asked).
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::Applier;
 use super::provenance::MintedAt;
 use crate::issuer::http::{Listed, PlatformToken, listed_as};
 use crate::plan::Usage;
+use crate::time::floor_second;
 
 impl Applier<'_> {
     /// The platform's `last_used_at` of `version`'s token, or why it cannot be known now
@@ -54,10 +55,6 @@ impl Applier<'_> {
             checked_at: floor_second(asked),
         })
     }
-}
-
-fn floor_second(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc(TimeDelta::seconds(1)).unwrap_or(t)
 }
 
 fn ceil_second(t: DateTime<Utc>) -> DateTime<Utc> {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::planner::Planner;
 use super::{InventoryInput, Listing};
@@ -15,7 +15,7 @@ use super::{Step, Warning};
 use crate::api::{UnmanagedTokenStatus, VersionState};
 use crate::issuer::http::PlatformToken;
 use crate::schedule::parse_duration;
-use crate::time::{from_time, to_time};
+use crate::time::{floor_second, from_time, to_time};
 
 /// At most this many tokens in `status.unmanagedTokens` (the oldest first).
 pub const MAX_LISTED: usize = 100;
@@ -124,7 +124,7 @@ impl Planner<'_, '_> {
             && verified
             && settled
             && !judged
-            && self.steps.iter().all(|s| !matches!(s, Step::Mint { .. }))
+            && !self.minted_now()
     }
 
     fn minted_now(&self) -> bool {
@@ -243,10 +243,6 @@ impl Planner<'_, '_> {
         // The next due listing comes at the interval; one that becomes old enough earlier
         // waits for it (the listing that revokes it must be fresh).
     }
-}
-
-fn floor_second(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc(TimeDelta::seconds(1)).unwrap_or(t)
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
