@@ -159,6 +159,9 @@ pub async fn run(
             .inspect(move |event| {
                 if let Ok(event) = event {
                     holders.apply(event);
+                    if let watcher::Event::Delete(wst) = event {
+                        apply::audit_collected(wst, crate::time::now());
+                    }
                 }
             })
             .inspect_err(|e| tracing::warn!(error = %e, "WorkspaceToken watch failed; retrying")),

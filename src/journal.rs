@@ -105,6 +105,11 @@ impl Journal {
         })
     }
 
+    /// Whether this pass minted `version` (restoring it from `S` is not minting).
+    pub fn minted(&self, version: u32) -> bool {
+        (self.done.iter()).any(|d| matches!(d, Done::Minted { version: v, .. } if *v == version))
+    }
+
     /// Versions whose tokens this pass minted or restored, with their facts.
     pub fn tokens(&self) -> impl Iterator<Item = (u32, &TokenFacts)> {
         self.done.iter().filter_map(|d| match d {

@@ -414,13 +414,13 @@ async fn as_the_charts_service_account_the_operator_mints_rotates_restarts_and_f
         "events recorded: {reasons:?}"
     );
 
-    // Deletion: the finalizer revokes and removes itself, the Secrets go.
+    // Deletion: a local token has no finalizer; the garbage collector deletes its Secrets.
     api.delete("t", &DeleteParams::default()).await.unwrap();
     eventually(WAIT, "WorkspaceToken deleted", || async {
         api.get_opt("t").await.ok()?.is_none().then_some(())
     })
     .await;
-    eventually(WAIT, "its Secrets deleted", || async {
+    eventually(GARBAGE_COLLECTION, "its Secrets deleted", || async {
         let names = secret_names(&client, &ns).await;
         (!names.iter().any(|n| n == "t" || n.starts_with("t-v"))).then_some(())
     })

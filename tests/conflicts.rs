@@ -96,7 +96,11 @@ async fn a_concurrent_writer_of_labels_never_makes_the_operators_writes_fail() {
         .collect();
 
     for i in 0..TOKENS {
-        let spec = json!({ "workspaceId": format!("ws-{i}"), "rotation": { "gracePeriod": "1s" } });
+        // The half deleted below keeps its Secrets: its finalizer is added and removed under
+        // fire (a local token under Revoke has none to race over).
+        let policy = if i < TOKENS / 2 { "Retain" } else { "Revoke" };
+        let spec = json!({ "workspaceId": format!("ws-{i}"), "deletionPolicy": policy,
+            "rotation": { "gracePeriod": "1s" } });
         create(&api, &format!("t{i}"), spec).await;
     }
     wait_all(&api, TOKENS, WAIT, "every token Ready at v1", |w| {

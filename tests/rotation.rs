@@ -153,11 +153,28 @@ async fn first_version_is_minted_into_versioned_and_mounted_secrets_as_the_contr
         assert_eq!(line["status"], "success");
         assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
     }
-    let reasons = event_reasons(&client, &ns).await;
-    assert!(
-        reasons.contains(&"Minted".to_string()) && reasons.contains(&"Activated".to_string()),
-        "{reasons:?}"
-    );
+    // One Event for a first token (minted and served in one pass), two for a rotation.
+    eventually(WAIT, "the Minted Event", || async {
+        event_reasons(&client, &ns)
+            .await
+            .contains(&"Minted".to_string())
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(event_reasons(&client, &ns).await, ["Minted"]);
+    // A local token under deletionPolicy Revoke goes with its Secrets: no finalizer to write.
+    assert_eq!(wst.finalizers(), [] as [String; 0]);
+
+    request_rotation(&api, "agent-alpha", "second").await;
+    wait_version(&api, "agent-alpha", 2, WAIT).await;
+    eventually(WAIT, "Minted and Activated for v2", || async {
+        let reasons = event_reasons(&client, &ns).await;
+        (reasons.iter().filter(|r| *r == "Minted").count() == 2
+            && reasons.contains(&"Activated".to_string()))
+        .then_some(())
+    })
+    .await;
     dump(&client, &ns, Some(operator)).await;
 }
 

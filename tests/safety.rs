@@ -366,12 +366,11 @@ async fn deletion_with_revoke_removes_the_secrets_and_retain_keeps_them_unowned(
     )
     .await;
     let revoke = wait_version(&api, "revoke", 1, WAIT).await;
-    wait_version(&api, "retain", 1, WAIT).await;
-    assert!(
-        revoke
-            .finalizers()
-            .contains(&"tokenwarden.dev/cleanup".to_string())
-    );
+    let retain = wait_version(&api, "retain", 1, WAIT).await;
+    // A local token under Revoke is revoked by deleting its Secrets, which their
+    // ownerReferences do: no finalizer. Retain must release them first: a finalizer.
+    assert_eq!(revoke.finalizers(), [] as [String; 0]);
+    assert_eq!(retain.finalizers(), ["tokenwarden.dev/cleanup"]);
 
     api.delete("revoke", &DeleteParams::default())
         .await
@@ -384,8 +383,26 @@ async fn deletion_with_revoke_removes_the_secrets_and_retain_keeps_them_unowned(
             .then_some(())
     })
     .await;
-    assert!(secrets.get_opt("revoke").await.unwrap().is_none());
-    assert!(secrets.get_opt("revoke-v1").await.unwrap().is_none());
+    eventually(
+        GARBAGE_COLLECTION,
+        "the garbage collector deleted S and S-v1",
+        || async {
+            let s = secrets.get_opt("revoke").await.ok()?;
+            let v1 = secrets.get_opt("revoke-v1").await.ok()?;
+            (s.is_none() && v1.is_none()).then_some(())
+        },
+    )
+    .await;
+    eventually(WAIT, "a revoked line for the collected v1", || async {
+        (operator.audit_lines().iter()).find(|l| {
+            l["namespace"] == ns.as_str()
+                && l["name"] == "revoke"
+                && l["event"] == "revoked"
+                && l["token_version"] == "v1"
+        })?;
+        Some(())
+    })
+    .await;
     // Retained Secrets outlive their owner: no ownerReference left for the garbage collector.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for name in ["retain", "retain-v1"] {

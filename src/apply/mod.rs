@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 
-use crate::api::{IssuerIdentity, WorkspaceToken};
-use crate::contract::{ROTATE_ANNOTATION, ROTATE_REASON_ANNOTATION};
+use crate::api::{IssuerIdentity, VersionState, WorkspaceToken};
+use crate::contract::{FINALIZER, ROTATE_ANNOTATION, ROTATE_REASON_ANNOTATION};
 use crate::events::{EventPublisher, EventType};
 use crate::issuer::caches::IssuerCaches;
 use crate::issuer::client::HttpClient;
@@ -176,6 +176,32 @@ pub fn report_failure(
         "Reconcile",
         error.to_string(),
     );
+}
+
+/// A WorkspaceToken deleted without our finalizer (a local token under `Revoke`): the garbage
+/// collector deletes its Secrets by their ownerReferences, and with them its tokens. One
+/// `revoked` line per live version says so, from the watch's delete (an operator that was down
+/// meanwhile misses it; the API server's audit log has the deletion).
+pub fn audit_collected(wst: &WorkspaceToken, now: DateTime<Utc>) {
+    if wst.finalizers().iter().any(|f| f == FINALIZER) {
+        return;
+    }
+    let live = (wst.status.iter())
+        .flat_map(|s| &s.versions)
+        .filter(|v| v.state != VersionState::Revoked);
+    for v in live {
+        let trace_id = v.trace_id.as_deref().unwrap_or_default();
+        let prefix = v.token_prefix.as_deref();
+        audit_line(
+            wst,
+            now,
+            "revoked",
+            "success",
+            Some(v.version),
+            trace_id,
+            prefix,
+        );
+    }
 }
 
 /// One line of the audit trail about `wst` (and `version` of its token, with `prefix`).

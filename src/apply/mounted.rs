@@ -201,15 +201,21 @@ impl Applier<'_> {
                 };
                 let note = format!("version {current} is active (prefix {prefix}){grace}");
                 let prefix = Some(prefix);
-                self.succeeded(
-                    "activated",
-                    current,
-                    trace_id,
-                    prefix,
-                    "Activated",
-                    "Cutover",
-                    note,
-                );
+                if previous.is_none() && self.journal.minted(current) {
+                    // A first token, minted and served in one pass: its Minted Event says it
+                    // all, so the API server is spared a second Event per new token.
+                    self.audit("activated", "success", Some(current), trace_id, prefix);
+                } else {
+                    self.succeeded(
+                        "activated",
+                        current,
+                        trace_id,
+                        prefix,
+                        "Activated",
+                        "Cutover",
+                        note,
+                    );
+                }
                 self.record(Done::CutOver { version: current });
             }
             MountedWrite::DriftRepaired => {

@@ -160,11 +160,28 @@ impl<'o, 'a> Planner<'o, 'a> {
         self.readiness = Some(not_ready("Deleting", "the WorkspaceToken is being deleted"));
     }
 
+    /// Whether deleting the WorkspaceToken needs a pass of ours first: to revoke tokens at a
+    /// platform (the spec names an issuer, or a live version was minted at one) or to release
+    /// Secrets that `Retain` keeps. A local token under `Revoke` needs none: its Secrets go
+    /// with it by their ownerReferences, and a local token is revoked by deleting them. That
+    /// saves the finalizer's write, a quarter of a new token's cost at the API server.
+    fn needs_finalizer(&self) -> bool {
+        let spec = self.o.spec;
+        spec.deletion_policy == DeletionPolicy::Retain
+            || spec.issuer_ref.is_some()
+            || spec.removed_issuer.is_some()
+            || self.o.mint_intent.is_some()
+            || (self.versions.values()).any(|v| {
+                v.state != VersionState::Revoked
+                    && (v.issuer.is_some() || v.issuer_token_id.is_some())
+            })
+    }
+
     pub(super) fn plan_lifecycle(&mut self) {
         if self.frozen() {
             return;
         }
-        if !self.o.has_finalizer {
+        if !self.o.has_finalizer && self.needs_finalizer() {
             self.steps.push(Step::AddFinalizer);
         }
         let schedule = self.schedule();

@@ -230,6 +230,12 @@ pub async fn create(
         .unwrap_or_else(|e| panic!("create WorkspaceToken {name}: {e}"))
 }
 
+/// How long the garbage collector may take to delete the Secrets of a WorkspaceToken deleted
+/// without a finalizer: kube-controller-manager looks for new resource kinds every 30 s, so on
+/// a control plane started moments ago it may not watch WorkspaceTokens yet (the first run of
+/// the deletion test took 35 s).
+pub const GARBAGE_COLLECTION: Duration = Duration::from_secs(120);
+
 /// Asks for a rotation the way a user does (`kubectl annotate ... tokenwarden.dev/rotate=`):
 /// each new `value` rotates once.
 pub async fn request_rotation(api: &Api<WorkspaceToken>, name: &str, value: &str) {

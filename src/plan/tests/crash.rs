@@ -71,6 +71,7 @@ pub(super) fn busy_situations() -> Vec<(&'static str, World, DateTime<Utc>)> {
     out.push(("environment and template change", world, t1 + minutes(10)));
 
     let (mut world, t1) = rotated_once();
+    world.has_finalizer = true; // minted at a platform, Retain, or an earlier release's
     world.deleting = true;
     out.push(("deletion", world, t1 + minutes(10)));
     out
@@ -152,7 +153,7 @@ fn crash_after_mint_adopts_pending_version_without_minting() {
 
     // A first pass that dies after minting: no status at all, no S.
     let mut fresh = World::new(monthly());
-    fresh.crash(t0(), 2);
+    fresh.crash(t0(), 1);
     assert_eq!(
         (fresh.status.as_ref(), fresh.mounted.as_ref()),
         (None, None)

@@ -1,6 +1,7 @@
 //! Suspend, conflicts over Secret names, deletion.
 
 use super::*;
+use crate::api::{IssuerIdentity, IssuerKind};
 
 // ----------------------------------------------------------------------------------------------
 // Suspend, conflicts, deletion
@@ -75,6 +76,7 @@ fn foreign_secret_is_a_conflict_with_no_steps() {
 #[test]
 fn deletion_with_revoke_policy_revokes_every_live_version_oldest_first_then_removes_finalizer() {
     let (mut world, t1) = rotated_once();
+    world.has_finalizer = true; // minted at a platform, Retain, or an earlier release's
     world.deleting = true;
     let plan = world.plan(t1 + minutes(5));
     assert_eq!(
@@ -105,6 +107,7 @@ fn deletion_with_revoke_policy_revokes_every_live_version_oldest_first_then_remo
 fn deletion_revokes_versions_whose_records_are_already_gone() {
     let (mut world, t1) = rotated_once();
     world.versioned.clear();
+    world.has_finalizer = true; // minted at a platform, Retain, or an earlier release's
     world.deleting = true;
     let plan = world.plan(t1 + minutes(5));
     assert_eq!(
@@ -122,6 +125,7 @@ fn deletion_revokes_versions_whose_records_are_already_gone() {
 fn deletion_with_retain_policy_releases_secrets() {
     let (mut world, t1) = rotated_once();
     world.spec.deletion_policy = DeletionPolicy::Retain;
+    world.has_finalizer = true; // minted at a platform, Retain, or an earlier release's
     world.deleting = true;
     let plan = world.plan(t1 + minutes(5));
     assert_eq!(
@@ -147,4 +151,41 @@ fn deletion_without_our_finalizer_plans_nothing() {
     world.has_finalizer = false;
     world.deleting = true;
     assert_eq!(steps_of(&world.plan(t0())), []);
+}
+
+#[test]
+fn a_local_token_under_revoke_gets_no_finalizer_and_goes_with_its_secrets() {
+    let mut world = World::new(monthly());
+    world.converge(t0());
+    assert!(
+        !world.has_finalizer,
+        "nothing to revoke anywhere but its Secrets"
+    );
+    world.deleting = true;
+    assert_eq!(steps_of(&world.plan(t0() + hours(1))), []);
+    world.converge(t0() + hours(1));
+    assert!(world.gone, "the garbage collector deletes the Secrets");
+}
+
+#[test]
+fn retain_a_platform_or_a_version_minted_at_one_needs_the_finalizer() {
+    let retain = spec(json!({ "deletionPolicy": "Retain" }));
+    assert_eq!(
+        steps_of(&World::new(retain).plan(t0())).first(),
+        Some(&Step::AddFinalizer),
+        "Retain: the Secrets are released before the object goes"
+    );
+    // Moved from a platform to local minting: v1 is still live at the platform.
+    let mut world = World::steady(monthly(), t0());
+    let status = world.status.as_mut().expect("status");
+    status.versions[0].issuer = Some(IssuerIdentity {
+        kind: IssuerKind::TokenIssuer,
+        name: "platform".into(),
+        uid: "0e6f1c55-1d53-4f4e-8a3e-5ad7d5b4c0d1".into(),
+    });
+    assert_eq!(
+        steps_of(&world.plan(t0() + hours(1))).first(),
+        Some(&Step::AddFinalizer),
+        "a live platform token is revoked on deletion"
+    );
 }

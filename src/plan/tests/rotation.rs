@@ -13,10 +13,10 @@ fn first_pass_mints_version_one_and_activates_it() {
     assert_eq!(
         steps_of(&plan),
         [
-            Step::AddFinalizer,
             mint(1, RotationReason::Initial),
             write(1, None, MountedWrite::Cutover)
-        ]
+        ],
+        "a local token under deletionPolicy Revoke needs no finalizer"
     );
     assert_eq!(plan.current, Some(1));
     let v1 = &plan.versions[&1];
