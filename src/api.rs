@@ -479,8 +479,16 @@ pub enum VersionState {
 impl WorkspaceTokenSpec {
     /// The Secret pods mount.
     pub fn secret_name<'a>(&'a self, object_name: &'a str) -> &'a str {
-        self.secret_name.as_deref().unwrap_or(object_name)
+        mounted_secret_name(self.secret_name.as_deref(), object_name)
     }
+}
+
+/// `S`: `spec.secretName`, else the WorkspaceToken's own name.
+pub(crate) fn mounted_secret_name<'a>(
+    secret_name: Option<&'a str>,
+    object_name: &'a str,
+) -> &'a str {
+    secret_name.unwrap_or(object_name)
 }
 
 /// `<secretName>-v<N>`: the immutable record of version N.

@@ -18,7 +18,7 @@ use kube::{Client, ResourceExt};
 
 use crate::api::WorkspaceToken;
 use crate::consumers::{ConsumerIndex, EVERY_SECRET};
-use crate::contract::{LAST_APPLIED_ANNOTATION, READY, managed_selector};
+use crate::contract::{LAST_APPLIED_ANNOTATION, managed_selector};
 use crate::events::EventPublisher;
 use crate::inventory::Inventory;
 use crate::issuer::client::HttpClient;
@@ -28,6 +28,7 @@ use crate::metrics::{Health, Metrics, ReconcileTimer};
 use crate::pacing::{Ended, Next, Pacer, Seen, Wrote};
 use crate::rollout_watch::RolloutWatches;
 use crate::secrets::{SecretIndex, hash_in_place};
+use crate::token_cache::{CachedToken, cached_event, cached_ref};
 use crate::{Error, Result, apply, observe, plan, secrets, status};
 
 #[path = "controller_memory.rs"]
@@ -48,7 +49,7 @@ struct Context {
     /// The issuer inventory: each group's schedule and last listing.
     inventory: Inventory,
     /// The WorkspaceTokens as the watch shows them (an inventory judges a listing by them).
-    tokens: Store<WorkspaceToken>,
+    tokens: Store<CachedToken>,
     /// The WorkspaceTokens a new listing of their workspace is news for.
     inventory_news: futures::channel::mpsc::UnboundedSender<ObjectRef<WorkspaceToken>>,
     /// The highest version of each WorkspaceToken (by uid) seen since the start: a restore of
@@ -138,7 +139,7 @@ pub async fn run(
                 if matches!(event, watcher::Event::InitDone) {
                     ready.set_ready(true);
                 }
-                key.map(|(ns, name)| ObjectRef::<WorkspaceToken>::new(&name).within(&ns))
+                key.map(|(ns, name)| ObjectRef::<CachedToken>::new(&name).within(&ns))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "Secret watch failed; retrying");
@@ -164,7 +165,8 @@ pub async fn run(
                     }
                 }
             })
-            .inspect_err(|e| tracing::warn!(error = %e, "WorkspaceToken watch failed; retrying")),
+            .inspect_err(|e| tracing::warn!(error = %e, "WorkspaceToken watch failed; retrying"))
+            .map_ok(|event| cached_event(&event)),
     )
     .applied_objects();
     let controller = Controller::for_stream(token_events, store)
@@ -175,14 +177,15 @@ pub async fn run(
     let retried = ctx.clone();
     let issuer_triggers = issuer_feeds
         .triggers(controller.store())
-        .inspect(move |key| retried.pacer().dependency_changed(key));
+        .inspect(move |key| retried.pacer().dependency_changed(key))
+        .map(|key| cached_ref(&key));
     let consumer_triggers = read_by(consumer_changes, controller.store());
     let tokens = controller
         .reconcile_on(secret_triggers)
         .reconcile_on(consumer_triggers)
         .reconcile_on(issuer_triggers)
-        .reconcile_on(rollout_triggers)
-        .reconcile_on(inventory_triggers)
+        .reconcile_on(rollout_triggers.map(|key| cached_ref(&key)))
+        .reconcile_on(inventory_triggers.map(|key: ObjectRef<WorkspaceToken>| cached_ref(&key)))
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| future::ready(()));
@@ -201,17 +204,13 @@ pub async fn run(
 /// [`EVERY_SECRET`]).
 fn read_by(
     changes: impl Stream<Item = (String, String)> + Send + 'static,
-    tokens: kube::runtime::reflector::Store<WorkspaceToken>,
-) -> impl Stream<Item = ObjectRef<WorkspaceToken>> + Send + 'static {
+    tokens: Store<CachedToken>,
+) -> impl Stream<Item = ObjectRef<CachedToken>> + Send + 'static {
     changes.flat_map(move |key| {
         let every = key == EVERY_SECRET;
         let (ns, secret) = key;
-        let mounts = |wst: &WorkspaceToken| {
-            wst.metadata.namespace.as_deref() == Some(ns.as_str())
-                && wst
-                    .spec
-                    .secret_name(wst.metadata.name.as_deref().unwrap_or_default())
-                    == secret
+        let mounts = |wst: &CachedToken| {
+            wst.namespace().as_deref() == Some(ns.as_str()) && wst.mounted_secret() == secret
         };
         let woken: Vec<_> = (tokens.state().iter())
             .filter(|wst| every || mounts(wst))
@@ -241,27 +240,24 @@ fn slim_token(wst: &mut WorkspaceToken) {
 /// `tokenwarden_tokens{ready}` and `tokenwarden_unmanaged_tokens` from the caches every 10 s:
 /// no API call. Also forgets what was kept for WorkspaceTokens the cache no longer has (their
 /// rollout watches, their inventory groups, the versions seen).
-async fn count_ready_tokens(
-    store: kube::runtime::reflector::Store<WorkspaceToken>,
-    ctx: Arc<Context>,
-) {
+async fn count_ready_tokens(store: Store<CachedToken>, ctx: Arc<Context>) {
     loop {
-        ctx.rollouts.forget_gone(|token| store.get(token).is_some());
+        ctx.rollouts
+            .forget_gone(|token| store.get(&cached_ref(token)).is_some());
         let (mut ready, mut not_ready) = (0, 0);
         let mut uids = std::collections::HashSet::new();
         let mut groups = std::collections::HashSet::new();
-        for wst in store.state() {
-            let is_ready = wst.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == READY && c.status == "True")
-            });
-            if is_ready {
+        for cached in store.state() {
+            if cached.ready {
                 ready += 1;
             } else {
                 not_ready += 1;
             }
-            uids.insert(wst.uid().unwrap_or_default());
+            uids.insert(cached.uid().unwrap_or_default());
+            if cached.issuer_ref.is_none() {
+                continue;
+            }
+            let wst = cached.unpack();
             if let Some(Ok(issuer)) = ctx.io.issuers.for_token(&wst) {
                 groups.insert(Inventory::key(&issuer, &wst));
             }
@@ -278,8 +274,9 @@ async fn count_ready_tokens(
 
 /// One pass over one WorkspaceToken: guard -> observe -> plan -> apply -> status -> pace.
 /// It never fails: pacing decides when a pass that went wrong is tried again.
-#[tracing::instrument(skip_all, fields(namespace = wst.namespace().unwrap_or_default(), name = wst.name_any()))]
-async fn reconcile(wst: Arc<WorkspaceToken>, ctx: Arc<Context>) -> Result<Action, Infallible> {
+#[tracing::instrument(skip_all, fields(namespace = cached.namespace().unwrap_or_default(), name = cached.name_any()))]
+async fn reconcile(cached: Arc<CachedToken>, ctx: Arc<Context>) -> Result<Action, Infallible> {
+    let wst = Arc::new(cached.unpack());
     if let Some(wait) = ctx.hold(&wst) {
         return Ok(Action::requeue(wait));
     }
@@ -429,8 +426,8 @@ impl Context {
         let reading = self.inventory.record(group.clone(), reading);
         let me = ObjectRef::from_obj(wst);
         for member in self.inventory.holders.of(&group.workspace) {
-            let of_the_group = (self.tokens.get(&member))
-                .and_then(|m| self.io.issuers.for_token(&m)?.ok())
+            let of_the_group = (self.tokens.get(&cached_ref(&member)))
+                .and_then(|m| self.io.issuers.for_token(&m.unpack())?.ok())
                 .is_some_and(|theirs| theirs.identity.uid == group.issuer_uid);
             if member != me && of_the_group {
                 // A closed channel means the controller is shutting down: nobody to wake.
@@ -554,7 +551,7 @@ fn action(next: Next) -> Action {
 }
 
 /// Never called: `reconcile` cannot fail (pacing decides what a failure means).
-fn error_policy(_: Arc<WorkspaceToken>, error: &Infallible, _: Arc<Context>) -> Action {
+fn error_policy(_: Arc<CachedToken>, error: &Infallible, _: Arc<Context>) -> Action {
     match *error {}
 }
 

@@ -9,10 +9,11 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 
 use crate::api::{ClusterTokenIssuer, IssuerKind, TokenIssuer, WorkspaceToken};
 use crate::issuer::caches::IssuerCaches;
+use crate::token_cache::{CachedToken, token_ref};
 
 /// Something a WorkspaceToken's issuer resolution reads changed.
 #[derive(Debug)]
@@ -134,14 +135,14 @@ impl IssuerFeeds {
     /// The WorkspaceTokens (from `tokens`) each change may decide.
     pub fn triggers(
         self,
-        tokens: Store<WorkspaceToken>,
+        tokens: Store<CachedToken>,
     ) -> impl Stream<Item = ObjectRef<WorkspaceToken>> + Send + 'static {
         self.0.flat_map(move |touched| {
             let woken: Vec<_> = tokens
                 .state()
                 .iter()
                 .filter(|wst| decided_by(wst, &touched))
-                .map(|wst| ObjectRef::from_obj(wst.as_ref()))
+                .map(|wst| token_ref(&ObjectRef::from_obj(wst.as_ref())))
                 .collect();
             stream::iter(woken)
         })
@@ -149,11 +150,11 @@ impl IssuerFeeds {
 }
 
 /// Whether `touched` can change how `wst`'s issuer resolves.
-fn decided_by(wst: &WorkspaceToken, touched: &Touched) -> bool {
-    let Some(reference) = &wst.spec.issuer_ref else {
+fn decided_by(wst: &CachedToken, touched: &Touched) -> bool {
+    let Some(reference) = &wst.issuer_ref else {
         return false;
     };
-    let ns = wst.metadata.namespace.as_deref().unwrap_or_default();
+    let ns = wst.meta().namespace.as_deref().unwrap_or_default();
     match (touched, reference.kind) {
         (Touched::Relisted, _) => true,
         (Touched::Namespaced { namespace, name }, IssuerKind::TokenIssuer) => {
@@ -169,13 +170,14 @@ fn decided_by(wst: &WorkspaceToken, touched: &Touched) -> bool {
 mod tests {
     use super::*;
 
-    fn token(namespace: &str, issuer_ref: serde_json::Value) -> WorkspaceToken {
-        serde_json::from_value(serde_json::json!({
+    fn token(namespace: &str, issuer_ref: serde_json::Value) -> CachedToken {
+        let wst: WorkspaceToken = serde_json::from_value(serde_json::json!({
             "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken",
             "metadata": { "name": "t", "namespace": namespace },
             "spec": { "workspaceId": "ws", "issuerRef": issuer_ref }
         }))
-        .unwrap()
+        .unwrap();
+        CachedToken::new(&wst)
     }
 
     #[test]

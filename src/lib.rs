@@ -21,6 +21,7 @@ mod logging;
 mod metrics;
 mod observe;
 mod pacing;
+mod packed;
 pub mod plan;
 pub mod redact;
 mod relist;
@@ -32,6 +33,7 @@ pub mod secrets;
 mod status;
 mod time;
 pub mod token;
+pub mod token_cache;
 pub mod window;
 
 #[cfg(test)]

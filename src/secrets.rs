@@ -103,23 +103,13 @@ impl Group {
     }
 }
 
-/// A hashed Secret as LZ4-compressed JSON: a tenth of the memory of the parsed object (a
-/// dozen maps and strings) and half of the JSON's, since the keys, labels and annotation
-/// names every owned Secret shares come from [`DICTIONARY`]. Only the few Secrets of the
-/// token being reconciled are ever unpacked.
-struct Packed(Box<[u8]>);
+/// A hashed Secret packed: a tenth of the memory of the parsed object (a dozen maps and
+/// strings). Only the few Secrets of the token being reconciled are ever unpacked.
+type Packed = crate::packed::Packed<Secret>;
 
-impl Packed {
-    fn pack(secret: &Secret) -> Packed {
-        let json = serde_json::to_vec(secret).expect("a Secret serializes");
-        let packed = lz4_flex::block::compress_prepend_size_with_dict(&json, &DICTIONARY);
-        Packed(packed.into_boxed_slice())
-    }
-
-    fn unpack(&self) -> Secret {
-        let json = lz4_flex::block::decompress_size_prepended_with_dict(&self.0, &DICTIONARY)
-            .expect("packed by Packed::pack");
-        serde_json::from_slice(&json).expect("packed by Packed::pack")
+impl crate::packed::Packable for Secret {
+    fn dictionary() -> &'static [u8] {
+        &DICTIONARY
     }
 }
 

@@ -19,6 +19,7 @@ async fn fifty_tokens_converge_stay_quiet_through_a_restart_and_rotate_in_both_s
         storm_every: Duration::from_secs(15),
         out_dir: support::artifacts_dir(),
         inventory_interval: Duration::from_secs(5),
+        storms: true,
     };
     let figures = tokenwarden_bench::run(cp, &cfg).await;
     eprintln!("{}", figures.table());
@@ -32,8 +33,14 @@ async fn fifty_tokens_converge_stay_quiet_through_a_restart_and_rotate_in_both_s
     );
     assert_eq!(figures.steady_writes, 0, "writes while idle");
     assert_eq!(figures.restart_writes, 0, "writes across a restart");
-    assert_eq!(figures.storm_no_jitter.rotations, 50);
-    assert_eq!(figures.storm.rotations, 50);
+    let rotations = |s: &Option<tokenwarden_bench::Storm>| s.as_ref().map(|s| s.rotations);
+    assert_eq!(rotations(&figures.storm_no_jitter), Some(50));
+    assert_eq!(rotations(&figures.storm), Some(50));
+    assert!(
+        figures.api_cost.untimed.is_empty(),
+        "every kind convergence sent was timed: {:?}",
+        figures.api_cost
+    );
     assert!(figures.rss_steady_mib > 0.0 && figures.rss_peak_mib >= figures.rss_steady_mib);
     // 25 workspaces of two issuer tokens, three intervals: about one listing each per interval.
     let inventory = &figures.inventory;
@@ -54,7 +61,9 @@ async fn fifty_tokens_converge_stay_quiet_through_a_restart_and_rotate_in_both_s
         "n",
         "write_ceiling_per_s",
         "converge_s",
-        "ratio",
+        "converge_ms_per_token",
+        "converge_vs_replay",
+        "api_cost_per_token",
         "steady_writes",
         "restart_writes",
         "restart_ready_s",

@@ -1,5 +1,6 @@
-//! Live heap of the operator's two caches at 10k tokens (the WorkspaceToken store and the
-//! Secret index), counted by a global allocator: what `rss_steady_mib` is made of.
+//! Live heap of the operator's two caches at 10k tokens (the WorkspaceToken store of packed
+//! tokens and the Secret index), counted by a global allocator: what `rss_steady_mib` is made
+//! of.
 //! `cargo run --release -p tokenwarden-bench --example cache_memory`
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -10,6 +11,7 @@ use kube::runtime::watcher::Event;
 use serde_json::json;
 use tokenwarden::api::WorkspaceToken;
 use tokenwarden::secrets::{SecretIndex, hash_in_place};
+use tokenwarden::token_cache::CachedToken;
 
 struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -35,7 +37,7 @@ fn main() {
     let at = "2026-11-24T03:00:00Z";
     let (sha, trace) = ("d".repeat(64), "5".repeat(32));
     let before = LIVE.load(Ordering::Relaxed);
-    let (store, mut writer) = kube::runtime::reflector::store::<WorkspaceToken>();
+    let (store, mut writer) = kube::runtime::reflector::store::<CachedToken>();
     for i in 0..N {
         let name = format!("agent-{i:05}");
         let wst: WorkspaceToken = serde_json::from_value(json!({
@@ -55,7 +57,7 @@ fn main() {
                       "message": "the last reconcile succeeded", "lastTransitionTime": at, "observedGeneration": 1 }] },
         }))
         .expect("WorkspaceToken");
-        writer.apply_watcher_event(&Event::Apply(wst));
+        writer.apply_watcher_event(&Event::Apply(CachedToken::new(&wst)));
     }
     let tokens = LIVE.load(Ordering::Relaxed) - before;
     let index = SecretIndex::default();

@@ -1,7 +1,8 @@
 //! `make bench`: tokenwarden against a real control plane, measured as ratios taken in one
 //! run (these machines are noisy; absolute times alone mean little).
 //!
-//! 1. write ceiling: plain Secret creates at the operator's concurrency (W, writes/s);
+//! 1. write ceiling: plain Secret creates at the operator's concurrency (W, writes/s); each
+//!    request kind's cost timed alone; a logic-free replay of the operator's requests;
 //! 2. converge: BENCH_N WorkspaceTokens from the first create to the last Ready;
 //! 3. steady state: mutating requests while idle, and across an operator restart;
 //! 4. memory: the operator's RSS with BENCH_N unrelated 10 KiB Secrets in the cluster too;
@@ -9,6 +10,7 @@
 //! 6. the issuer inventory: listings at a reference platform per workspace per interval.
 
 mod cluster;
+mod costs;
 mod cpu;
 mod inventory;
 mod operator;
@@ -21,10 +23,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use phases::run;
-pub use report::Report;
+pub use report::{Report, Storm};
 
-/// The writes one new WorkspaceToken needs: the finalizer, `S-v1`, `S` and the status.
-pub const WRITES_PER_TOKEN: u64 = 4;
+/// The writes one new local WorkspaceToken needs: `S-v1`, `S` and the status (no finalizer:
+/// its Secrets go with it by their ownerReferences).
+pub const WRITES_PER_TOKEN: u64 = 3;
 
 pub struct Config {
     /// WorkspaceTokens (and unrelated 10 KiB Secrets).
@@ -41,6 +44,8 @@ pub struct Config {
     pub out_dir: PathBuf,
     /// The operator's `--inventory-interval` in the inventory phase.
     pub inventory_interval: Duration,
+    /// The rotation storms run (BENCH_STORMS=0 skips them: at 100k they take hours).
+    pub storms: bool,
 }
 
 impl Config {

@@ -21,7 +21,7 @@ fn main() {
         (Some("--operator"), Some(path)) => PathBuf::from(path),
         _ => {
             eprintln!(
-                "usage: bench --operator <release tokenwarden binary>  (BENCH_N, BENCH_IDLE_S, BENCH_CONCURRENCY, BENCH_STORM_EVERY_S, BENCH_INVENTORY_INTERVAL_S)"
+                "usage: bench --operator <release tokenwarden binary>  (BENCH_N, BENCH_IDLE_S, BENCH_CONCURRENCY, BENCH_STORM_EVERY_S, BENCH_STORMS, BENCH_INVENTORY_INTERVAL_S)"
             );
             std::process::exit(2);
         }
@@ -40,6 +40,7 @@ fn main() {
         )),
         out_dir: out_dir.clone(),
         inventory_interval: Duration::from_secs(env_or("BENCH_INVENTORY_INTERVAL_S", 20)),
+        storms: env_or("BENCH_STORMS", 1u8) != 0,
     };
 
     let cp = std::thread::spawn(tokenwarden_testenv::ControlPlane::start)

@@ -22,6 +22,10 @@ use crate::{Config, WRITES_PER_TOKEN};
 const UNRELATED_SECRET_BYTES: usize = 10 * 1024;
 /// Size of each write-ceiling Secret: about what `S-v1` holds.
 const CEILING_SECRET_BYTES: usize = 128;
+/// At most this many Secret creates measure the ceiling, and at most this many unrelated
+/// Secrets sit in the cluster: a rate needs no more, and 100k 10 KiB Secrets would fill etcd.
+const CEILING_SAMPLE: u64 = 30_000;
+const UNRELATED_MAX: usize = 20_000;
 
 pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     let client = cp.admin_client().await;
@@ -31,7 +35,7 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     let mut figures = Figures::new(cfg);
 
     // 1. The write ceiling, in this run, on this machine.
-    let writes_needed = n as u64 * WRITES_PER_TOKEN;
+    let writes_needed = (n as u64 * WRITES_PER_TOKEN).min(CEILING_SAMPLE);
     let ns = tokenwarden_testenv::namespace(&client, "bench-ceiling").await;
     let api = Api::<Secret>::namespaced(client.clone(), &ns);
     let cpu_before = cpu::snapshot(&cp.bin_dir, None);
@@ -51,6 +55,11 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
         figures.write_ceiling_per_s
     );
 
+    // What each kind of request costs, timed alone: the unit of api_cost_per_token.
+    let ns = tokenwarden_testenv::namespace(&client, "bench-costs").await;
+    figures.request_costs =
+        crate::costs::measure(&client, &ns, n.clamp(500, 3000), concurrency).await;
+
     // The same requests the operator will send, from a client with no logic: its floor.
     let ns = tokenwarden_testenv::namespace(&client, "bench-replay").await;
     let took = crate::replay::replay(&client, &ns, n, concurrency).await;
@@ -60,8 +69,17 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     // Unrelated Secrets, there for the memory figures: the operator must not pay for them.
     let ns = tokenwarden_testenv::namespace(&client, "bench-unrelated").await;
     let api = Api::<Secret>::namespaced(client.clone(), &ns);
-    let took = create_secrets(&api, "unrelated", n, UNRELATED_SECRET_BYTES, concurrency).await;
-    eprintln!("bench: {n} unrelated 10 KiB Secrets in {took:.1?}");
+    let unrelated = n.min(UNRELATED_MAX);
+    figures.unrelated_secrets = unrelated;
+    let took = create_secrets(
+        &api,
+        "unrelated",
+        unrelated,
+        UNRELATED_SECRET_BYTES,
+        concurrency,
+    )
+    .await;
+    eprintln!("bench: {unrelated} unrelated 10 KiB Secrets in {took:.1?}");
 
     // 2. Converge: the operator runs and is ready; then BENCH_N WorkspaceTokens arrive.
     let ns = tokenwarden_testenv::namespace(&client, "bench").await;
@@ -96,10 +114,14 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     // The bench's own creates are in the count; the rest is the operator's.
     figures.converge_writes = total(&by_kind, &OPERATOR_RESOURCES) - n as u64;
     figures.converge_events = total(&by_kind, &["events"]);
+    figures.api_cost = figures.request_costs.per_token(&by_kind, n);
     figures.converge_writes_by_kind = by_kind;
     eprintln!(
-        "bench: converged {n} in {:.1} s ({} operator writes, {} events)",
-        figures.converge_s, figures.converge_writes, figures.converge_events
+        "bench: converged {n} in {:.1} s ({} operator writes, {} events, {:.2} Secret-create units per token)",
+        figures.converge_s,
+        figures.converge_writes,
+        figures.converge_events,
+        figures.api_cost.units
     );
 
     // 3. Steady state: nothing to do, so nothing written.
@@ -140,18 +162,22 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     // 5. Rotation storms: the same `every` for all, first without jitter, then with.
     let every = cfg.storm_every;
     let slack = Duration::from_secs_f64(figures.converge_s * 3.0) + Duration::from_secs(120);
-    figures.storm_no_jitter =
-        storm(&client, &tokens, &tracker, 2, every, None, every + slack).await;
-    figures.storm = storm(
-        &client,
-        &tokens,
-        &tracker,
-        3,
-        every,
-        Some(every),
-        2 * every + slack,
-    )
-    .await;
+    if cfg.storms {
+        figures.storm_no_jitter =
+            Some(storm(&client, &tokens, &tracker, 2, every, None, every + slack).await);
+        let jittered = storm(
+            &client,
+            &tokens,
+            &tracker,
+            3,
+            every,
+            Some(every),
+            2 * every + slack,
+        );
+        figures.storm = Some(jittered.await);
+    } else {
+        eprintln!("bench: storms skipped (BENCH_STORMS=0)");
+    }
     let rss = operator.rss();
     figures.rss_peak_mib = figures.rss_peak_mib.max(rss.peak_mib);
     operator.stop().await;

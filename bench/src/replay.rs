@@ -2,8 +2,9 @@
 //! that sends exactly the requests tokenwarden sends for a new token, on a twin CRD (the same
 //! schema and validation rules under another group, which the operator does not watch).
 //!
-//! Per token, as in convergence: the create (the user's), then the finalizer merge patch,
-//! `S-v1`, `S`, the status apply and two Events (Minted, Activated), posted in the background.
+//! Per token, as in convergence: the create (the user's), then `S-v1`, `S`, the status apply
+//! and one Event (Minted), posted in the background. A local token under `Revoke` has no
+//! finalizer, and its first activation is said by the Minted Event.
 //! The creates run at the bench's concurrency and the rest at the operator's, overlapping as
 //! they do when the operator runs.
 
@@ -22,9 +23,9 @@ use serde_json::json;
 use tokenwarden::api::WorkspaceToken;
 use tokio::sync::Semaphore;
 
-const GROUP: &str = "replay.bench.tokenwarden.dev";
+pub(crate) const GROUP: &str = "replay.bench.tokenwarden.dev";
 
-fn twin_resource() -> ApiResource {
+pub(crate) fn twin_resource() -> ApiResource {
     ApiResource {
         group: GROUP.into(),
         version: "v1alpha1".into(),
@@ -35,7 +36,7 @@ fn twin_resource() -> ApiResource {
 }
 
 /// WorkspaceToken's CRD under the replay group.
-async fn install_twin(client: &Client) {
+pub(crate) async fn install_twin(client: &Client) {
     let mut crd = serde_json::to_value(WorkspaceToken::crd()).expect("CRD as JSON");
     crd["metadata"]["name"] = json!(format!("workspacetokens.{GROUP}"));
     crd["spec"]["group"] = json!(GROUP);
@@ -71,7 +72,7 @@ pub async fn replay(client: &Client, ns: &str, n: usize, concurrency: usize) -> 
                 .map(|i| {
                     let tokens = tokens.clone();
                     async move {
-                        let object = twin_object(i);
+                        let object = twin_object(&format!("agent-{i:05}"));
                         tokens.create(&PostParams::default(), &object).await
                     }
                 })
@@ -115,14 +116,6 @@ async fn converge_one(
 ) -> Vec<EventTask> {
     let name = object.metadata.name.clone().expect("name");
     let uid = object.metadata.uid.clone().expect("uid");
-    let finalizer = json!({ "metadata": {
-        "resourceVersion": object.metadata.resource_version,
-        "finalizers": ["tokenwarden.dev/cleanup"],
-    }});
-    tokens
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&finalizer))
-        .await
-        .expect("finalizer patch");
     let owner = json!([{ "apiVersion": format!("{GROUP}/v1alpha1"), "kind": "WorkspaceToken",
         "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true }]);
     for (secret_name, version) in [(format!("{name}-v1"), Some(1)), (name.clone(), None)] {
@@ -133,15 +126,12 @@ async fn converge_one(
             .expect("create a Secret");
     }
     let mut background = Vec::new();
-    for (reason, action) in [("Minted", "Mint"), ("Activated", "Cutover")] {
-        let events = events.clone();
-        let event = twin_event(&name, &uid, events.namespace(), reason, action);
-        let in_flight = in_flight.clone();
-        background.push(tokio::spawn(async move {
-            let _permit = in_flight.acquire_owned().await;
-            events.create(&PostParams::default(), &event).await
-        }));
-    }
+    let event = twin_event(&name, &uid, events.namespace(), "Minted", "Mint");
+    let (events, in_flight) = (events.clone(), in_flight.clone());
+    background.push(tokio::spawn(async move {
+        let _permit = in_flight.acquire_owned().await;
+        events.create(&PostParams::default(), &event).await
+    }));
     let status = json!({ "apiVersion": format!("{GROUP}/v1alpha1"), "kind": "WorkspaceToken",
         "status": twin_status(&name) });
     tokens
@@ -155,15 +145,20 @@ async fn converge_one(
     background
 }
 
-fn twin_object(i: usize) -> DynamicObject {
-    let mut object = DynamicObject::new(&format!("agent-{i:05}"), &twin_resource());
-    object.data = json!({ "spec": { "workspaceId": format!("ws-{:03}", i % 100) } });
+pub(crate) fn twin_object(name: &str) -> DynamicObject {
+    let mut object = DynamicObject::new(name, &twin_resource());
+    object.data = json!({ "spec": { "workspaceId": "ws-000" } });
     object
 }
 
 /// A Secret shaped like tokenwarden's (same keys, labels, annotations and sizes), labelled
 /// so the operator's selector does not see it.
-fn token_secret(token: &str, name: &str, version: Option<u32>, owner: serde_json::Value) -> Secret {
+pub(crate) fn token_secret(
+    token: &str,
+    name: &str,
+    version: Option<u32>,
+    owner: serde_json::Value,
+) -> Secret {
     let mut labels = BTreeMap::from([
         (
             "app.kubernetes.io/managed-by".to_string(),
@@ -197,7 +192,13 @@ fn token_secret(token: &str, name: &str, version: Option<u32>, owner: serde_json
     .expect("replay Secret")
 }
 
-fn twin_event(name: &str, uid: &str, ns: Option<&str>, reason: &str, action: &str) -> Event {
+pub(crate) fn twin_event(
+    name: &str,
+    uid: &str,
+    ns: Option<&str>,
+    reason: &str,
+    action: &str,
+) -> Event {
     serde_json::from_value(json!({
         "metadata": { "name": format!("{name}.{:016x}", rand_u64()) },
         "eventTime": k8s_openapi::jiff::Timestamp::now().to_string(),
@@ -219,7 +220,7 @@ fn rand_u64() -> u64 {
 }
 
 /// The status tokenwarden writes for a token at v1, Ready.
-fn twin_status(name: &str) -> serde_json::Value {
+pub(crate) fn twin_status(name: &str) -> serde_json::Value {
     let now = k8s_openapi::jiff::Timestamp::now();
     let now = format!("{}", now.strftime("%Y-%m-%dT%H:%M:%SZ"));
     json!({

@@ -23,6 +23,7 @@ use crate::issuer::http::PlatformToken;
 use crate::issuer::resolve::ResolvedIssuer;
 use crate::plan::{Answer, InventoryInput, Listing, Reading};
 use crate::secrets::SecretIndex;
+use crate::token_cache::{CachedToken, cached_ref};
 
 mod holders;
 
@@ -187,7 +188,7 @@ impl Inventory {
 /// What the cluster says of a platform's answer about `key`'s workspace: which listed tokens
 /// its WorkspaceTokens hold. Reads caches only.
 pub struct Judge<'a> {
-    pub tokens: &'a Store<WorkspaceToken>,
+    pub tokens: &'a Store<CachedToken>,
     pub index: &'a SecretIndex,
     pub issuers: &'a IssuerCaches,
     pub holders: &'a HolderIndex,
@@ -223,9 +224,10 @@ impl Judge<'_> {
         let mut in_flight = vec![(listed_at - call, DateTime::<Utc>::MAX_UTC)];
         let mut held = BTreeSet::new();
         for holder in self.holders.of(&key.workspace) {
-            let Some(wst) = self.tokens.get(&holder) else {
+            let Some(wst) = self.tokens.get(&cached_ref(&holder)) else {
                 continue;
             };
+            let wst = wst.unpack();
             // A WorkspaceToken holds tokens of this workspace only while its issuer may serve
             // it the workspace at this platform: else whoever may write a WorkspaceToken and
             // a Secret could hide a leaked token by naming its prefix.
@@ -285,7 +287,7 @@ impl Judge<'_> {
     fn held_anywhere(&self, prefixes: &BTreeSet<&str>) -> BTreeSet<String> {
         let mut all = self.index.held_prefixes();
         for wst in self.tokens.state() {
-            all.extend(recorded_prefixes(&wst));
+            all.extend(recorded_prefixes(&wst.unpack()));
         }
         (prefixes.iter())
             .filter(|p| all.contains(**p))
