@@ -31,6 +31,10 @@ async fn fifty_tokens_converge_stay_quiet_through_a_restart_and_rotate_in_both_s
         figures.converge_writes,
         50 * tokenwarden_bench::WRITES_PER_TOKEN
     );
+    // One GET per new token: whether `S` is free. `S` is written from the token the pass
+    // minted, not read back from `S-v1`.
+    let gets = figures.converge_reads_by_kind.get("GET secrets").copied();
+    assert_eq!(gets, Some(50), "{:?}", figures.converge_reads_by_kind);
     assert_eq!(figures.steady_writes, 0, "writes while idle");
     assert_eq!(figures.restart_writes, 0, "writes across a restart");
     let rotations = |s: &Option<tokenwarden_bench::Storm>| s.as_ref().map(|s| s.rotations);

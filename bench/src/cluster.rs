@@ -81,6 +81,12 @@ pub async fn writes_by_kind(client: &kube::Client) -> BTreeMap<String, u64> {
     apiserver::mutating_requests_by_kind(&page, &ALL_OPERATOR_RESOURCES)
 }
 
+/// Reads (GET, LIST, WATCH) served so far on the operator's resources, by kind.
+pub async fn reads_by_kind(client: &kube::Client) -> BTreeMap<String, u64> {
+    let page = apiserver::metrics(client).await;
+    apiserver::requests_by_kind(&page, &ALL_OPERATOR_RESOURCES, &apiserver::READ_VERBS)
+}
+
 /// The requests of a by-kind count that went to any of `resources`.
 pub fn total(by_kind: &BTreeMap<String, u64>, resources: &[&str]) -> u64 {
     let resource_of = |kind: &str| {

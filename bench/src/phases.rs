@@ -10,7 +10,7 @@ use tokenwarden::api::WorkspaceToken;
 use tokenwarden_testenv::ControlPlane;
 
 use crate::cluster::{
-    OPERATOR_RESOURCES, bulk, create_secrets, delta, total, writes, writes_by_kind,
+    OPERATOR_RESOURCES, bulk, create_secrets, delta, reads_by_kind, total, writes, writes_by_kind,
 };
 use crate::cpu;
 use crate::operator::OperatorProcess;
@@ -89,6 +89,7 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     let mut operator = start_operator(cp, cfg, 1);
     operator.wait_ready(Duration::from_secs(60)).await;
     let kinds_before = writes_by_kind(&client).await;
+    let reads_before = reads_by_kind(&client).await;
     let cpu_before = cpu::snapshot(&cp.bin_dir, Some(operator.pid()));
     let started = Instant::now();
     let created_in = bulk(n, concurrency, |i| {
@@ -109,6 +110,7 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
         &cpu::snapshot(&cp.bin_dir, Some(operator.pid())),
     );
     let kinds_after = writes_by_kind(&client).await;
+    figures.converge_reads_by_kind = delta(&reads_before, &reads_by_kind(&client).await);
     let converged = total(&kinds_after, &OPERATOR_RESOURCES);
     let by_kind = delta(&kinds_before, &kinds_after);
     // The bench's own creates are in the count; the rest is the operator's.

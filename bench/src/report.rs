@@ -88,6 +88,8 @@ pub struct Figures {
     pub converge_events: u64,
     /// Every mutating request during convergence (the bench's creates included), by kind.
     pub converge_writes_by_kind: BTreeMap<String, u64>,
+    /// Every read during convergence (the bench's watch included), by kind.
+    pub converge_reads_by_kind: BTreeMap<String, u64>,
     /// Each request kind's rate, timed alone in this run.
     pub request_costs: RequestCosts,
     /// What convergence sent per token, in Secret-create units.
@@ -308,6 +310,12 @@ impl Figures {
             "  {:<22} {}\n",
             "converge writes",
             kinds.collect::<Vec<_>>().join(", ")
+        );
+        let reads = (self.converge_reads_by_kind.iter()).map(|(k, v)| format!("{k} {v}"));
+        out += &format!(
+            "  {:<22} {}\n",
+            "converge reads",
+            reads.collect::<Vec<_>>().join(", ")
         );
         let costs = (self.api_cost.by_kind.iter()).map(|(k, units)| format!("{k} {units:.2}"));
         out += &format!(

@@ -13,7 +13,7 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use crate::api::{IssuerIdentity, VersionState, WorkspaceToken};
-use crate::contract::{FINALIZER, ROTATE_ANNOTATION, ROTATE_REASON_ANNOTATION};
+use crate::contract::{FINALIZER, ROTATE_ANNOTATION, ROTATE_REASON_ANNOTATION, TOKEN_KEY};
 use crate::events::{EventPublisher, EventType};
 use crate::issuer::caches::IssuerCaches;
 use crate::issuer::client::HttpClient;
@@ -68,6 +68,9 @@ pub(crate) struct Applier<'a> {
     unlabelled_mounted: Option<Arc<Secret>>,
     /// The SHA-256 of every token this pass holds or writes: cut from any error text.
     tokens_in_play: std::sync::Mutex<BTreeSet<String>>,
+    /// The versioned Secrets this pass created, with the token each holds: `S` is written
+    /// from here rather than read back with a GET.
+    written: std::collections::HashMap<String, Token>,
 }
 
 /// Publishes the plan's Warnings, then runs its steps until one fails. Returns what the pass
@@ -279,6 +282,7 @@ impl<'a> Applier<'a> {
             writes: Wrote::default(),
             unlabelled_mounted: None,
             tokens_in_play: std::sync::Mutex::new(view.token_hashes()),
+            written: std::collections::HashMap::new(),
         }
     }
 }
@@ -331,8 +335,12 @@ impl Applier<'_> {
         self.writes.secrets.push((name, resource_version));
     }
 
-    /// Reads a plaintext token with a GET: the cache holds hashes only.
+    /// Reads a plaintext token with a GET (the cache holds hashes only), unless this pass
+    /// wrote that Secret itself.
     async fn read_token(&self, secret_name: &str, key: &'static str) -> Result<Token> {
+        if let Some(token) = self.written.get(secret_name).filter(|_| key == TOKEN_KEY) {
+            return Ok(token.clone());
+        }
         let secret = self
             .secrets
             .get(secret_name)

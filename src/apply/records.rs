@@ -81,7 +81,10 @@ impl Applier<'_> {
         let secret = self.versioned_secret(version, &token, &facts);
         let name = versioned_secret_name(&self.mounted_name(), version);
         match self.secrets.create(&post_params(), &secret).await {
-            Ok(created) => self.wrote_secret(name, created.resource_version()),
+            Ok(created) => {
+                self.written.insert(name.clone(), token.clone());
+                self.wrote_secret(name, created.resource_version());
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 // Someone holds the name: ours from a pass the cache hasn't shown yet, or foreign.
                 // Either way the fresh token is dropped unused and nothing is overwritten.

@@ -34,6 +34,18 @@ pub fn mutating_requests_by_kind(
     metrics: &str,
     resources: &[&str],
 ) -> std::collections::BTreeMap<String, u64> {
+    requests_by_kind(metrics, resources, &MUTATING_VERBS)
+}
+
+/// The verbs that read.
+pub const READ_VERBS: [&str; 3] = ["GET", "LIST", "WATCH"];
+
+/// Requests with one of `verbs` on `resources` by `"VERB resource[/subresource]"`.
+pub fn requests_by_kind(
+    metrics: &str,
+    resources: &[&str],
+    verbs: &[&str],
+) -> std::collections::BTreeMap<String, u64> {
     let label = |line: &str, name: &str| {
         let start = line.find(&format!("{name}=\""))? + name.len() + 2;
         let len = line[start..].find('"')?;
@@ -47,7 +59,7 @@ pub fn mutating_requests_by_kind(
         let (Some(verb), Some(resource)) = (label(line, "verb"), label(line, "resource")) else {
             continue;
         };
-        if !MUTATING_VERBS.contains(&verb.as_str()) || !resources.contains(&resource.as_str()) {
+        if !verbs.contains(&verb.as_str()) || !resources.contains(&resource.as_str()) {
             continue;
         }
         let subresource = label(line, "subresource").unwrap_or_default();
@@ -95,5 +107,11 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="coord
         ];
         let want = want.map(|(k, v)| (k.to_string(), v)).into_iter().collect();
         assert_eq!(by_kind, want);
+    }
+
+    #[test]
+    fn breaks_reads_down_alike() {
+        let by_kind = requests_by_kind(PAGE, &["secrets"], &READ_VERBS);
+        assert_eq!(by_kind, [("GET secrets".to_string(), 100)].into());
     }
 }
