@@ -12,6 +12,7 @@ mod cluster;
 mod cpu;
 mod inventory;
 mod operator;
+pub mod peers;
 mod phases;
 mod replay;
 mod report;

@@ -1,0 +1,217 @@
+//! What the API server served, by `"VERB resource[/subresource]"`, from the deltas of its
+//! `apiserver_request_total`, reads (GET/LIST/WATCH) included.
+//!
+//! The counter has no client label, so a phase's count is everyone's: the operator's, the
+//! bench's own (known: subtracted), and the control plane's background. The background is
+//! kept apart by resource: leases (kube-controller-manager's and the API server's identity
+//! renewals), endpoints and endpointslices (the API server's own reconciler), namespaces and
+//! the non-resource paths (discovery, /metrics) go to `background`, never to an operator.
+//! Neither operator runs leader election here, so neither touches a lease. A WATCH is counted
+//! by the API server when it ends, not when it starts.
+
+use std::collections::BTreeMap;
+
+pub type ByKind = BTreeMap<String, u64>;
+
+/// Counts as seen at one moment: the operators' resources, and the background.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Requests {
+    pub counted: ByKind,
+    pub background: ByKind,
+}
+
+/// The verbs that change state (`APPLY` is a server-side apply).
+pub const MUTATING: [&str; 6] = [
+    "POST",
+    "PUT",
+    "PATCH",
+    "APPLY",
+    "DELETE",
+    "DELETECOLLECTION",
+];
+
+/// API groups whose resources an operator here may touch.
+fn counted_group(group: &str) -> bool {
+    matches!(
+        group,
+        "" | "apps" | "batch" | "events.k8s.io" | "apiextensions.k8s.io" | "tokenwarden.dev"
+    ) || group == "external-secrets.io"
+        || group.ends_with(".external-secrets.io")
+}
+
+/// Whether requests on `group`/`resource` are counted as an operator's (else: background).
+pub fn counted(group: &str, resource: &str) -> bool {
+    !resource.is_empty()
+        && counted_group(group)
+        && !(group.is_empty() && matches!(resource, "endpoints" | "namespaces"))
+}
+
+fn label(line: &str, name: &str) -> Option<String> {
+    let start = line
+        .find(&format!(",{name}=\""))
+        .map(|i| i + 1)
+        .or_else(|| line.find(&format!("{{{name}=\"")).map(|i| i + 1))?
+        + name.len()
+        + 2;
+    let len = line[start..].find('"')?;
+    Some(line[start..start + len].to_string())
+}
+
+/// Parses a metrics page: every `apiserver_request_total` sample, summed by kind.
+pub fn parse(page: &str) -> Requests {
+    let mut requests = Requests::default();
+    for line in page
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let (Some(verb), Some(group), Some(resource)) = (
+            label(line, "verb"),
+            label(line, "group"),
+            label(line, "resource"),
+        ) else {
+            continue;
+        };
+        let subresource = label(line, "subresource").unwrap_or_default();
+        let kind = match (resource.as_str(), subresource.as_str()) {
+            ("", _) => format!("{verb} (non-resource)"),
+            (r, "") => format!("{verb} {r}"),
+            (r, s) => format!("{verb} {r}/{s}"),
+        };
+        let count = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        let bucket = if counted(&group, &resource) {
+            &mut requests.counted
+        } else {
+            &mut requests.background
+        };
+        *bucket.entry(kind).or_insert(0) += count;
+    }
+    requests
+}
+
+/// Everything the API server has served so far.
+pub async fn snapshot(client: &kube::Client) -> Requests {
+    parse(&tokenwarden_testenv::apiserver::metrics(client).await)
+}
+
+/// `after - before` per kind, kinds that did not change left out.
+pub fn delta(before: &ByKind, after: &ByKind) -> ByKind {
+    after
+        .iter()
+        .map(|(k, n)| {
+            (
+                k.clone(),
+                n.saturating_sub(before.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+impl Requests {
+    /// What was served between two snapshots.
+    pub fn since(&self, before: &Requests) -> Requests {
+        Requests {
+            counted: delta(&before.counted, &self.counted),
+            background: delta(&before.background, &self.background),
+        }
+    }
+}
+
+/// `by_kind` less the bench's own requests (`own`), kind by kind, never below zero.
+pub fn subtract(by_kind: &ByKind, own: &ByKind) -> ByKind {
+    delta(own, by_kind)
+}
+
+pub fn total(by_kind: &ByKind) -> u64 {
+    by_kind.values().sum()
+}
+
+/// The mutating requests of a by-kind count.
+pub fn mutating(by_kind: &ByKind) -> u64 {
+    by_kind
+        .iter()
+        .filter(|(kind, _)| MUTATING.iter().any(|v| kind.split(' ').next() == Some(*v)))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = r#"# TYPE apiserver_request_total counter
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="POST",version="v1"} 7
+apiserver_request_total{code="409",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="POST",version="v1"} 1
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="secrets",scope="namespace",subresource="",verb="LIST",version="v1"} 2
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="external-secrets.io",resource="externalsecrets",scope="resource",subresource="status",verb="PUT",version="v1"} 5
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="generators.external-secrets.io",resource="passwords",scope="namespace",subresource="",verb="WATCH",version="v1alpha1"} 1
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="PUT",version="v1"} 50
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="",scope="",subresource="/metrics",verb="GET",version=""} 9
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="endpoints",scope="resource",subresource="",verb="GET",version="v1"} 4
+"#;
+
+    fn kinds(pairs: &[(&str, u64)]) -> ByKind {
+        pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn parses_every_verb_and_keeps_the_control_planes_background_apart() {
+        let r = parse(PAGE);
+        assert_eq!(
+            r.counted,
+            kinds(&[
+                ("LIST secrets", 2),
+                ("POST secrets", 8),
+                ("PUT externalsecrets/status", 5),
+                ("WATCH passwords", 1),
+            ])
+        );
+        assert_eq!(
+            r.background,
+            kinds(&[
+                ("GET (non-resource)", 9),
+                ("GET endpoints", 4),
+                ("PUT leases", 50)
+            ])
+        );
+    }
+
+    #[test]
+    fn a_label_is_matched_whole_not_as_the_tail_of_another() {
+        let line =
+            r#"apiserver_request_total{group="",resource="pods",subresource="log",verb="GET"} 3"#;
+        assert_eq!(label(line, "resource").as_deref(), Some("pods"));
+        assert_eq!(label(line, "group").as_deref(), Some(""));
+        assert_eq!(parse(line).counted, kinds(&[("GET pods/log", 3)]));
+    }
+
+    #[test]
+    fn deltas_subtract_and_sum() {
+        let before = parse(PAGE);
+        let after = parse(&PAGE.replace("} 7\n", "} 10\n").replace("} 5\n", "} 6\n"));
+        let d = after.since(&before);
+        assert_eq!(
+            d.counted,
+            kinds(&[("POST secrets", 3), ("PUT externalsecrets/status", 1)])
+        );
+        assert!(d.background.is_empty());
+        let own = kinds(&[("POST secrets", 2), ("LIST secrets", 1)]);
+        let operator = subtract(&d.counted, &own);
+        assert_eq!(
+            operator,
+            kinds(&[("POST secrets", 1), ("PUT externalsecrets/status", 1)])
+        );
+        assert_eq!(total(&operator), 2);
+        let reads = kinds(&[
+            ("LIST secrets", 4),
+            ("WATCH secrets", 1),
+            ("APPLY x/status", 2),
+        ]);
+        assert_eq!(mutating(&reads), 2);
+        assert_eq!(mutating(&d.counted), 4);
+    }
+}
