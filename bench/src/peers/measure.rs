@@ -11,7 +11,7 @@ use tokenwarden_testenv::ControlPlane;
 
 use super::figures::Side;
 use super::peer::{Peer, object_name};
-use super::requests::{self, ByKind, Requests};
+use super::requests::{self, ByKind, Raw};
 use super::watch::SecretWatch;
 use super::{PeersConfig, eso};
 use crate::cluster::bulk;
@@ -24,13 +24,13 @@ const SETTLE: Duration = Duration::from_secs(5);
 
 /// Counters at one moment.
 struct Mark {
-    requests: Requests,
+    requests: Raw,
     own: ByKind,
     cpu: BTreeMap<String, f64>,
 }
 
 async fn mark(client: &Client, cp: &ControlPlane, watch: &SecretWatch, pid: u32) -> Mark {
-    let mut cpu: BTreeMap<String, f64> = cpu::control_plane_pids(&cp.bin_dir)
+    let mut cpu: BTreeMap<String, f64> = cpu::control_plane_pids_in(&cp.bin_dir, &cp.dir)
         .into_iter()
         .map(|(name, pid)| (name, cpu::cpu_seconds(pid)))
         .collect();
@@ -44,8 +44,18 @@ async fn mark(client: &Client, cp: &ControlPlane, watch: &SecretWatch, pid: u32)
 
 /// Records a phase: the API server's requests less the bench's own (its watch's LIST/WATCH
 /// and `bench_writes`), the background apart, CPU seconds per process.
-fn close(side: &mut Side, phase: &str, before: &Mark, after: &Mark, bench_writes: ByKind) {
-    let served = after.requests.since(&before.requests);
+fn close(
+    side: &mut Side,
+    peer: Peer,
+    phase: &str,
+    before: &Mark,
+    after: &Mark,
+    bench_writes: ByKind,
+) {
+    let served = requests::split(
+        &requests::delta(&before.requests, &after.requests),
+        peer.own_group(),
+    );
     let mut own = requests::delta(&before.own, &after.own);
     own.extend(bench_writes);
     side.requests
@@ -110,6 +120,7 @@ pub async fn measure(
     let after = mark(client, cp, &watch, process.pid()).await;
     close(
         &mut side,
+        peer,
         "converge",
         &before,
         &after,
@@ -124,7 +135,7 @@ pub async fn measure(
     let before = after;
     tokio::time::sleep(cfg.idle).await;
     let after = mark(client, cp, &watch, process.pid()).await;
-    close(&mut side, "idle", &before, &after, ByKind::new());
+    close(&mut side, peer, "idle", &before, &after, ByKind::new());
     let rss = process.rss();
     (side.rss_steady_mib, side.rss_peak_mib) = (rss.now_mib, rss.peak_mib);
     eprintln!(
@@ -157,7 +168,7 @@ pub async fn measure(
         "operator".into(),
         before.cpu["operator"] + old_cpu + new_cpu,
     );
-    close(&mut side, "restart", &before, &after, ByKind::new());
+    close(&mut side, peer, "restart", &before, &after, ByKind::new());
     eprintln!(
         "bench-peers: {who}: restart: up in {:.2} s, all reconciled in {:.2} s, {} writes in {:.0?}",
         side.restart_up_s,
@@ -188,6 +199,7 @@ pub async fn measure(
     let after = mark(client, cp, &watch, process.pid()).await;
     close(
         &mut side,
+        peer,
         "rotation",
         &before,
         &after,

@@ -19,6 +19,7 @@ mod eso;
 mod figures;
 mod measure;
 mod peer;
+mod render;
 mod requests;
 mod watch;
 
@@ -32,6 +33,8 @@ use tokenwarden_testenv::ControlPlane;
 
 pub use figures::Side;
 use peer::Peer;
+
+const CRD_SETTLE: Duration = Duration::from_secs(65);
 
 pub struct PeersConfig {
     pub n: usize,
@@ -56,11 +59,11 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn table(&self, n: usize) -> String {
-        figures::table(&figures::rows(n, &self.tokenwarden, &self.eso))
+        render::table(&figures::rows(n, &self.tokenwarden, &self.eso))
     }
 
     pub fn report(&self, n: usize, idle: Duration) -> serde_json::Value {
-        figures::report(n, idle.as_secs(), &self.tokenwarden, &self.eso)
+        render::report(n, idle.as_secs(), &self.tokenwarden, &self.eso)
     }
 }
 
@@ -68,6 +71,10 @@ pub async fn run(cp: &ControlPlane, cfg: &PeersConfig) -> Outcome {
     let client = cp.admin_client().await;
     install_tokenwarden_crds(&client).await;
     eso::install_crds(cp, &cfg.eso);
+    // kube-controller-manager's garbage collector and quota controller find new resources by
+    // re-reading discovery every 30 s; until then the collector looks up the owners of new
+    // Secrets one GET at a time. Both operators start after that.
+    tokio::time::sleep(CRD_SETTLE).await;
     let (eso, ns) = measure::measure(cp, &client, cfg, Peer::Eso).await;
     delete_namespace(&client, &ns).await;
     let (tokenwarden, _) = measure::measure(cp, &client, cfg, Peer::Tokenwarden).await;

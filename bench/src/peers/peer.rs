@@ -44,6 +44,14 @@ impl Peer {
         ApiResource::from_gvk_with_plural(&gvk, plural)
     }
 
+    /// Whether an API group is this operator's own (its CRDs).
+    pub fn own_group(self) -> fn(&str) -> bool {
+        match self {
+            Peer::Tokenwarden => |g| g == "tokenwarden.dev",
+            Peer::Eso => |g| g == "external-secrets.io" || g.ends_with(".external-secrets.io"),
+        }
+    }
+
     /// The data key of the Secret a workload consumes (named like the object).
     pub fn data_key(self) -> &'static str {
         match self {

@@ -2,18 +2,23 @@
 //! `apiserver_request_total`, reads (GET/LIST/WATCH) included.
 //!
 //! The counter has no client label, so a phase's count is everyone's: the operator's, the
-//! bench's own (known: subtracted), and the control plane's background. The background is
-//! kept apart by resource: leases (kube-controller-manager's and the API server's identity
-//! renewals), endpoints and endpointslices (the API server's own reconciler), namespaces and
-//! the non-resource paths (discovery, /metrics) go to `background`, never to an operator.
-//! Neither operator runs leader election here, so neither touches a lease. A WATCH is counted
-//! by the API server when it ends, not when it starts.
+//! bench's own (known: subtracted), and the control plane's. What an operator cannot have
+//! sent goes to `background`: the non-resource paths (discovery, /metrics), leases
+//! (kube-controller-manager's and the API server's renewals; neither operator runs leader
+//! election here), endpoints and endpointslices (the API server's own reconciler), and the
+//! API groups of other operators (kube-controller-manager's garbage collector and quota
+//! informers watch every CRD). What stays mixed in: those informers' re-WATCHes of the core
+//! resources and of the operator's own CRDs, about one per resource every 5 to 10 minutes.
+//! A WATCH is counted by the API server when it ends, not when it starts.
 
 use std::collections::BTreeMap;
 
 pub type ByKind = BTreeMap<String, u64>;
 
-/// Counts as seen at one moment: the operators' resources, and the background.
+/// Counts as served so far, by (API group, kind).
+pub type Raw = BTreeMap<(String, String), u64>;
+
+/// A phase's requests: those an operator may have sent, and the rest.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Requests {
     pub counted: ByKind,
@@ -30,36 +35,31 @@ pub const MUTATING: [&str; 6] = [
     "DELETECOLLECTION",
 ];
 
-/// API groups whose resources an operator here may touch.
-fn counted_group(group: &str) -> bool {
-    matches!(
-        group,
-        "" | "apps" | "batch" | "events.k8s.io" | "apiextensions.k8s.io" | "tokenwarden.dev"
-    ) || group == "external-secrets.io"
-        || group.ends_with(".external-secrets.io")
-}
-
-/// Whether requests on `group`/`resource` are counted as an operator's (else: background).
-pub fn counted(group: &str, resource: &str) -> bool {
-    !resource.is_empty()
-        && counted_group(group)
-        && !(group.is_empty() && matches!(resource, "endpoints" | "namespaces"))
+/// Whether requests on `group`/`resource` count as the operator's, whose own API groups
+/// `own_group` recognises: its groups, and the core, apps, batch and events resources that
+/// either operator reads or writes.
+pub fn counted(own_group: fn(&str) -> bool, group: &str, resource: &str) -> bool {
+    match group {
+        _ if resource.is_empty() => false,
+        "" => !matches!(resource, "endpoints"),
+        "apps" | "batch" | "events.k8s.io" => true,
+        g => own_group(g),
+    }
 }
 
 fn label(line: &str, name: &str) -> Option<String> {
     let start = line
         .find(&format!(",{name}=\""))
-        .map(|i| i + 1)
-        .or_else(|| line.find(&format!("{{{name}=\"")).map(|i| i + 1))?
+        .or_else(|| line.find(&format!("{{{name}=\"")))?
         + name.len()
-        + 2;
+        + 3;
     let len = line[start..].find('"')?;
     Some(line[start..start + len].to_string())
 }
 
-/// Parses a metrics page: every `apiserver_request_total` sample, summed by kind.
-pub fn parse(page: &str) -> Requests {
-    let mut requests = Requests::default();
+/// Parses a metrics page: every `apiserver_request_total` sample, summed by group and kind.
+pub fn parse(page: &str) -> Raw {
+    let mut raw = Raw::new();
     for line in page
         .lines()
         .filter(|l| l.starts_with("apiserver_request_total{"))
@@ -82,23 +82,41 @@ pub fn parse(page: &str) -> Requests {
             .next()
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0) as u64;
-        let bucket = if counted(&group, &resource) {
+        *raw.entry((group, kind)).or_insert(0) += count;
+    }
+    raw
+}
+
+/// Splits what was served into the operator's (see [`counted`]) and the background.
+pub fn split(raw: &Raw, own_group: fn(&str) -> bool) -> Requests {
+    let mut requests = Requests::default();
+    for ((group, kind), n) in raw {
+        let resource = kind.split([' ', '/']).nth(1).unwrap_or_default();
+        let resource = if kind.ends_with("(non-resource)") {
+            ""
+        } else {
+            resource
+        };
+        let bucket = if counted(own_group, group, resource) {
             &mut requests.counted
         } else {
             &mut requests.background
         };
-        *bucket.entry(kind).or_insert(0) += count;
+        *bucket.entry(kind.clone()).or_insert(0) += n;
     }
     requests
 }
 
 /// Everything the API server has served so far.
-pub async fn snapshot(client: &kube::Client) -> Requests {
+pub async fn snapshot(client: &kube::Client) -> Raw {
     parse(&tokenwarden_testenv::apiserver::metrics(client).await)
 }
 
-/// `after - before` per kind, kinds that did not change left out.
-pub fn delta(before: &ByKind, after: &ByKind) -> ByKind {
+/// `after - before` per key, keys that did not change left out.
+pub fn delta<K: Ord + Clone>(
+    before: &BTreeMap<K, u64>,
+    after: &BTreeMap<K, u64>,
+) -> BTreeMap<K, u64> {
     after
         .iter()
         .map(|(k, n)| {
@@ -109,16 +127,6 @@ pub fn delta(before: &ByKind, after: &ByKind) -> ByKind {
         })
         .filter(|(_, n)| *n > 0)
         .collect()
-}
-
-impl Requests {
-    /// What was served between two snapshots.
-    pub fn since(&self, before: &Requests) -> Requests {
-        Requests {
-            counted: delta(&before.counted, &self.counted),
-            background: delta(&before.background, &self.background),
-        }
-    }
 }
 
 /// `by_kind` less the bench's own requests (`own`), kind by kind, never below zero.
@@ -152,15 +160,24 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="gener
 apiserver_request_total{code="200",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="PUT",version="v1"} 50
 apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="",scope="",subresource="/metrics",verb="GET",version=""} 9
 apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="endpoints",scope="resource",subresource="",verb="GET",version="v1"} 4
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="tokenwarden.dev",resource="workspacetokens",scope="cluster",subresource="",verb="WATCH",version="v1alpha1"} 1
 "#;
 
     fn kinds(pairs: &[(&str, u64)]) -> ByKind {
         pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
     }
 
+    fn eso_group(group: &str) -> bool {
+        group == "external-secrets.io" || group.ends_with(".external-secrets.io")
+    }
+
+    fn tokenwarden_group(group: &str) -> bool {
+        group == "tokenwarden.dev"
+    }
+
     #[test]
-    fn parses_every_verb_and_keeps_the_control_planes_background_apart() {
-        let r = parse(PAGE);
+    fn parses_every_verb_and_keeps_what_the_operator_cannot_have_sent_apart() {
+        let r = split(&parse(PAGE), eso_group);
         assert_eq!(
             r.counted,
             kinds(&[
@@ -175,9 +192,15 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="",res
             kinds(&[
                 ("GET (non-resource)", 9),
                 ("GET endpoints", 4),
-                ("PUT leases", 50)
+                ("PUT leases", 50),
+                ("WATCH workspacetokens", 1),
             ])
         );
+        // The same page for tokenwarden: ESO's groups are background, its own counted.
+        let r = split(&parse(PAGE), tokenwarden_group);
+        assert_eq!(r.counted.get("WATCH workspacetokens"), Some(&1));
+        assert_eq!(r.counted.get("WATCH passwords"), None);
+        assert_eq!(r.background.get("PUT externalsecrets/status"), Some(&5));
     }
 
     #[test]
@@ -186,14 +209,15 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="",res
             r#"apiserver_request_total{group="",resource="pods",subresource="log",verb="GET"} 3"#;
         assert_eq!(label(line, "resource").as_deref(), Some("pods"));
         assert_eq!(label(line, "group").as_deref(), Some(""));
-        assert_eq!(parse(line).counted, kinds(&[("GET pods/log", 3)]));
+        let r = split(&parse(line), tokenwarden_group);
+        assert_eq!(r.counted, kinds(&[("GET pods/log", 3)]));
     }
 
     #[test]
     fn deltas_subtract_and_sum() {
         let before = parse(PAGE);
         let after = parse(&PAGE.replace("} 7\n", "} 10\n").replace("} 5\n", "} 6\n"));
-        let d = after.since(&before);
+        let d = split(&delta(&before, &after), eso_group);
         assert_eq!(
             d.counted,
             kinds(&[("POST secrets", 3), ("PUT externalsecrets/status", 1)])
