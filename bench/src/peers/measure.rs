@@ -1,5 +1,10 @@
 //! One operator through the four phases on N objects in a namespace of its own:
 //! converge, idle, restart, one rotation of every object.
+//!
+//! Subtracted from the API server's counts as the bench's own: the N creates (`POST <kind>`)
+//! in converge, the N annotation patches (`PATCH <kind>`) in rotation, and its Secret
+//! watch's LIST/WATCH requests (counted by the watch itself) in every phase. The rest on
+//! the counted resources (see `requests`) is the operator's.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
