@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: all build controlplane demo test lint unit integration crds clean-cache chart-check tools static-check bench
+.PHONY: all build controlplane demo test lint unit integration crds clean-cache chart-check tools static-check bench bench-peers
 
 all: build
 
@@ -55,6 +55,18 @@ bench:
 	operator=$$(bash hack/static-build.sh | tail -n 1); \
 	$(CARGO) build --release --locked -p tokenwarden-bench; \
 	TOKENWARDEN_CONTROLPLANE_BIN="$$bin" BENCH_N=$(BENCH_N) ./target/release/bench --operator "$$operator"
+
+# tokenwarden side by side with External Secrets Operator (hack/peers/versions.env, built from
+# the Go module proxy once and cached outside the clone) on BENCH_N objects on one control
+# plane: converge, idle, restart, one rotation. A table, then one JSON line, also in
+# target/bench-peers/result.json; both operators' logs there too. BENCH_IDLE_S,
+# BENCH_CONCURRENCY and BENCH_RESTART_WINDOW_S tune it.
+bench-peers:
+	@bin=$$(bash hack/controlplane/build.sh | tail -n 1); \
+	operator=$$(bash hack/static-build.sh | tail -n 1); \
+	eso=$$(bash hack/peers/build-eso.sh | tail -n 1); \
+	$(CARGO) build --release --locked -p tokenwarden-bench; \
+	TOKENWARDEN_CONTROLPLANE_BIN="$$bin" BENCH_N=$(BENCH_N) ./target/release/bench-peers --operator "$$operator" --eso "$$eso"
 
 # The Argo CD health check (docs/argocd-health.lua) under the Lua engine Argo CD embeds.
 .PHONY: gitops-check

@@ -25,6 +25,21 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// The control plane's processes (binaries under `bin_dir`) by binary name.
 pub fn control_plane_pids(bin_dir: &Path) -> BTreeMap<String, u32> {
+    pids_where(bin_dir, |_| true)
+}
+
+/// [`control_plane_pids`] of the control plane whose run directory is `run_dir` (its
+/// processes name it on their command lines): other control planes may run from the same
+/// binaries at the same time.
+pub fn control_plane_pids_in(bin_dir: &Path, run_dir: &Path) -> BTreeMap<String, u32> {
+    let run_dir = run_dir.as_os_str().as_encoded_bytes();
+    pids_where(bin_dir, |pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmdline| cmdline.windows(run_dir.len()).any(|w| w == run_dir))
+    })
+}
+
+fn pids_where(bin_dir: &Path, keep: impl Fn(u32) -> bool) -> BTreeMap<String, u32> {
     let mut pids = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return pids;
@@ -39,6 +54,7 @@ pub fn control_plane_pids(bin_dir: &Path) -> BTreeMap<String, u32> {
         };
         if let Ok(exe) = std::fs::read_link(entry.path().join("exe"))
             && exe.starts_with(bin_dir)
+            && keep(pid)
             && let Some(name) = exe.file_name().and_then(|n| n.to_str())
         {
             pids.insert(name.to_string(), pid);

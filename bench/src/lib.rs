@@ -14,6 +14,7 @@ mod costs;
 mod cpu;
 mod inventory;
 mod operator;
+pub mod peers;
 mod phases;
 mod replay;
 mod report;

@@ -20,6 +20,15 @@ pub struct Rss {
     pub peak_mib: f64,
 }
 
+/// `127.0.0.1:<a port free now>`.
+pub(crate) fn free_local_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
 impl OperatorProcess {
     pub fn start(binary: &Path, kubeconfig: &Path, concurrency: u16, log: PathBuf) -> Self {
         Self::start_with(binary, kubeconfig, concurrency, log, &[])
@@ -33,12 +42,7 @@ impl OperatorProcess {
         log: PathBuf,
         args: &[&str],
     ) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let metrics_addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(&log).expect("operator log file");
+        let metrics_addr = free_local_addr();
         let mut command = Command::new(binary);
         command
             .arg("run")
@@ -46,7 +50,14 @@ impl OperatorProcess {
             .args(["--concurrency", &concurrency.to_string()])
             .args(args)
             .env("KUBECONFIG", kubeconfig)
-            .env_remove("RUST_LOG")
+            .env_remove("RUST_LOG");
+        Self::spawn(command, metrics_addr, &log)
+    }
+
+    /// Any operator's `command`, its output to `log`, serving metrics at `metrics_addr`.
+    pub(crate) fn spawn(mut command: Command, metrics_addr: String, log: &Path) -> Self {
+        let log = std::fs::File::create(log).expect("operator log file");
+        command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
@@ -56,6 +67,19 @@ impl OperatorProcess {
             metrics_addr,
             started: Instant::now(),
         }
+    }
+
+    /// The page at `path` on the metrics address, when it answers 200.
+    pub(crate) fn get(&self, path: &str) -> Option<String> {
+        match probe::http_get(&self.metrics_addr, path) {
+            Some((200, page)) => Some(page),
+            _ => None,
+        }
+    }
+
+    /// Whether the process has not exited.
+    pub(crate) fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn pid(&self) -> u32 {
