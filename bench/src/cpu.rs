@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use tokenwarden_testenv::ControlPlane;
+
 /// utime + stime of `pid`, in seconds (clock ticks are 1/100 s on Linux).
 pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -23,14 +25,9 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// The control plane's processes (binaries under `bin_dir`) by binary name.
-pub fn control_plane_pids(bin_dir: &Path) -> BTreeMap<String, u32> {
-    pids_where(bin_dir, |_| true)
-}
-
-/// [`control_plane_pids`] of the control plane whose run directory is `run_dir` (its
-/// processes name it on their command lines): other control planes may run from the same
-/// binaries at the same time.
+/// The processes (binaries under `bin_dir`, by binary name) of the control plane whose run
+/// directory is `run_dir` (its processes name it on their command lines): other control
+/// planes may run from the same binaries at the same time.
 pub fn control_plane_pids_in(bin_dir: &Path, run_dir: &Path) -> BTreeMap<String, u32> {
     let run_dir = run_dir.as_os_str().as_encoded_bytes();
     pids_where(bin_dir, |pid| {
@@ -64,8 +61,8 @@ fn pids_where(bin_dir: &Path, keep: impl Fn(u32) -> bool) -> BTreeMap<String, u3
 }
 
 /// CPU seconds of the control plane's processes, the operator's and this process's.
-pub fn snapshot(bin_dir: &Path, operator: Option<u32>) -> BTreeMap<String, f64> {
-    let mut cpu: BTreeMap<String, f64> = control_plane_pids(bin_dir)
+pub fn snapshot(cp: &ControlPlane, operator: Option<u32>) -> BTreeMap<String, f64> {
+    let mut cpu: BTreeMap<String, f64> = control_plane_pids_in(&cp.bin_dir, &cp.dir)
         .into_iter()
         .map(|(name, pid)| (name, cpu_seconds(pid)))
         .collect();

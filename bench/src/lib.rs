@@ -57,6 +57,17 @@ impl Config {
     }
 }
 
+/// `name` from the environment, parsed, else `default`; a value that does not parse stops
+/// the bench.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
 /// The machine, as BENCHMARKS.md records it: CPU model, cores and memory.
 pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

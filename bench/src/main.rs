@@ -4,16 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokenwarden_bench::Config;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a valid value")),
-        Err(_) => default,
-    }
-}
+use tokenwarden_bench::{Config, env_or};
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -38,7 +38,7 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     let writes_needed = (n as u64 * WRITES_PER_TOKEN).min(CEILING_SAMPLE);
     let ns = tokenwarden_testenv::namespace(&client, "bench-ceiling").await;
     let api = Api::<Secret>::namespaced(client.clone(), &ns);
-    let cpu_before = cpu::snapshot(&cp.bin_dir, None);
+    let cpu_before = cpu::snapshot(cp, None);
     let took = create_secrets(
         &api,
         "ceiling",
@@ -47,7 +47,7 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
         concurrency,
     )
     .await;
-    figures.ceiling_cpu_s = cpu::delta(&cpu_before, &cpu::snapshot(&cp.bin_dir, None));
+    figures.ceiling_cpu_s = cpu::delta(&cpu_before, &cpu::snapshot(cp, None));
     figures.writes_needed = writes_needed;
     figures.write_ceiling_per_s = writes_needed as f64 / took.as_secs_f64();
     eprintln!(
@@ -90,7 +90,7 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     operator.wait_ready(Duration::from_secs(60)).await;
     let kinds_before = writes_by_kind(&client).await;
     let reads_before = reads_by_kind(&client).await;
-    let cpu_before = cpu::snapshot(&cp.bin_dir, Some(operator.pid()));
+    let cpu_before = cpu::snapshot(cp, Some(operator.pid()));
     let started = Instant::now();
     let created_in = bulk(n, concurrency, |i| {
         let tokens = tokens.clone();
@@ -105,10 +105,7 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     let last_ready = tracker.all_ready_at(n, 1, timeout).await;
     figures.converge_s = (last_ready - started).as_secs_f64();
     figures.created_in_s = created_in.as_secs_f64();
-    figures.converge_cpu_s = cpu::delta(
-        &cpu_before,
-        &cpu::snapshot(&cp.bin_dir, Some(operator.pid())),
-    );
+    figures.converge_cpu_s = cpu::delta(&cpu_before, &cpu::snapshot(cp, Some(operator.pid())));
     let kinds_after = writes_by_kind(&client).await;
     figures.converge_reads_by_kind = delta(&reads_before, &reads_by_kind(&client).await);
     let converged = total(&kinds_after, &OPERATOR_RESOURCES);

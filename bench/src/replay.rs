@@ -2,8 +2,9 @@
 //! that sends exactly the requests tokenwarden sends for a new token, on a twin CRD (the same
 //! schema and validation rules under another group, which the operator does not watch).
 //!
-//! Per token, as in convergence: the create (the user's), then `S-v1`, `S`, the status apply
-//! and one Event (Minted), posted in the background. A local token under `Revoke` has no
+//! Per token, as in convergence: the create (the user's), then a metadata GET of `S` (is the
+//! name free?), `S-v1`, `S`, a metadata GET of the token (the status write's restore guard),
+//! the status apply and one Event (Minted), posted in the background. A local token under `Revoke` has no
 //! finalizer, and its first activation is said by the Minted Event.
 //! The creates run at the bench's concurrency and the rest at the operator's, overlapping as
 //! they do when the operator runs.
@@ -116,6 +117,8 @@ async fn converge_one(
 ) -> Vec<EventTask> {
     let name = object.metadata.name.clone().expect("name");
     let uid = object.metadata.uid.clone().expect("uid");
+    let free = secrets.get_metadata_opt(&name).await.expect("GET S");
+    assert!(free.is_none(), "{name} is new");
     let owner = json!([{ "apiVersion": format!("{GROUP}/v1alpha1"), "kind": "WorkspaceToken",
         "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true }]);
     for (secret_name, version) in [(format!("{name}-v1"), Some(1)), (name.clone(), None)] {
@@ -134,6 +137,7 @@ async fn converge_one(
     }));
     let status = json!({ "apiVersion": format!("{GROUP}/v1alpha1"), "kind": "WorkspaceToken",
         "status": twin_status(&name) });
+    tokens.get_metadata(&name).await.expect("GET the token");
     tokens
         .patch_status(
             &name,

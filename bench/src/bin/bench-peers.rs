@@ -5,16 +5,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use tokenwarden_bench::env_or;
 use tokenwarden_bench::peers::{PeersConfig, run};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a valid value")),
-        Err(_) => default,
-    }
-}
 
 const USAGE: &str = "usage: bench-peers --operator <static tokenwarden> --eso <ESO dir with bin/ and crds/>  (BENCH_N, BENCH_IDLE_S, BENCH_CONCURRENCY, BENCH_RESTART_WINDOW_S, BENCH_OUT)";
 
