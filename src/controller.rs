@@ -110,6 +110,7 @@ pub async fn run(
             metrics,
             http: HttpClient::new(),
             issuers,
+            finalizing: Arc::default(),
         },
         pacer: Mutex::default(),
         rollouts,
@@ -152,6 +153,7 @@ pub async fn run(
     // The cache keeps what planning reads: managedFields and kubectl's last-applied copy of
     // the object are dropped on arrival (at 10k tokens they were most of the memory).
     let holders = ctx.inventory.holders.clone();
+    let deletions = ctx.clone();
     let token_events = reflector(
         writer,
         crate::relist::watcher(tokens, watcher::Config::default().page_size(500))
@@ -161,7 +163,7 @@ pub async fn run(
                 if let Ok(event) = event {
                     holders.apply(event);
                     if let watcher::Event::Delete(wst) = event {
-                        apply::audit_collected(wst, crate::time::now());
+                        apply::audit_deleted(&deletions.io, wst, crate::time::now());
                     }
                 }
             })

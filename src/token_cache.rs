@@ -28,6 +28,9 @@ pub struct CachedToken {
     secret_name: Option<String>,
     /// Ready=True in its status.
     pub ready: bool,
+    /// The prefixes of every version its status records: whether a token a platform lists is
+    /// held anywhere in the cluster is asked of every token.
+    pub prefixes: Box<[String]>,
     full: Packed<WorkspaceToken>,
 }
 
@@ -46,6 +49,7 @@ impl CachedToken {
             issuer_ref: wst.spec.issuer_ref.clone(),
             secret_name: wst.spec.secret_name.clone(),
             ready,
+            prefixes: recorded_prefixes(wst).collect(),
             full: Packed::pack(wst),
         }
     }
@@ -62,6 +66,14 @@ impl CachedToken {
             self.metadata.name.as_deref().unwrap_or_default(),
         )
     }
+}
+
+/// The prefixes of every version `wst`'s status records, revoked ones too (a revocation that
+/// failed leaves the token live).
+pub fn recorded_prefixes(wst: &WorkspaceToken) -> impl Iterator<Item = String> + '_ {
+    (wst.status.iter())
+        .flat_map(|s| s.versions.iter())
+        .filter_map(|v| v.token_prefix.clone())
 }
 
 /// The cache's key for a WorkspaceToken named elsewhere (the triggers, the holder index).
@@ -187,6 +199,7 @@ mod tests {
     fn the_fields_every_loop_reads_are_kept_unpacked() {
         let cached = CachedToken::new(&token());
         assert!(cached.ready);
+        assert_eq!(*cached.prefixes, [] as [String; 0], "no version recorded");
         assert_eq!(
             cached.issuer_ref.as_ref().map(|r| r.name.as_str()),
             Some("platform")

@@ -166,6 +166,16 @@ async fn first_version_is_minted_into_versioned_and_mounted_secrets_as_the_contr
     // A local token under deletionPolicy Revoke goes with its Secrets: no finalizer to write.
     assert_eq!(wst.finalizers(), [] as [String; 0]);
 
+    // With no grace period v1 is revoked at the cutover: no previous version either, yet a
+    // rotation, so it keeps its Activated Event.
+    let no_grace = json!({ "spec": { "rotation": { "gracePeriod": "0s" } } });
+    (api.patch(
+        "agent-alpha",
+        &PatchParams::default(),
+        &Patch::Merge(&no_grace),
+    ))
+    .await
+    .unwrap();
     request_rotation(&api, "agent-alpha", "second").await;
     wait_version(&api, "agent-alpha", 2, WAIT).await;
     eventually(WAIT, "Minted and Activated for v2", || async {

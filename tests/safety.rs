@@ -393,6 +393,13 @@ async fn deletion_with_revoke_removes_the_secrets_and_retain_keeps_them_unowned(
         },
     )
     .await;
+    // The retained token went through our finalizer pass: its deletion revoked nothing, and
+    // no line may say otherwise.
+    let lines = operator.audit_lines();
+    let retained_revoked = (lines.iter()).filter(|l| {
+        l["namespace"] == ns.as_str() && l["name"] == "retain" && l["event"] == "revoked"
+    });
+    assert_eq!(retained_revoked.count(), 0);
     eventually(WAIT, "a revoked line for the collected v1", || async {
         (operator.audit_lines().iter()).find(|l| {
             l["namespace"] == ns.as_str()

@@ -28,10 +28,20 @@ impl Applier<'_> {
             self.record(Done::FinalizerRemoved);
             return Ok(());
         };
-        match self
+        // Before the patch: the watch may show the object gone before it returns.
+        let uid = self.wst.uid().unwrap_or_default();
+        self.io
+            .finalizing
+            .lock()
+            .expect("finalizing")
+            .insert(uid.clone());
+        let removed = self
             .patch_finalizers(patch, "remove WorkspaceToken finalizer")
-            .await
-        {
+            .await;
+        if removed.is_err() {
+            self.io.finalizing.lock().expect("finalizing").remove(&uid);
+        }
+        match removed {
             // Already gone (a pass on a cache that had not yet seen the deletion finish):
             // what removing the finalizer was for.
             Err(Error::Kube {

@@ -13,7 +13,7 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use crate::api::{IssuerIdentity, VersionState, WorkspaceToken};
-use crate::contract::{FINALIZER, ROTATE_ANNOTATION, ROTATE_REASON_ANNOTATION, TOKEN_KEY};
+use crate::contract::{ROTATE_ANNOTATION, ROTATE_REASON_ANNOTATION, TOKEN_KEY};
 use crate::events::{EventPublisher, EventType};
 use crate::issuer::caches::IssuerCaches;
 use crate::issuer::client::HttpClient;
@@ -48,6 +48,9 @@ pub struct Handle {
     pub http: HttpClient,
     /// The TokenIssuers and ClusterTokenIssuers, for the versions they minted.
     pub issuers: IssuerCaches,
+    /// The uids whose finalizer a pass of ours is removing: their deletion is said by that
+    /// pass (the watch's delete may come before the pass ends).
+    pub finalizing: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 pub(crate) struct Applier<'a> {
@@ -181,30 +184,60 @@ pub fn report_failure(
     );
 }
 
-/// A WorkspaceToken deleted without our finalizer (a local token under `Revoke`): the garbage
-/// collector deletes its Secrets by their ownerReferences, and with them its tokens. One
-/// `revoked` line per live version says so, from the watch's delete (an operator that was down
-/// meanwhile misses it; the API server's audit log has the deletion).
-pub fn audit_collected(wst: &WorkspaceToken, now: DateTime<Utc>) {
-    if wst.finalizers().iter().any(|f| f == FINALIZER) {
+/// A WorkspaceToken gone without a deletion pass of ours (it had no finalizer of ours, or
+/// someone removed it). A local token under `Revoke`: the garbage collector deletes its
+/// Secrets by their ownerReferences, and with them its tokens: a `revoked` `success` line per
+/// live version. Any other: its platform tokens were never revoked (or `Retain` never released
+/// the Secrets): a `revoked` `failure` line per live version and a Warning naming their
+/// prefixes. From the watch's delete: an operator that was down meanwhile misses it.
+pub fn audit_deleted(io: &Handle, wst: &WorkspaceToken, now: DateTime<Utc>) {
+    let uid = wst.uid().unwrap_or_default();
+    if io.finalizing.lock().expect("finalizing").remove(&uid) {
         return;
     }
-    let live = (wst.status.iter())
+    let live: Vec<_> = (wst.status.iter())
         .flat_map(|s| &s.versions)
-        .filter(|v| v.state != VersionState::Revoked);
-    for v in live {
+        .filter(|v| v.state != VersionState::Revoked)
+        .collect();
+    let collected = !crate::plan::deletion_needs_a_pass(&wst.spec, wst.status.as_ref());
+    let status = if collected { "success" } else { "failure" };
+    for v in &live {
         let trace_id = v.trace_id.as_deref().unwrap_or_default();
         let prefix = v.token_prefix.as_deref();
         audit_line(
             wst,
             now,
             "revoked",
-            "success",
+            status,
             Some(v.version),
             trace_id,
             prefix,
         );
     }
+    if collected || live.is_empty() {
+        return;
+    }
+    let versions: Vec<String> = (live.iter())
+        .map(|v| {
+            format!(
+                "v{} ({})",
+                v.version,
+                v.token_prefix.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    let note = format!(
+        "deleted without tokenwarden's finalizer: {} not revoked at its issuer and its Secrets \
+         not kept; revoke them there by hand",
+        versions.join(", ")
+    );
+    (io.events).publish(
+        wst,
+        EventType::Warning,
+        "DeletedWithoutRevoking",
+        "Delete",
+        note,
+    );
 }
 
 /// One line of the audit trail about `wst` (and `version` of its token, with `prefix`).

@@ -21,7 +21,7 @@ use crate::contract::{
 use crate::events::EventType;
 use crate::failpoint;
 use crate::journal::Done;
-use crate::plan::{MountedWrite, Step, desired_metadata};
+use crate::plan::{MountedWrite, RotationReason, Step, desired_metadata};
 use crate::secrets::controlled_by;
 use crate::token::Token;
 use crate::{Error, Result};
@@ -179,6 +179,17 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// Whether this pass minted `version` as the token's very first and serves it now: no
+    /// version before it (a rotation whose old version is revoked at cutover has none left
+    /// either, and keeps its Activated Event).
+    fn first_token(&self, version: u32) -> bool {
+        let initial = Step::Mint {
+            version,
+            reason: RotationReason::Initial,
+        };
+        self.journal.minted(version) && self.plan.steps.contains(&initial)
+    }
+
     /// The journal entry, audit line, Event and metric of one write of `S`.
     fn record_mounted(
         &mut self,
@@ -201,7 +212,7 @@ impl Applier<'_> {
                 };
                 let note = format!("version {current} is active (prefix {prefix}){grace}");
                 let prefix = Some(prefix);
-                if previous.is_none() && self.journal.minted(current) {
+                if self.first_token(current) {
                     // A first token, minted and served in one pass: its Minted Event says it
                     // all, so the API server is spared a second Event per new token.
                     self.audit("activated", "success", Some(current), trace_id, prefix);

@@ -23,7 +23,7 @@ use crate::issuer::http::PlatformToken;
 use crate::issuer::resolve::ResolvedIssuer;
 use crate::plan::{Answer, InventoryInput, Listing, Reading};
 use crate::secrets::SecretIndex;
-use crate::token_cache::{CachedToken, cached_ref};
+use crate::token_cache::{CachedToken, cached_ref, recorded_prefixes};
 
 mod holders;
 
@@ -287,21 +287,13 @@ impl Judge<'_> {
     fn held_anywhere(&self, prefixes: &BTreeSet<&str>) -> BTreeSet<String> {
         let mut all = self.index.held_prefixes();
         for wst in self.tokens.state() {
-            all.extend(recorded_prefixes(&wst.unpack()));
+            all.extend(wst.prefixes.iter().cloned());
         }
         (prefixes.iter())
             .filter(|p| all.contains(**p))
             .map(|p| p.to_string())
             .collect()
     }
-}
-
-/// The prefixes of every version `wst`'s status records, revoked ones too (a revocation that
-/// failed leaves the token live).
-fn recorded_prefixes(wst: &WorkspaceToken) -> impl Iterator<Item = String> + '_ {
-    (wst.status.iter())
-        .flat_map(|s| s.versions.iter())
-        .filter_map(|v| v.token_prefix.clone())
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub use crate::issuer::resolve::IssuerProblem;
 pub use crate::rollout::Rollout;
 
 mod consumers;
+mod deletion;
 mod holds;
 mod idle;
 mod inventory;
@@ -25,6 +26,7 @@ mod timing;
 mod versions;
 mod warnings;
 
+pub use deletion::needs_a_pass as deletion_needs_a_pass;
 pub use holds::DEFAULT_MAX_GRACE_PERIOD;
 pub use listing::{Answer, Failure, InventoryInput, Listing, Reading};
 pub use metadata::SecretMetadata;

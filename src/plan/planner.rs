@@ -160,16 +160,12 @@ impl<'o, 'a> Planner<'o, 'a> {
         self.readiness = Some(not_ready("Deleting", "the WorkspaceToken is being deleted"));
     }
 
-    /// Whether deleting the WorkspaceToken needs a pass of ours first: to revoke tokens at a
-    /// platform (the spec names an issuer, or a live version was minted at one) or to release
-    /// Secrets that `Retain` keeps. A local token under `Revoke` needs none: its Secrets go
-    /// with it by their ownerReferences, and a local token is revoked by deleting them. That
-    /// saves the finalizer's write, a quarter of a new token's cost at the API server.
+    /// Whether deleting the WorkspaceToken needs a pass of ours first (`deletion.rs`), also
+    /// by the records the planner merged from status and Secrets. A local token under `Revoke`
+    /// needs none, which saves the finalizer's write, a fifth of a new token's cost at the API
+    /// server.
     fn needs_finalizer(&self) -> bool {
-        let spec = self.o.spec;
-        spec.deletion_policy == DeletionPolicy::Retain
-            || spec.issuer_ref.is_some()
-            || spec.removed_issuer.is_some()
+        super::deletion::needs_a_pass(self.o.spec, self.o.status)
             || self.o.mint_intent.is_some()
             || (self.versions.values()).any(|v| {
                 v.state != VersionState::Revoked
