@@ -77,7 +77,7 @@ pub async fn measure(cp: &ControlPlane, cfg: &Config) -> Inventory {
         log,
         &args,
     );
-    operator.wait_ready(Duration::from_secs(60)).await;
+    operator.wait_ready(cfg.ready_timeout()).await;
     let tokens = Api::<WorkspaceToken>::namespaced(client.clone(), &ns);
     let started = Instant::now();
     bulk(n, usize::from(cfg.concurrency), |i| {

@@ -50,6 +50,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// How long an operator may take to list the cluster and be ready: a minute, plus a
+    /// millisecond per token (at 100k the first list of 200k Secrets took 79 s).
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_secs(60) + Duration::from_millis(self.n as u64)
+    }
+
     /// The storm period: at least a minute, and long enough for about 30 rotations a second
     /// on average, so that one busy second stands out from chance.
     pub fn default_storm_every(n: usize) -> Duration {

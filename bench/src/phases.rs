@@ -87,7 +87,7 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     let tokens = Api::<WorkspaceToken>::namespaced(client.clone(), &ns);
     let tracker = Tracker::watch(tokens.clone());
     let mut operator = start_operator(cp, cfg, 1);
-    operator.wait_ready(Duration::from_secs(60)).await;
+    operator.wait_ready(cfg.ready_timeout()).await;
     let kinds_before = writes_by_kind(&client).await;
     let reads_before = reads_by_kind(&client).await;
     let cpu_before = cpu::snapshot(cp, Some(operator.pid()));
@@ -138,10 +138,7 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     let before = writes(&client, &OPERATOR_RESOURCES).await;
     operator.stop().await;
     let mut operator = start_operator(cp, cfg, 2);
-    figures.restart_ready_s = operator
-        .wait_ready(Duration::from_secs(120))
-        .await
-        .as_secs_f64();
+    figures.restart_ready_s = operator.wait_ready(cfg.ready_timeout()).await.as_secs_f64();
     let deadline = Instant::now() + timeout;
     while operator.metric("tokenwarden_reconcile_total") < n as f64 {
         assert!(
