@@ -7,7 +7,8 @@
 //! the status apply and one Event (Minted), posted in the background. A local token under `Revoke` has no
 //! finalizer, and its first activation is said by the Minted Event.
 //! The creates run at the bench's concurrency and the rest at the operator's, overlapping as
-//! they do when the operator runs.
+//! they do when the operator runs; the operator's watches (the tokens, its Secrets) and the
+//! bench's own watch of the tokens are open meanwhile.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,10 +61,21 @@ pub async fn replay(client: &Client, ns: &str, n: usize, concurrency: usize) -> 
     let (created_tx, created_rx) = tokio::sync::mpsc::unbounded_channel::<DynamicObject>();
 
     // The bench watches the real tokens while they converge; watch the twins alike.
-    let watch = {
+    // The bench watches the real tokens while they converge, and the operator watches them
+    // and its Secrets: the API server sends each change to every watch. Watch the twins and
+    // their Secrets alike.
+    let watches = {
         use kube::runtime::{WatchStreamExt, watcher};
-        let stream = watcher(tokens.clone(), watcher::Config::default().page_size(500));
-        tokio::spawn(stream.default_backoff().for_each(|_| async {}))
+        let config = || watcher::Config::default().page_size(500);
+        let bench = watcher(tokens.clone(), config());
+        let operator = watcher(tokens.clone(), config());
+        let owned = config().labels("app.kubernetes.io/managed-by=tokenwarden-replay");
+        let secrets = watcher(secrets.clone(), owned);
+        [
+            tokio::spawn(bench.default_backoff().for_each(|_| async {})),
+            tokio::spawn(operator.default_backoff().for_each(|_| async {})),
+            tokio::spawn(secrets.default_backoff().for_each(|_| async {})),
+        ]
     };
     let started = Instant::now();
     let creator = {
@@ -92,7 +104,9 @@ pub async fn replay(client: &Client, ns: &str, n: usize, concurrency: usize) -> 
     }
     creator.await.expect("creator task");
     let took = started.elapsed();
-    watch.abort();
+    for watch in watches {
+        watch.abort();
+    }
     for event in futures::future::join_all(background).await {
         event.expect("event task").expect("post an Event");
     }
