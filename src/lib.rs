@@ -11,6 +11,7 @@ mod controller;
 mod events;
 pub mod failpoint;
 mod fleet;
+pub mod heap;
 mod inventory;
 mod issuer;
 mod issuer_controller;

@@ -6,7 +6,21 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+// jemalloc's statistics for `/metrics` (`tokenwarden_heap_*_bytes`): the bench and an on-call
+// tell the live caches from the pages the allocator keeps.
+#[cfg(all(target_os = "linux", not(target_env = "msvc")))]
+fn jemalloc_stats() -> Option<tokenwarden::heap::HeapStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some(tokenwarden::heap::HeapStats {
+        allocated: stats::allocated::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+    })
+}
+
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", not(target_env = "msvc")))]
+    tokenwarden::heap::install(jemalloc_stats);
     let cli = tokenwarden::cli::Cli::parse_args();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

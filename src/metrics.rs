@@ -31,6 +31,8 @@ struct Series {
     leader: Gauge,
     unmanaged: Gauge,
     unmanaged_revocations: Counter,
+    heap_allocated: Gauge,
+    heap_resident: Gauge,
 }
 
 struct Inner {
@@ -89,6 +91,15 @@ impl Metrics {
             help,
             s.unmanaged_revocations.clone(),
         );
+        let help = "Bytes held by live allocations (the caches and every per-token structure)";
+        r.register_with_unit(
+            "heap_allocated",
+            help,
+            Unit::Bytes,
+            s.heap_allocated.clone(),
+        );
+        let help = "Bytes of pages the allocator keeps resident, live or not";
+        r.register_with_unit("heap_resident", help, Unit::Bytes, s.heap_resident.clone());
         Self(Arc::new(Inner {
             registry: r,
             duration,
@@ -144,6 +155,11 @@ impl Metrics {
 
     /// OpenMetrics text exposition, terminated by `# EOF`.
     pub fn render(&self) -> String {
+        if let Some(heap) = crate::heap::read() {
+            let bytes = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.0.s.heap_allocated.set(bytes(heap.allocated));
+            self.0.s.heap_resident.set(bytes(heap.resident));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail; only a metric's own encoder
         // could, and a partial page beats a panicking scrape handler.
@@ -275,6 +291,19 @@ mod tests {
             &text,
             "tokenwarden_reconcile_duration_seconds_bucket{le=\"10.0\"} 3",
         );
+    }
+
+    #[test]
+    fn heap_gauges_report_what_the_installed_allocator_reader_reads() {
+        crate::heap::install(|| {
+            Some(crate::heap::HeapStats {
+                allocated: 3 << 20,
+                resident: 5 << 20,
+            })
+        });
+        let text = Metrics::new().render();
+        assert_has(&text, "tokenwarden_heap_allocated_bytes 3145728");
+        assert_has(&text, "tokenwarden_heap_resident_bytes 5242880");
     }
 
     /// Minimal blocking HTTP/1.1 client, so the test needs no HTTP client crate.

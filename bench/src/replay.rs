@@ -60,7 +60,6 @@ pub async fn replay(client: &Client, ns: &str, n: usize, concurrency: usize) -> 
     let in_flight = Arc::new(Semaphore::new(8));
     let (created_tx, created_rx) = tokio::sync::mpsc::unbounded_channel::<DynamicObject>();
 
-    // The bench watches the real tokens while they converge; watch the twins alike.
     // The bench watches the real tokens while they converge, and the operator watches them
     // and its Secrets: the API server sends each change to every watch. Watch the twins and
     // their Secrets alike.

@@ -99,13 +99,21 @@ pub struct Figures {
     /// CPU seconds per process during the ceiling and during convergence.
     pub ceiling_cpu_s: BTreeMap<String, f64>,
     pub converge_cpu_s: BTreeMap<String, f64>,
+    /// From the restarted operator's start to its `/readyz` 200.
+    pub restart_cpu_s: BTreeMap<String, f64>,
     pub idle_s: u64,
     pub steady_writes: u64,
     pub restart_writes: u64,
     pub restart_ready_s: f64,
     pub restart_resync_s: f64,
+    /// A plain client's paged list of the operator's Secrets, after the restart.
+    pub restart_list_floor_s: f64,
     pub rss_peak_mib: f64,
     pub rss_steady_mib: f64,
+    /// jemalloc's live bytes and resident pages at the same moment (`tokenwarden_heap_*`):
+    /// what of the steady RSS the operator's structures hold, and what the allocator keeps.
+    pub heap_allocated_mib: f64,
+    pub heap_resident_mib: f64,
     /// None when skipped (BENCH_STORMS=0).
     pub storm_no_jitter: Option<Storm>,
     pub storm: Option<Storm>,
@@ -242,6 +250,11 @@ impl Figures {
                 "target <= 10 s",
             ),
             (
+                "restart list floor",
+                format!("{:.2} s", self.restart_list_floor_s),
+                "its Secrets, listed by a plain client",
+            ),
+            (
                 "restart resync",
                 format!("{:.2} s", self.restart_resync_s),
                 "every token reconciled",
@@ -252,6 +265,14 @@ impl Figures {
                 "with unrelated Secrets",
             ),
             ("RSS peak", format!("{:.1} MiB", self.rss_peak_mib), ""),
+            (
+                "heap live / resident",
+                format!(
+                    "{:.1} / {:.1} MiB",
+                    self.heap_allocated_mib, self.heap_resident_mib
+                ),
+                "jemalloc, at RSS steady",
+            ),
             (
                 "inventory listings",
                 format!(
@@ -301,6 +322,11 @@ impl Figures {
             "  {:<22} {}\n",
             "CPU s, converge",
             listing(&self.converge_cpu_s)
+        );
+        out += &format!(
+            "  {:<22} {}\n",
+            "CPU s, restart ready",
+            listing(&self.restart_cpu_s)
         );
         let kinds = self
             .converge_writes_by_kind

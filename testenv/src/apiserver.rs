@@ -40,39 +40,66 @@ pub fn mutating_requests_by_kind(
 /// The verbs that read.
 pub const READ_VERBS: [&str; 3] = ["GET", "LIST", "WATCH"];
 
+/// One sample of `apiserver_request_total`: requests served of one verb on one kind (the
+/// counter has no client label: everyone's requests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    pub verb: String,
+    pub group: String,
+    /// Empty for the non-resource paths (discovery, /metrics).
+    pub resource: String,
+    pub subresource: String,
+    pub count: u64,
+}
+
+impl Served {
+    /// `"VERB resource[/subresource]"`.
+    pub fn kind(&self) -> String {
+        match self.subresource.as_str() {
+            "" => format!("{} {}", self.verb, self.resource),
+            sub => format!("{} {}/{sub}", self.verb, self.resource),
+        }
+    }
+}
+
+/// Every `apiserver_request_total` sample of a metrics page.
+pub fn served(metrics: &str) -> impl Iterator<Item = Served> + '_ {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|line| {
+            Some(Served {
+                verb: label(line, "verb")?,
+                group: label(line, "group")?,
+                resource: label(line, "resource")?,
+                subresource: label(line, "subresource").unwrap_or_default(),
+                count: line.rsplit(' ').next()?.parse::<f64>().ok()? as u64,
+            })
+        })
+}
+
+/// The value of label `name` in one sample line (`subresource` is not `resource`).
+fn label(line: &str, name: &str) -> Option<String> {
+    let start = line
+        .find(&format!(",{name}=\""))
+        .or_else(|| line.find(&format!("{{{name}=\"")))?
+        + name.len()
+        + 3;
+    let len = line[start..].find('"')?;
+    Some(line[start..start + len].to_string())
+}
+
 /// Requests with one of `verbs` on `resources` by `"VERB resource[/subresource]"`.
 pub fn requests_by_kind(
     metrics: &str,
     resources: &[&str],
     verbs: &[&str],
 ) -> std::collections::BTreeMap<String, u64> {
-    let label = |line: &str, name: &str| {
-        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
-        let len = line[start..].find('"')?;
-        Some(line[start..start + len].to_string())
-    };
     let mut by_kind = std::collections::BTreeMap::new();
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let (Some(verb), Some(resource)) = (label(line, "verb"), label(line, "resource")) else {
-            continue;
-        };
-        if !verbs.contains(&verb.as_str()) || !resources.contains(&resource.as_str()) {
-            continue;
+    for sample in served(metrics) {
+        if verbs.contains(&sample.verb.as_str()) && resources.contains(&sample.resource.as_str()) {
+            *by_kind.entry(sample.kind()).or_insert(0) += sample.count;
         }
-        let subresource = label(line, "subresource").unwrap_or_default();
-        let kind = match subresource.as_str() {
-            "" => format!("{verb} {resource}"),
-            sub => format!("{verb} {resource}/{sub}"),
-        };
-        let count = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0) as u64;
-        *by_kind.entry(kind).or_insert(0) += count;
     }
     by_kind
 }
@@ -88,6 +115,21 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="token
 apiserver_request_total{code="200",component="apiserver",dry_run="",group="tokenwarden.dev",resource="workspacetokens",scope="resource",subresource="status",verb="APPLY",version="v1alpha1"} 2
 apiserver_request_total{code="200",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="PUT",version="v1"} 50
 "#;
+
+    #[test]
+    fn reads_each_label_by_its_whole_name_whatever_the_order() {
+        let line = r#"apiserver_request_total{subresource="status",resource="workspacetokens",group="tokenwarden.dev",verb="APPLY"} 4"#;
+        let samples: Vec<Served> = served(line).collect();
+        let want = Served {
+            verb: "APPLY".into(),
+            group: "tokenwarden.dev".into(),
+            resource: "workspacetokens".into(),
+            subresource: "status".into(),
+            count: 4,
+        };
+        assert_eq!(samples, [want]);
+        assert_eq!(samples[0].kind(), "APPLY workspacetokens/status");
+    }
 
     #[test]
     fn counts_only_mutating_verbs_on_the_named_resources_server_side_apply_included() {

@@ -52,42 +52,15 @@ pub fn counted(own_group: fn(&str) -> bool, group: &str, resource: &str) -> bool
     }
 }
 
-fn label(line: &str, name: &str) -> Option<String> {
-    let start = line
-        .find(&format!(",{name}=\""))
-        .or_else(|| line.find(&format!("{{{name}=\"")))?
-        + name.len()
-        + 3;
-    let len = line[start..].find('"')?;
-    Some(line[start..start + len].to_string())
-}
-
 /// Parses a metrics page: every `apiserver_request_total` sample, summed by group and kind.
 pub fn parse(page: &str) -> Raw {
     let mut raw = Raw::new();
-    for line in page
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let (Some(verb), Some(group), Some(resource)) = (
-            label(line, "verb"),
-            label(line, "group"),
-            label(line, "resource"),
-        ) else {
-            continue;
+    for sample in tokenwarden_testenv::apiserver::served(page) {
+        let kind = match sample.resource.as_str() {
+            "" => format!("{} (non-resource)", sample.verb),
+            _ => sample.kind(),
         };
-        let subresource = label(line, "subresource").unwrap_or_default();
-        let kind = match (resource.as_str(), subresource.as_str()) {
-            ("", _) => format!("{verb} (non-resource)"),
-            (r, "") => format!("{verb} {r}"),
-            (r, s) => format!("{verb} {r}/{s}"),
-        };
-        let count = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0) as u64;
-        *raw.entry((group, kind)).or_insert(0) += count;
+        *raw.entry((sample.group, kind)).or_insert(0) += sample.count;
     }
     raw
 }
@@ -218,8 +191,6 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="token
     fn a_label_is_matched_whole_not_as_the_tail_of_another() {
         let line =
             r#"apiserver_request_total{group="",resource="pods",subresource="log",verb="GET"} 3"#;
-        assert_eq!(label(line, "resource").as_deref(), Some("pods"));
-        assert_eq!(label(line, "group").as_deref(), Some(""));
         let r = split(&parse(line), tokenwarden_group);
         assert_eq!(r.counted, kinds(&[("GET pods/log", 3)]));
     }
