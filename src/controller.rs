@@ -365,7 +365,13 @@ async fn reconcile(cached: Arc<CachedToken>, ctx: Arc<Context>) -> Result<Action
     }
     ctx.saw_versions(&uid, &view, &wst);
     let quiet = ctx.quiet_retry(&wst, &journal);
-    let written = write_status(&ctx, &wst, &plan, &journal, quiet, now).await;
+    // The object as this pass left it: after its own writes (finalizer, mint intent), if any.
+    let left_at = wrote
+        .resource_version
+        .clone()
+        .or_else(|| wst.resource_version());
+    let written = write_status(&ctx, &wst, &plan, &journal, quiet, left_at.as_deref(), now);
+    let written = written.await;
     Ok(ctx.pace(&wst, &plan, journal, wrote, written, quiet, timer, now))
 }
 
@@ -378,6 +384,7 @@ async fn write_status(
     plan: &plan::Plan,
     journal: &Journal,
     quiet_retry: bool,
+    expected: Option<&str>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<String>> {
     if journal.removed_finalizer() || quiet_retry {
@@ -389,22 +396,10 @@ async fn write_status(
     if status::unchanged(wst, &new_status) {
         return Ok(None);
     }
-    // A status rendered from a cache that is ahead of the cluster (etcd restored from an
-    // older backup, not noticed yet) would write the future into the restored object: its
-    // versions would then be revoked as lost. One read says whether the object went back.
-    // Best effort: without the read (RBAC managed by hand without `get`, a failed call) the
-    // write goes ahead as it did before this guard.
-    let current = api.get_metadata_opt(&wst.name_any()).await.ok().flatten();
-    let current_rv = current.as_ref().and_then(|c| c.resource_version());
-    if crate::relist::object_went_back(wst.resource_version().as_deref(), current_rv.as_deref()) {
-        return Err(Error::StaleView {
-            operation: "write status",
-        });
-    }
     if !plan.steps.is_empty() {
         crate::failpoint::hit(crate::failpoint::BEFORE_STATUS);
     }
-    status::write(&api, wst, new_status).await
+    status::write(&api, wst, new_status, expected).await
 }
 
 impl Context {

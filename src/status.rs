@@ -354,8 +354,6 @@ fn condition(
     }
 }
 
-/// Writes status with server-side apply when it differs from what the object shows.
-/// Returns the object's new resourceVersion when it wrote.
 /// Whether `status` is what `wst` says already (the mint intent aside: only the mint writes it).
 pub fn unchanged(wst: &WorkspaceToken, status: &WorkspaceTokenStatus) -> bool {
     wst.status.as_ref().is_some_and(|s| {
@@ -367,28 +365,65 @@ pub fn unchanged(wst: &WorkspaceToken, status: &WorkspaceTokenStatus) -> bool {
     })
 }
 
+/// Writes status with server-side apply when it differs from what the object shows, on the
+/// object as this pass left it: `expected` is its resourceVersion after the pass's own writes
+/// (or as the cache showed it), sent as the apply's precondition. Returns the object's new
+/// resourceVersion when it wrote.
+///
+/// A status rendered from a cache that is ahead of the cluster (etcd restored from an older
+/// backup, not noticed yet) would write the future into the restored object: its versions
+/// would then be revoked as lost. When nothing else wrote the object since, one request
+/// does it; when the precondition fails, one read says whether the object went back (then
+/// nothing is written and every watch lists again) or someone else wrote meanwhile (then
+/// status is applied as rendered). Best effort: without the read (RBAC managed by hand
+/// without `get`, a failed call) the write goes ahead.
 pub async fn write(
     api: &Api<WorkspaceToken>,
     wst: &WorkspaceToken,
     status: WorkspaceTokenStatus,
+    expected: Option<&str>,
 ) -> Result<Option<String>> {
     if unchanged(wst, &status) {
         return Ok(None);
     }
-    let patch = serde_json::json!({
+    let name = wst.name_any();
+    match apply(api, &name, &status, expected).await {
+        Err(kube::Error::Api(s)) if s.code == 409 && expected.is_some() => {}
+        written => {
+            return written
+                .map(|w| w.resource_version())
+                .map_err(Error::kube("write status"));
+        }
+    }
+    let current = api.get_metadata_opt(&name).await.ok().flatten();
+    let current_rv = current.as_ref().and_then(|c| c.resource_version());
+    if crate::relist::object_went_back(wst.resource_version().as_deref(), current_rv.as_deref()) {
+        return Err(Error::StaleView {
+            operation: "write status",
+        });
+    }
+    let written = apply(api, &name, &status, None).await;
+    Ok(written
+        .map_err(Error::kube("write status"))?
+        .resource_version())
+}
+
+async fn apply(
+    api: &Api<WorkspaceToken>,
+    name: &str,
+    status: &WorkspaceTokenStatus,
+    precondition: Option<&str>,
+) -> kube::Result<WorkspaceToken> {
+    let mut patch = serde_json::json!({
         "apiVersion": API_VERSION,
         "kind": "WorkspaceToken",
         "status": status,
     });
-    let written = api
-        .patch_status(
-            &wst.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::kube("write status"))?;
-    Ok(written.resource_version())
+    if let Some(rv) = precondition {
+        patch["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(name, &params, &Patch::Apply(&patch)).await
 }
 
 #[cfg(test)]

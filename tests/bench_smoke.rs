@@ -33,8 +33,11 @@ async fn fifty_tokens_converge_stay_quiet_through_a_restart_and_rotate_in_both_s
     );
     // One GET per new token: whether `S` is free. `S` is written from the token the pass
     // minted, not read back from `S-v1`.
-    let gets = figures.converge_reads_by_kind.get("GET secrets").copied();
-    assert_eq!(gets, Some(50), "{:?}", figures.converge_reads_by_kind);
+    // Reads per new token: is S free (one GET of Secrets); the status apply's precondition
+    // guards against a restored cluster without a GET of the token.
+    let reads = &figures.converge_reads_by_kind;
+    assert_eq!(reads.get("GET secrets").copied(), Some(50), "{reads:?}");
+    assert_eq!(reads.get("GET workspacetokens"), None, "{reads:?}");
     assert_eq!(figures.steady_writes, 0, "writes while idle");
     assert_eq!(figures.restart_writes, 0, "writes across a restart");
     let rotations = |s: &Option<tokenwarden_bench::Storm>| s.as_ref().map(|s| s.rotations);
@@ -46,6 +49,14 @@ async fn fifty_tokens_converge_stay_quiet_through_a_restart_and_rotate_in_both_s
         figures.api_cost
     );
     assert!(figures.rss_steady_mib > 0.0 && figures.rss_peak_mib >= figures.rss_steady_mib);
+    // The binary's allocator reports what of the RSS is live (`tokenwarden_heap_*_bytes`).
+    let (live, resident) = (figures.heap_allocated_mib, figures.heap_resident_mib);
+    assert!(
+        live > 0.0 && live <= resident && resident <= figures.rss_steady_mib,
+        "heap live {live} MiB, resident {resident} MiB, RSS {} MiB",
+        figures.rss_steady_mib
+    );
+    assert!(figures.restart_list_floor_s > 0.0);
     // 25 workspaces of two issuer tokens, three intervals: about one listing each per interval.
     let inventory = &figures.inventory;
     assert_eq!(inventory.workspaces, 25);

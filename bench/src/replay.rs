@@ -3,9 +3,9 @@
 //! schema and validation rules under another group, which the operator does not watch).
 //!
 //! Per token, as in convergence: the create (the user's), then a metadata GET of `S` (is the
-//! name free?), `S-v1`, `S`, a metadata GET of the token (the status write's restore guard),
-//! the status apply and one Event (Minted), posted in the background. A local token under `Revoke` has no
-//! finalizer, and its first activation is said by the Minted Event.
+//! name free?), `S-v1`, `S`, the status apply (its precondition the token's resourceVersion,
+//! the restore guard) and one Event (Minted), posted in the background. A local token under
+//! `Revoke` has no finalizer, and its first activation is said by the Minted Event.
 //! The creates run at the bench's concurrency and the rest at the operator's, overlapping as
 //! they do when the operator runs; the operator's watches (the tokens, its Secrets) and the
 //! bench's own watch of the tokens are open meanwhile.
@@ -148,9 +148,15 @@ async fn converge_one(
         let _permit = in_flight.acquire_owned().await;
         events.create(&PostParams::default(), &event).await
     }));
+    // The operator applies status on the object as its pass left it: the resourceVersion is
+    // the apply's precondition (a 409 would make it read the object; none comes here).
+    let rv = object
+        .metadata
+        .resource_version
+        .clone()
+        .expect("resourceVersion");
     let status = json!({ "apiVersion": format!("{GROUP}/v1alpha1"), "kind": "WorkspaceToken",
-        "status": twin_status(&name) });
-    tokens.get_metadata(&name).await.expect("GET the token");
+        "metadata": { "resourceVersion": rv }, "status": twin_status(&name) });
     tokens
         .patch_status(
             &name,
