@@ -57,6 +57,13 @@ async fn fifty_tokens_converge_stay_quiet_through_a_restart_and_rotate_in_both_s
         figures.rss_steady_mib
     );
     assert!(figures.restart_list_floor_s > 0.0);
+    // The floor is taken before convergence and again after the restart (a fuller cluster).
+    assert_eq!(
+        figures.replay_runs_s.len(),
+        2,
+        "{:?}",
+        figures.replay_runs_s
+    );
     // 25 workspaces of two issuer tokens, three intervals: about one listing each per interval.
     let inventory = &figures.inventory;
     assert_eq!(inventory.workspaces, 25);
