@@ -367,7 +367,8 @@ pub fn unchanged(wst: &WorkspaceToken, status: &WorkspaceTokenStatus) -> bool {
 
 /// Writes status with server-side apply when it differs from what the object shows, on the
 /// object as this pass left it: `expected` is its resourceVersion after the pass's own writes
-/// (or as the cache showed it), sent as the apply's precondition. Returns the object's new
+/// (or as the cache showed it), sent as the apply's precondition; below the cache's, the
+/// pass wrote into a restored cluster and nothing is written. Returns the object's new
 /// resourceVersion when it wrote.
 ///
 /// A status rendered from a cache that is ahead of the cluster (etcd restored from an older
@@ -385,6 +386,13 @@ pub async fn write(
 ) -> Result<Option<String>> {
     if unchanged(wst, &status) {
         return Ok(None);
+    }
+    // The pass's own writes to the object (a finalizer, a mint intent) carry no precondition:
+    // on a restored cluster they succeed, and their resourceVersion is below the cache's.
+    if crate::relist::object_went_back(wst.resource_version().as_deref(), expected) {
+        return Err(Error::StaleView {
+            operation: "write status",
+        });
     }
     let name = wst.name_any();
     match apply(api, &name, &status, expected).await {

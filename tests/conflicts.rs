@@ -3,9 +3,11 @@
 //! GitOps controller would), through creation, rotation and deletion. Its updates race the
 //! operator's own writes to the same objects (the writer's PUTs lose some of those races).
 //! The operator's writes guard only what they depend on (the finalizer list, by a JSON Patch
-//! `test`; status by server-side apply), so a writer of labels never makes them fail: on a
-//! slow machine a whole-object resourceVersion precondition lost six races in a row and the
-//! token went Degraded. Every token converges, no condition or Warning ever reports a
+//! `test`), or fall back when a whole-object precondition loses (status is applied on the
+//! resourceVersion the pass left; on a 409 one read shows the object did not go back, and
+//! status is applied as rendered), so a writer of labels never makes them fail: on a slow
+//! machine a precondition without that fallback lost six races in a row and the token went
+//! Degraded. Every token converges, no condition or Warning ever reports a
 //! conflict, no version is minted twice, and once the writer stops the operator writes
 //! nothing. Run it with the operator and the API server on one core (`taskset -c 0`) to see
 //! it hold where round trips are slower than the writer's period.
