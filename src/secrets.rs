@@ -14,6 +14,8 @@ use kube::ResourceExt;
 use kube::runtime::watcher;
 
 use crate::api::WorkspaceToken;
+/// The label selector of the operator's Secrets (its watch, and whoever must list the same).
+pub use crate::contract::managed_selector;
 use crate::contract::{
     ENVIRONMENT_LABEL, ISSUER_TOKEN_ID_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL,
     PREVIOUS_TOKEN_KEY, PREVIOUS_TOKEN_VERSION_KEY, SPEC_HASH_ANNOTATION, TEMPLATE_KEYS_ANNOTATION,

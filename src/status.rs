@@ -387,13 +387,17 @@ pub async fn write(
     if unchanged(wst, &status) {
         return Ok(None);
     }
+    let cached = wst.resource_version();
+    let refuse_if_went_back = |rv: Option<&str>| {
+        let went_back = crate::relist::object_went_back(cached.as_deref(), rv);
+        let stale = Error::StaleView {
+            operation: "write status",
+        };
+        if went_back { Err(stale) } else { Ok(()) }
+    };
     // The pass's own writes to the object (a finalizer, a mint intent) carry no precondition:
     // on a restored cluster they succeed, and their resourceVersion is below the cache's.
-    if crate::relist::object_went_back(wst.resource_version().as_deref(), expected) {
-        return Err(Error::StaleView {
-            operation: "write status",
-        });
-    }
+    refuse_if_went_back(expected)?;
     let name = wst.name_any();
     match apply(api, &name, &status, expected).await {
         Err(kube::Error::Api(s)) if s.code == 409 && expected.is_some() => {}
@@ -404,12 +408,7 @@ pub async fn write(
         }
     }
     let current = api.get_metadata_opt(&name).await.ok().flatten();
-    let current_rv = current.as_ref().and_then(|c| c.resource_version());
-    if crate::relist::object_went_back(wst.resource_version().as_deref(), current_rv.as_deref()) {
-        return Err(Error::StaleView {
-            operation: "write status",
-        });
-    }
+    refuse_if_went_back(current.and_then(|c| c.resource_version()).as_deref())?;
     let written = apply(api, &name, &status, None).await;
     Ok(written
         .map_err(Error::kube("write status"))?

@@ -220,7 +220,7 @@ async fn list_operator_secrets(client: &Client) -> f64 {
     let api = Api::<Secret>::all(client.clone());
     let started = Instant::now();
     let mut params = ListParams::default()
-        .labels("app.kubernetes.io/managed-by=tokenwarden")
+        .labels(&tokenwarden::secrets::managed_selector())
         .limit(500);
     loop {
         let page = api

@@ -158,14 +158,14 @@ impl Figures {
         }
     }
 
-    /// The operator against a client with no logic sending its requests: at or below 1.0, the
-    /// operator adds nothing to what its requests cost.
     /// The mean of the replays.
     pub fn replay_s(&self) -> f64 {
         let runs = &self.replay_runs_s;
         runs.iter().sum::<f64>() / runs.len().max(1) as f64
     }
 
+    /// The operator against a client with no logic sending its requests: at or below 1.0, the
+    /// operator adds nothing to what its requests cost.
     pub fn converge_vs_replay(&self) -> f64 {
         self.converge_s / self.replay_s()
     }
