@@ -282,6 +282,7 @@ async fn reconcile(cached: Arc<CachedToken>, ctx: Arc<Context>) -> Result<Action
     if let Some(wait) = ctx.hold(&wst) {
         return Ok(Action::requeue(wait));
     }
+    let era = crate::relist::rewinds();
     let timer = ctx.io.metrics.reconcile_started();
     let cached = ctx
         .io
@@ -353,6 +354,11 @@ async fn reconcile(cached: Arc<CachedToken>, ctx: Arc<Context>) -> Result<Action
     };
     ctx.rollouts
         .wait_on(&ObjectRef::from_obj(&*wst), &ns, waits);
+    // The cluster went back in time while this pass observed it: what it planned is for a
+    // world that is gone. The next pass plans again once every watch has listed it.
+    if crate::relist::rewinds() != era {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let (journal, wrote) = apply::run(&ctx.io, &wst, issuer.as_ref(), &plan, &view, now).await;
     // The verification's listing is the group's inventory at this rotation, when the version
     // was minted by the issuer the token resolves to now (after a change of issuer it is
@@ -370,8 +376,13 @@ async fn reconcile(cached: Arc<CachedToken>, ctx: Arc<Context>) -> Result<Action
         .resource_version
         .clone()
         .or_else(|| wst.resource_version());
-    let written = write_status(&ctx, &wst, &plan, &journal, quiet, left_at.as_deref(), now);
-    let written = written.await;
+    let written = if crate::relist::rewinds() == era {
+        write_status(&ctx, &wst, &plan, &journal, quiet, left_at.as_deref(), now).await
+    } else {
+        Err(Error::StaleView {
+            operation: "write status",
+        })
+    };
     Ok(ctx.pace(&wst, &plan, journal, wrote, written, quiet, timer, now))
 }
 
@@ -442,10 +453,13 @@ impl Context {
         if !self.io.index.is_ready() || !self.io.issuers.is_ready() {
             return Some(Duration::from_millis(500));
         }
-        // While the Secrets or the WorkspaceTokens are listed again, their caches hold the
-        // world before the list next to the world after it (after a restore of the cluster,
-        // a status from the future beside Secrets from the past): nothing is planned on that.
-        if self.io.index.is_relisting() || self.inventory.holders.is_relisting() {
+        // While the Secrets or the WorkspaceTokens are listed again, and from the moment the
+        // cluster was found gone back in time until every watch has listed it again, the
+        // caches hold the world before next to the world after (after a restore of the
+        // cluster, a status from the past beside Secrets from its future): nothing is planned
+        // on that.
+        let relisting = self.io.index.is_relisting() || self.inventory.holders.is_relisting();
+        if relisting || !crate::relist::caught_up() {
             return Some(Duration::from_millis(500));
         }
         let secrets = (self.io.index)

@@ -228,6 +228,10 @@ async fn a_watch_resumed_after_compaction_gets_410_relists_and_misses_nothing() 
 /// after every version the operator saw (v4, never a second v2); v3's token, live and held
 /// by no Secret any more, is reported unmanaged, so whoever restores knows a consumer may
 /// still use it.
+///
+/// The Secret watch lists the restored cluster 3 s late (failpoint): meanwhile the
+/// WorkspaceToken cache shows the backup's status beside the Secret index's future S-v3, and
+/// no pass may plan on that (one that did wrote [3, 1] into the restored status).
 #[tokio::test]
 async fn a_cluster_restored_from_an_older_etcd_backup_serves_a_live_token_again_and_reuses_no_version()
  {
@@ -242,7 +246,12 @@ async fn a_cluster_restored_from_an_older_etcd_backup_serves_a_live_token_again_
     platform
         .admin_secret(&client, &ns, &platform.admin.clone())
         .await;
-    let operator = Operator::start(&cp, &["--namespace", &ns, "--inventory-interval", "2s"]);
+    let late = [(
+        tokenwarden::failpoint::ENV,
+        tokenwarden::failpoint::SECRET_RELIST_LATE,
+    )];
+    let args = ["--namespace", &ns, "--inventory-interval", "2s"];
+    let operator = Operator::start_with_env(&cp, cp.admin_kubeconfig(), &args, &late);
     let spec = json!({ "rotation": { "every": "720h", "gracePeriod": "1s" } });
     create(&api, "t", platform.spec("ws-restore", spec)).await;
     let prefix_at = |w: &WorkspaceToken| w.status.as_ref().and_then(|s| s.token_prefix.clone());
