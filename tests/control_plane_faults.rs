@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::json;
 use support::invariants::{assert_consistent, assert_quiet, is_settled, wait_all};
 use support::*;
@@ -205,6 +205,17 @@ async fn a_watch_resumed_after_compaction_gets_410_relists_and_misses_nothing() 
             .all(|w| w.metadata.name.as_deref() != Some("t6")),
         "t6 deleted"
     );
+    // t6 minted locally: nothing to revoke, so no finalizer; its Secrets go with it through
+    // their ownerReference, which kube-controller-manager's garbage collector follows once
+    // its own watches are back (else its two deletes land in the quiet window below).
+    eventually(CONVERGE, "t6's Secrets collected", || async {
+        let left = secrets
+            .list(&ListParams::default().labels("tokenwarden.dev/token=t6"))
+            .await
+            .ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
     let served = assert_consistent(&client, &ns).await;
     assert_eq!(
         served["t5"], drifted_hash,
