@@ -104,11 +104,11 @@ pub async fn run(
     let (inventory_news, inventory_triggers) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
         io: apply::Handle {
-            events: EventPublisher::new(client.clone(), settings.instance.clone()),
+            events: EventPublisher::new(client.clone(), settings.instance.clone(), metrics.clone()),
             client: client.clone(),
             index: index.clone(),
+            http: HttpClient::new().timed(metrics.issuer_timer()),
             metrics,
-            http: HttpClient::new(),
             issuers,
             finalizing: Arc::default(),
         },
@@ -121,6 +121,10 @@ pub async fn run(
         inventory_news,
         versions_seen: Mutex::default(),
     });
+
+    let (tokens_seen, issuers_seen) = (store.clone(), ctx.io.issuers.clone());
+    (ctx.io.metrics.per_token())
+        .draw_from(move || crate::token_metrics::snapshot(&tokens_seen, &issuers_seen));
 
     // Secrets are hashed as they arrive, so plaintext never sits in the cache.
     let feed = index.clone();

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::api::WorkspaceToken;
 use crate::contract::REPORTING_CONTROLLER;
+use crate::metrics::Metrics;
 
 pub use kube::runtime::events::EventType;
 
@@ -30,14 +31,17 @@ pub struct EventPublisher {
     client: Client,
     instance: String,
     in_flight: Arc<Semaphore>,
+    /// Counts every Warning by reason (`tokenwarden_warnings_total`): the alerts read it.
+    metrics: Metrics,
 }
 
 impl EventPublisher {
-    pub fn new(client: Client, instance: String) -> Self {
+    pub fn new(client: Client, instance: String, metrics: Metrics) -> Self {
         EventPublisher {
             client,
             instance,
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+            metrics,
         }
     }
 
@@ -50,6 +54,9 @@ impl EventPublisher {
         action: &str,
         note: String,
     ) {
+        if type_ == EventType::Warning {
+            self.metrics.warned(reason);
+        }
         let event = build(wst, &self.instance, type_, reason, action, note);
         let api: Api<Event> = Api::namespaced(
             self.client.clone(),

@@ -35,6 +35,7 @@ mod status;
 mod time;
 pub mod token;
 pub mod token_cache;
+mod token_metrics;
 pub mod window;
 
 #[cfg(test)]

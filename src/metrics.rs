@@ -9,10 +9,16 @@ use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge}
 use prometheus_client::registry::{Registry, Unit};
 use prometheus_client::{encoding::text::encode, metrics::histogram::Histogram};
 
+use crate::token_metrics::PerToken;
+
 type Labels<const N: usize> = [(&'static str, String); N];
 type CounterFamily = Family<Labels<1>, Counter>;
 
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+// A platform call: from a local round trip up to the longest timeoutSeconds.
+const ISSUER_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
+];
 // Spans the fast path (cache hit, nothing to do) up to a slow issuer round trip.
 const DURATION_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -33,12 +39,17 @@ struct Series {
     unmanaged_revocations: Counter,
     heap_allocated: Gauge,
     heap_resident: Gauge,
+    warnings: CounterFamily,
 }
+
+type IssuerLatency = Family<Labels<1>, Histogram, fn() -> Histogram>;
 
 struct Inner {
     registry: Registry,
     duration: Histogram,
+    issuer_latency: IssuerLatency,
     s: Series,
+    per_token: PerToken,
 }
 
 /// Every metric, registered under the prefix `tokenwarden`.
@@ -71,6 +82,8 @@ impl Metrics {
             "Initial Schedule SpecChanged Manual RevokeRequested TokenLost ServedTokenRevoked";
         seed(&s.rotations, "reason", reasons);
         seed(&s.tokens, "ready", "true false");
+        // The Warnings the chart's alerts read: increase() sees 0, not "no data", before one.
+        seed(&s.warnings, "reason", "RevokeImpossible StaleConsumer");
 
         let mut r = Registry::with_prefix("tokenwarden");
         r.register("reconcile", "Reconciles by result", s.reconciles.clone());
@@ -100,10 +113,21 @@ impl Metrics {
         );
         let help = "Bytes of pages the allocator keeps resident, live or not";
         r.register_with_unit("heap_resident", help, Unit::Bytes, s.heap_resident.clone());
+        let help = "Warning Events by reason (counted when raised, posted or not)";
+        r.register("warnings", help, s.warnings.clone());
+        let issuer_latency: IssuerLatency =
+            Family::new_with_constructor(|| Histogram::new(ISSUER_BUCKETS));
+        let help = "Round trip of one call to a platform's token API, by operation";
+        let latency = issuer_latency.clone();
+        r.register_with_unit("issuer_request_duration", help, Unit::Seconds, latency);
+        let per_token = PerToken::default();
+        r.register_collector(Box::new(per_token.clone()));
         Self(Arc::new(Inner {
             registry: r,
             duration,
+            issuer_latency,
             s,
+            per_token,
         }))
     }
 
@@ -127,6 +151,33 @@ impl Metrics {
 
     pub fn unmanaged_revoked(&self) {
         self.0.s.unmanaged_revocations.inc();
+    }
+
+    /// One call to a platform took `elapsed`.
+    pub fn issuer_call_took(&self, operation: &str, elapsed: std::time::Duration) {
+        let series = label("operation", operation);
+        let latency = self.0.issuer_latency.get_or_create(&series);
+        latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// What tells this registry how long each platform call took.
+    pub fn issuer_timer(&self) -> crate::issuer::client::Timed {
+        let metrics = self.clone();
+        std::sync::Arc::new(move |operation, elapsed| metrics.issuer_call_took(operation, elapsed))
+    }
+
+    /// A Warning Event was raised with `reason`.
+    pub fn warned(&self, reason: &str) {
+        self.0
+            .s
+            .warnings
+            .get_or_create(&label("reason", reason))
+            .inc();
+    }
+
+    /// The per-token and per-issuer series, drawn at each scrape.
+    pub fn per_token(&self) -> &PerToken {
+        &self.0.per_token
     }
 
     pub fn revoked(&self) {

@@ -56,6 +56,15 @@ async fn fifty_tokens_converge_stay_quiet_through_a_restart_and_rotate_in_both_s
         "heap live {live} MiB, resident {resident} MiB, RSS {} MiB",
         figures.rss_steady_mib
     );
+    // Seven series per token on the page (info, ready, degraded, last rotation, retiring,
+    // held, unmanaged; no next rotation: the bench's tokens have no schedule), rendered from
+    // the caches at each scrape.
+    assert_eq!(
+        figures.per_token_series,
+        7 * figures.n as u64,
+        "per-token series"
+    );
+    assert!(figures.metrics_scrape_ms > 0.0 && figures.rss_after_scrapes_mib > 0.0);
     assert!(figures.restart_list_floor_s > 0.0);
     // The floor is taken before convergence and again after the restart (a fuller cluster).
     assert_eq!(

@@ -39,17 +39,7 @@ fn fingerprint(secret: &Secret, key: &str) -> Option<String> {
 /// helm, built from the Go module proxy by hack/tools/build.sh (cached after the first time).
 fn helm() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/tools/build.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run hack/tools/build.sh");
-        assert!(out.status.success(), "hack/tools/build.sh failed");
-        let dir = String::from_utf8(out.stdout).unwrap();
-        PathBuf::from(dir.lines().last().expect("a bin dir").trim()).join("helm")
-    })
+    HELM.get_or_init(|| tool("helm"))
 }
 
 /// `helm template` of the chart, as JSON objects.
@@ -1161,4 +1151,43 @@ fn without_consumers_the_operator_is_granted_no_pod_and_told_not_to_watch_them()
         &["consumers.enabled=false", "restartTargets.enabled=false"],
     );
     assert!(!granted(&neither).iter().any(|r| r.starts_with("apps/")));
+}
+
+#[test]
+fn the_alerts_and_the_dashboard_ship_as_the_files_promtool_tests() {
+    assert!(
+        find(&render("tw", "ops", &[]), "PrometheusRule").is_empty(),
+        "off by default"
+    );
+    let objects = render(
+        "tw",
+        "ops",
+        &[
+            "prometheusRule.enabled=true",
+            "prometheusRule.labels.release=kube-prometheus",
+            "grafanaDashboard.enabled=true",
+            "grafanaDashboard.namespace=monitoring",
+        ],
+    );
+    let files = format!("{CHART}/files");
+    let rules: Value =
+        serde_norway::from_str(&std::fs::read_to_string(format!("{files}/alerts.yaml")).unwrap())
+            .unwrap();
+    let rule = find(&objects, "PrometheusRule")[0];
+    assert_eq!(
+        rule["spec"], rules,
+        "the PrometheusRule carries alerts.yaml as it is"
+    );
+    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus");
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{files}/dashboard.json")).unwrap())
+            .unwrap();
+    let map = (find(&objects, "ConfigMap").into_iter())
+        .find(|m| m["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("a ConfigMap with the sidecar's label");
+    assert_eq!(map["metadata"]["namespace"], "monitoring");
+    let shipped = map["data"]["tokenwarden.json"]
+        .as_str()
+        .expect("the dashboard");
+    assert_eq!(serde_json::from_str::<Value>(shipped).unwrap(), dashboard);
 }

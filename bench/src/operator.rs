@@ -116,6 +116,13 @@ impl OperatorProcess {
             .sum()
     }
 
+    /// One scrape of `/metrics`: the page and how long it took to answer.
+    pub fn scrape(&self) -> (String, Duration) {
+        let started = Instant::now();
+        let page = probe::http_get(&self.metrics_addr, "/metrics").map(|(_, page)| page);
+        (page.unwrap_or_default(), started.elapsed())
+    }
+
     pub fn rss(&self) -> Rss {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("read /proc/<operator>/status");

@@ -140,6 +140,7 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
         figures.heap_allocated_mib,
         figures.heap_resident_mib
     );
+    measure_scrapes(&operator, &mut figures);
 
     // ...and across a restart: ready, then every token reconciled once, and still nothing.
     let before = writes(&client, &OPERATOR_RESOURCES).await;
@@ -310,4 +311,25 @@ async fn storm(
         jitter, storm.rotations, storm.peak_per_s, storm.mean_per_s
     );
     storm
+}
+
+/// Five scrapes of `/metrics` at RSS steady: per-token series are rendered from the caches
+/// at each one, so their cost is the scrape's time and what it leaves resident.
+fn measure_scrapes(operator: &OperatorProcess, figures: &mut Figures) {
+    let scrapes: Vec<(String, Duration)> = (0..5).map(|_| operator.scrape()).collect();
+    let (page, _) = scrapes.last().expect("five scrapes");
+    figures.metrics_page_kib = page.len() as f64 / 1024.0;
+    let took: Duration = scrapes.iter().map(|(_, took)| *took).sum();
+    figures.metrics_scrape_ms = took.as_secs_f64() * 1000.0 / scrapes.len() as f64;
+    figures.per_token_series = (page.lines())
+        .filter(|l| l.starts_with("tokenwarden_token_"))
+        .count() as u64;
+    figures.rss_after_scrapes_mib = operator.rss().now_mib;
+    eprintln!(
+        "bench: /metrics {:.0} KiB in {:.0} ms, {} per-token series, RSS {:.1} MiB after 5 scrapes",
+        figures.metrics_page_kib,
+        figures.metrics_scrape_ms,
+        figures.per_token_series,
+        figures.rss_after_scrapes_mib
+    );
 }

@@ -115,6 +115,13 @@ pub struct Figures {
     /// what of the steady RSS the operator's structures hold, and what the allocator keeps.
     pub heap_allocated_mib: f64,
     pub heap_resident_mib: f64,
+    /// `/metrics` at RSS steady, with a series set per token (drawn from the caches at each
+    /// scrape): its size, the mean of 5 scrapes' time, the per-token series on it, and the
+    /// RSS after those scrapes (what rendering them leaves resident).
+    pub metrics_page_kib: f64,
+    pub metrics_scrape_ms: f64,
+    pub per_token_series: u64,
+    pub rss_after_scrapes_mib: f64,
     /// None when skipped (BENCH_STORMS=0).
     pub storm_no_jitter: Option<Storm>,
     pub storm: Option<Storm>,
@@ -284,6 +291,17 @@ impl Figures {
                     self.heap_allocated_mib, self.heap_resident_mib
                 ),
                 "jemalloc, at RSS steady",
+            ),
+            (
+                "metrics page",
+                format!(
+                    "{:.0} KiB in {:.0} ms, {} per-token series, RSS {:.1} MiB after",
+                    self.metrics_page_kib,
+                    self.metrics_scrape_ms,
+                    self.per_token_series,
+                    self.rss_after_scrapes_mib
+                ),
+                "5 scrapes at RSS steady",
             ),
             (
                 "inventory listings",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds helm and kubeconform from the Go module proxy (no release binaries can be downloaded
+# Builds helm, kubeconform and promtool from the Go module proxy (no release binaries can be downloaded
 # here), pinned in versions.env. Each tool is cached outside the clone in
 # ~/.cache/tokenwarden/tools/<name>-<version>/bin (root overridable with TOKENWARDEN_CACHE);
 # a cached binary counts only when it reports the pinned version. The last line printed is a
@@ -13,7 +13,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib.sh
 . "$here/../lib.sh"
 tools="$cache_root/tools"
-all="$tools/bin-helm-$HELM_VERSION-kubeconform-$KUBECONFORM_VERSION"
+all="$tools/bin-helm-$HELM_VERSION-kubeconform-$KUBECONFORM_VERSION-promtool-$PROMETHEUS_VERSION"
 
 log() { echo "tools: $*" >&2; }
 
@@ -42,9 +42,13 @@ helm_bin=$(build helm "$HELM_VERSION" "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" \
 kubeconform_bin=$(build kubeconform "$KUBECONFORM_VERSION" \
   "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" \
   "-s -w -X main.version=$KUBECONFORM_VERSION" -v)
+promtool_bin=$(build promtool "$PROMETHEUS_VERSION" \
+  "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" \
+  "-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" --version)
 
 mkdir -p "$all"
 ln -sfn "$helm_bin/helm" "$all/helm"
 ln -sfn "$kubeconform_bin/kubeconform" "$all/kubeconform"
+ln -sfn "$promtool_bin/promtool" "$all/promtool"
 log "ready in $(($(date +%s) - started)) s"
 echo "$all"

@@ -42,7 +42,12 @@ pub struct HttpClient {
     /// One client per distinct `caBundle` (by its SHA-256): the system roots plus its own.
     with_roots: Arc<Mutex<HashMap<String, reqwest::Client>>>,
     in_flight: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    /// Told how long each call took, by operation (the metrics' issuer latency).
+    timed: Option<Timed>,
 }
+
+/// Receives each platform call's operation and round-trip time.
+pub type Timed = Arc<dyn Fn(&'static str, std::time::Duration) + Send + Sync>;
 
 impl HttpClient {
     pub fn new() -> Self {
@@ -58,6 +63,22 @@ impl HttpClient {
             http,
             with_roots: Arc::default(),
             in_flight: Arc::default(),
+            timed: None,
+        }
+    }
+
+    /// The same client, telling `timed` how long each call to a platform took.
+    pub fn timed(self, timed: Timed) -> Self {
+        HttpClient {
+            timed: Some(timed),
+            ..self
+        }
+    }
+
+    /// Reports one call's round trip (sent to answer read, or failed).
+    pub(super) fn took(&self, operation: &'static str, elapsed: std::time::Duration) {
+        if let Some(timed) = &self.timed {
+            timed(operation, elapsed);
         }
     }
 

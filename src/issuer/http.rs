@@ -208,6 +208,20 @@ impl<'a> HttpIssuer<'a> {
         operation: &'static str,
     ) -> Result<(u16, Vec<u8>, Option<DateTime<Utc>>), IssuerError> {
         let _slot = (self.client.slot(&self.base).await).ok_or(IssuerError::Busy { operation })?;
+        let started = std::time::Instant::now();
+        let answered = self.answer(method, path, bearer, operation).await;
+        self.client.took(operation, started.elapsed());
+        answered
+    }
+
+    /// The request and its answer, read.
+    async fn answer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &Token,
+        operation: &'static str,
+    ) -> Result<(u16, Vec<u8>, Option<DateTime<Utc>>), IssuerError> {
         let answer = self
             .http
             .request(method, format!("{}{path}", self.base))

@@ -441,3 +441,17 @@ pub async fn mutating_requests(client: &Client) -> u64 {
         ],
     )
 }
+
+/// A tool hack/tools/build.sh builds from the Go module proxy (helm, kubeconform, promtool),
+/// cached outside the clone after the first time.
+pub fn tool(name: &str) -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/tools/build.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run hack/tools/build.sh");
+    assert!(out.status.success(), "hack/tools/build.sh failed");
+    let dir = String::from_utf8(out.stdout).expect("a path");
+    PathBuf::from(dir.lines().last().expect("a bin dir").trim()).join(name)
+}
