@@ -71,7 +71,7 @@ bench-peers:
 # The Argo CD health check (docs/argocd-health.lua) under the Lua engine Argo CD embeds.
 .PHONY: gitops-check
 gitops-check:
-	cd hack/argocd && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=readonly go test ./...
+	cd hack/argocd && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=readonly go test -count=1 ./...
 
 # Installs the binary as the kubectl plugin `kubectl tokenwarden` (PLUGIN_DIR must be on PATH).
 PLUGIN_DIR ?= $(HOME)/.local/bin

@@ -1,4 +1,4 @@
-// Package argocd runs a resource health check the way Argo CD does (util/lua in
+// Package argocd runs resource health checks and actions the way Argo CD does (util/lua in
 // argoproj/argo-cd): a sandboxed gopher-lua state with only the package, base and table
 // libraries (custom checks run without the standard library unless useOpenLibs is set), a
 // one-second deadline, the object as the global `obj`, and the returned table read as
@@ -29,32 +29,11 @@ var validStatuses = map[string]bool{
 
 // Evaluate runs script against the Kubernetes object given as JSON.
 func Evaluate(script string, objectJSON []byte) (Health, error) {
-	obj, err := unstructured(objectJSON)
+	l, err := run(script, objectJSON, false)
 	if err != nil {
 		return Health{}, err
 	}
-	l := lua.NewState(lua.Options{SkipOpenLibs: true})
 	defer l.Close()
-	for _, lib := range []struct {
-		name string
-		open lua.LGFunction
-	}{
-		{lua.LoadLibName, lua.OpenPackage},
-		{lua.BaseLibName, lua.OpenBase},
-		{lua.TabLibName, lua.OpenTable},
-	} {
-		if err := l.CallByParam(lua.P{Fn: l.NewFunction(lib.open), NRet: 0, Protect: true},
-			lua.LString(lib.name)); err != nil {
-			return Health{}, err
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	l.SetContext(ctx)
-	l.SetGlobal("obj", decodeValue(l, obj))
-	if err := l.DoString(script); err != nil {
-		return Health{}, err
-	}
 	table, ok := l.Get(-1).(*lua.LTable)
 	if !ok {
 		return Health{}, fmt.Errorf("expect table output from Lua script, not %s", l.Get(-1).Type())
@@ -73,6 +52,70 @@ func Evaluate(script string, objectJSON []byte) (Health, error) {
 		return Health{Status: "Unknown", Message: "Lua returned an invalid health status"}, nil
 	}
 	return h, nil
+}
+
+// run loads the sandbox (with Argo CD's safe os module for actions: os.date and os.time
+// only), sets `obj` and runs script under a one-second deadline; the caller closes the state.
+func run(script string, objectJSON []byte, withOs bool) (*lua.LState, error) {
+	obj, err := unstructured(objectJSON)
+	if err != nil {
+		return nil, err
+	}
+	l := lua.NewState(lua.Options{SkipOpenLibs: true})
+	libs := []struct {
+		name string
+		open lua.LGFunction
+	}{
+		{lua.LoadLibName, lua.OpenPackage},
+		{lua.BaseLibName, lua.OpenBase},
+		{lua.TabLibName, lua.OpenTable},
+	}
+	if withOs {
+		libs = append(libs, struct {
+			name string
+			open lua.LGFunction
+		}{lua.OsLibName, openSafeOs})
+	}
+	for _, lib := range libs {
+		if err := l.CallByParam(lua.P{Fn: l.NewFunction(lib.open), NRet: 0, Protect: true},
+			lua.LString(lib.name)); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	if withOs {
+		// `local os = require("os")` finds the same safe table.
+		l.PreloadModule(lua.OsLibName, func(l *lua.LState) int {
+			l.Push(l.GetGlobal(lua.OsLibName))
+			return 1
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	l.SetContext(ctx)
+	l.SetGlobal("obj", decodeValue(l, obj))
+	if err := l.DoString(script); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// openSafeOs sets the global os to gopher-lua's own os.date and os.time and nothing else:
+// what Argo CD offers actions (no exit, no files, no environment).
+func openSafeOs(l *lua.LState) int {
+	lua.OpenOs(l)
+	full, ok := l.GetGlobal(lua.OsLibName).(*lua.LTable)
+	if !ok {
+		l.RaiseError("no os library")
+	}
+	safe := l.NewTable()
+	for _, name := range []string{"date", "time"} {
+		safe.RawSetString(name, full.RawGetString(name))
+	}
+	l.SetGlobal(lua.OsLibName, safe)
+	l.Push(safe)
+	return 1
 }
 
 // unstructured decodes JSON the way apimachinery's unstructured objects hold it: integers

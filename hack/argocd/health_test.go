@@ -207,11 +207,18 @@ func TestTheArgoCDConfigMapSnippetIsTheTestedScript(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	got := snippet(t, "resource.customizations.health.tokenwarden.dev_WorkspaceToken: |")
+	if got != strings.TrimRight(string(script), "\n") {
+		t.Errorf("the argocd-cm snippet in docs/gitops.md differs from docs/argocd-health.lua; paste the script again")
+	}
+}
+
+// snippet is the block docs/gitops.md indents under the line `key` (a YAML literal block).
+func snippet(t *testing.T, key string) string {
 	doc, err := os.ReadFile("../../docs/gitops.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	const key = "resource.customizations.health.tokenwarden.dev_WorkspaceToken: |"
 	lines := strings.Split(string(doc), "\n")
 	start := -1
 	for i, line := range lines {
@@ -224,7 +231,7 @@ func TestTheArgoCDConfigMapSnippetIsTheTestedScript(t *testing.T) {
 		t.Fatalf("docs/gitops.md has no %q entry", key)
 	}
 	indent := len(lines[start]) - len(strings.TrimLeft(lines[start], " "))
-	var snippet []string
+	var block []string
 	for _, line := range lines[start:] {
 		if strings.TrimSpace(line) != "" && !strings.HasPrefix(line, strings.Repeat(" ", indent)) {
 			break
@@ -232,13 +239,9 @@ func TestTheArgoCDConfigMapSnippetIsTheTestedScript(t *testing.T) {
 		if len(line) >= indent {
 			line = line[indent:]
 		}
-		snippet = append(snippet, line)
+		block = append(block, line)
 	}
-	got := strings.TrimRight(strings.Join(snippet, "\n"), "\n")
-	want := strings.TrimRight(string(script), "\n")
-	if got != want {
-		t.Errorf("the argocd-cm snippet in docs/gitops.md differs from docs/argocd-health.lua; paste the script again")
-	}
+	return strings.TrimRight(strings.Join(block, "\n"), "\n")
 }
 
 // Argo CD reads the returned table as JSON; a script error there is a health of Unknown.
