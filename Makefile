@@ -79,7 +79,8 @@ PLUGIN_DIR ?= $(HOME)/.local/bin
 install-plugin:
 	$(CARGO) build --release --bin tokenwarden
 	install -D -m 0755 target/release/tokenwarden $(PLUGIN_DIR)/kubectl-tokenwarden
-	@echo "installed $(PLUGIN_DIR)/kubectl-tokenwarden: try 'kubectl tokenwarden status -A'"
+	ln -sf kubectl-tokenwarden $(PLUGIN_DIR)/kubectl_complete-tokenwarden
+	@echo "installed $(PLUGIN_DIR)/kubectl-tokenwarden (and kubectl_complete-tokenwarden, for kubectl's completion): try 'kubectl tokenwarden status -A'"
 
 # The static binary the Dockerfile ships (no container engine here): built, checked static, run.
 static-check:

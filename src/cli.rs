@@ -1,21 +1,42 @@
-//! The command line: `run`, `crd`, `status`, `rotate`, `revoke`. Every error is one line and a
-//! non-zero exit; nothing here can print a token (status holds hashes and prefixes only).
+//! The command line: `run`, `crd`, `status`, `rotate`, `revoke`, `completion`, with kubectl's
+//! `--kubeconfig`, `--context`, `-n`, `-A`, `-l` and `-o`. Every error is one line and a
+//! non-zero exit (1: the command failed; 2: the command line is wrong); nothing here can print
+//! a token (status holds hashes and prefixes only).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{CustomResourceExt, ResourceExt};
 
 use crate::api::{VersionState, WorkspaceToken};
-use crate::cluster::{client_and_namespace, not_found};
+use crate::cluster::{Connection, client_and_namespace, not_found};
 use crate::contract::REVOKE_VERSION_ANNOTATION;
+
+/// Examples and exit codes, under `tokenwarden --help`.
+const AFTER_HELP: &str = "\
+Examples:
+  tokenwarden status -A                          every WorkspaceToken, every namespace
+  tokenwarden status agent -n team-a -o yaml     one token's versions, as YAML
+  tokenwarden rotate -l team=payments -A --reason \"offboarding\" --wait
+  tokenwarden revoke agent --version 3 -n team-a --context prod
+  source <(tokenwarden completion bash)          completion in this shell
+
+Also run by kubectl as `kubectl tokenwarden ...` (the binary on PATH as kubectl-tokenwarden).
+
+Exit codes:
+  0  done
+  1  the command failed: one line on stderr (not found, forbidden, unreachable, --wait timed out)
+  2  the command line is wrong: usage on stderr";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "tokenwarden",
     version,
-    about = "Mints, rotates and revokes workspace bearer tokens in Kubernetes"
+    about = "Mints, rotates and revokes workspace bearer tokens in Kubernetes",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub connection: Connection,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -62,8 +83,13 @@ pub enum Command {
     /// Print the WorkspaceToken CRD as YAML.
     Crd,
     /// Show WorkspaceTokens: versions, states, prefixes, times.
+    #[command(
+        after_help = "Examples:\n  tokenwarden status\n  tokenwarden status -A -l team=payments\n  \
+                            tokenwarden status agent -n team-a -o json"
+    )]
     Status {
         /// One WorkspaceToken; all in the namespace when omitted.
+        #[arg(conflicts_with = "selector")]
         name: Option<String>,
         /// Namespace (default: the kubeconfig context's).
         #[arg(short, long)]
@@ -71,6 +97,9 @@ pub enum Command {
         /// Every namespace.
         #[arg(short = 'A', long, conflicts_with = "namespace")]
         all_namespaces: bool,
+        /// Only WorkspaceTokens with these labels (`team=a`, `tier in (prod)`).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -78,6 +107,7 @@ pub enum Command {
     /// WorkspaceToken, or with -l every one a label selector picks, sharing one trace id.
     Rotate(crate::fleet::Request),
     /// Revoke one version now (rotating first when it is the current one).
+    #[command(after_help = "Example:\n  tokenwarden revoke agent --version 3 -n team-a")]
     Revoke {
         /// The WorkspaceToken.
         name: String,
@@ -88,19 +118,29 @@ pub enum Command {
         #[arg(short, long)]
         namespace: Option<String>,
     },
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  source <(tokenwarden completion bash)\n  \
+                            tokenwarden completion zsh > \"${fpath[1]}/_tokenwarden\"\n  \
+                            tokenwarden completion fish > ~/.config/fish/completions/tokenwarden.fish")]
+    Completion {
+        #[arg(value_enum)]
+        shell: crate::completion::Shell,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Output {
     Table,
     Json,
+    Yaml,
 }
 
 pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 pub async fn execute(cli: Cli) -> CliResult {
+    let connection = &cli.connection;
     match cli.command {
-        Command::Run(args) => Ok(crate::run::run(args).await?),
+        Command::Run(args) => Ok(crate::run::run(args, connection).await?),
         Command::Crd => {
             print!("{}", crd_yaml()?);
             Ok(())
@@ -109,15 +149,39 @@ pub async fn execute(cli: Cli) -> CliResult {
             name,
             namespace,
             all_namespaces,
+            selector,
             output,
-        } => status(name, namespace, all_namespaces, output).await,
-        Command::Rotate(request) => crate::fleet::rotate(request).await,
+        } => {
+            let (client, ns) = client_and_namespace(connection, namespace).await?;
+            let shown = Shown {
+                name,
+                all: all_namespaces,
+                selector,
+            };
+            status(client, &ns, shown, output).await
+        }
+        Command::Rotate(request) => crate::fleet::rotate(request, connection).await,
         Command::Revoke {
             name,
             version,
             namespace,
-        } => revoke(&name, version, namespace).await,
+        } => {
+            let (client, ns) = client_and_namespace(connection, namespace).await?;
+            revoke(client, &ns, &name, version).await
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            print!("{}", crate::completion::script(Cli::command(), shell));
+            Ok(())
+        }
     }
+}
+
+/// Which WorkspaceTokens `status` shows.
+struct Shown {
+    name: Option<String>,
+    all: bool,
+    selector: Option<String>,
 }
 
 /// The CRDs, each exactly as its file in `crds/` holds it, in this order.
@@ -141,51 +205,53 @@ pub(crate) fn crd_yaml() -> Result<String, serde_norway::Error> {
     Ok(crds()?.join("---\n"))
 }
 
-async fn status(
-    name: Option<String>,
-    namespace: Option<String>,
-    all: bool,
-    output: Output,
-) -> CliResult {
-    let (client, ns) = client_and_namespace(namespace).await?;
-    let api: Api<WorkspaceToken> = if all {
+async fn status(client: kube::Client, ns: &str, shown: Shown, output: Output) -> CliResult {
+    let api: Api<WorkspaceToken> = if shown.all {
         Api::all(client)
     } else {
-        Api::namespaced(client, &ns)
+        Api::namespaced(client, ns)
     };
-    let items = match &name {
-        Some(name) => vec![api.get(name).await.map_err(not_found(name, &ns))?],
+    let items = match &shown.name {
+        Some(name) => vec![api.get(name).await.map_err(not_found(name, ns))?],
         None => {
-            api.list(&ListParams::default())
-                .await
+            let mut params = ListParams::default();
+            if let Some(selector) = &shown.selector {
+                params = params.labels(selector);
+            }
+            (api.list(&params).await)
                 .map_err(|e| format!("list WorkspaceTokens: {e}"))?
                 .items
         }
     };
+    let shown_one = shown.name.is_some();
     match output {
-        Output::Json => {
-            let shown: Vec<_> = items
-                .iter()
-                .map(|w| {
-                    serde_json::json!({
-                        "namespace": w.namespace(),
-                        "name": w.name_any(),
-                        "workspaceId": w.spec.workspace_id,
-                        "status": w.status,
-                    })
-                })
-                .collect();
-            let shown = if name.is_some() {
-                shown.into_iter().next().unwrap_or_default()
-            } else {
-                serde_json::Value::Array(shown)
-            };
-            println!("{}", serde_json::to_string_pretty(&shown)?);
-        }
-        Output::Table if name.is_some() => print!("{}", version_table(&items[0])),
-        Output::Table => print!("{}", token_table(&items, all)),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&as_data(&items, shown_one))?
+        ),
+        Output::Yaml => print!("{}", serde_norway::to_string(&as_data(&items, shown_one))?),
+        Output::Table if shown_one => print!("{}", version_table(&items[0])),
+        Output::Table => print!("{}", token_table(&items, shown.all)),
     }
     Ok(())
+}
+
+/// What `-o json` and `-o yaml` print: each token's identity and status (hashes and prefixes
+/// only); one object for a named token, else a list.
+fn as_data(items: &[WorkspaceToken], one: bool) -> serde_json::Value {
+    let shown = items.iter().map(|w| {
+        serde_json::json!({
+            "namespace": w.namespace(),
+            "name": w.name_any(),
+            "workspaceId": w.spec.workspace_id,
+            "status": w.status,
+        })
+    });
+    if one {
+        shown.into_iter().next().unwrap_or_default()
+    } else {
+        serde_json::Value::Array(shown.collect())
+    }
 }
 
 /// One row per WorkspaceToken.
@@ -356,10 +422,9 @@ async fn annotate(
     Ok(())
 }
 
-async fn revoke(name: &str, version: u32, namespace: Option<String>) -> CliResult {
-    let (client, ns) = client_and_namespace(namespace).await?;
-    let api: Api<WorkspaceToken> = Api::namespaced(client, &ns);
-    let wst = api.get(name).await.map_err(not_found(name, &ns))?;
+async fn revoke(client: kube::Client, ns: &str, name: &str, version: u32) -> CliResult {
+    let api: Api<WorkspaceToken> = Api::namespaced(client, ns);
+    let wst = api.get(name).await.map_err(not_found(name, ns))?;
     let state = wst
         .status
         .as_ref()
@@ -390,7 +455,9 @@ mod plugin_name_tests {
     #[test]
     fn installed_as_kubectl_tokenwarden_usage_says_kubectl_tokenwarden() {
         let argv0 = "/home/u/.local/bin/kubectl-tokenwarden";
-        assert!(help(&[argv0, "--help"]).contains("Usage: kubectl tokenwarden <COMMAND>"));
+        assert!(
+            help(&[argv0, "--help"]).contains("Usage: kubectl tokenwarden [OPTIONS] <COMMAND>")
+        );
         assert!(
             help(&[argv0, "rotate", "--help"])
                 .contains("Usage: kubectl tokenwarden rotate [OPTIONS] [NAME]")

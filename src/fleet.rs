@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
 use crate::api::{VersionState, WorkspaceToken};
-use crate::cluster::{client_and_namespace, not_found};
+use crate::cluster::{Connection, client_and_namespace, not_found};
 use crate::contract::{REVOKE_VERSION_ANNOTATION, ROTATE_ANNOTATION, ROTATE_REASON_ANNOTATION};
 
 /// What `tokenwarden rotate` was asked.
@@ -59,8 +59,11 @@ struct Asked {
     from: Option<u32>,
 }
 
-pub async fn rotate(request: Request) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (client, ns) = client_and_namespace(request.namespace.clone()).await?;
+pub async fn rotate(
+    request: Request,
+    connection: &Connection,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (client, ns) = client_and_namespace(connection, request.namespace.clone()).await?;
     let targets = select(&client, &ns, &request).await?;
     let trace_id = crate::apply::new_trace_id();
     if request.selector.is_some() {

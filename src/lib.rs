@@ -5,6 +5,7 @@ pub mod api;
 mod apply;
 pub mod cli;
 mod cluster;
+pub mod completion;
 pub mod consumers;
 mod contract;
 mod controller;

@@ -21,7 +21,10 @@ fn jemalloc_stats() -> Option<tokenwarden::heap::HeapStats> {
 fn main() -> ExitCode {
     #[cfg(all(target_os = "linux", not(target_env = "msvc")))]
     tokenwarden::heap::install(jemalloc_stats);
-    let cli = tokenwarden::cli::Cli::parse_args();
+    let asked_by_kubectl = tokenwarden::completion::asked_by_kubectl();
+    let cli = asked_by_kubectl
+        .is_none()
+        .then(tokenwarden::cli::Cli::parse_args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -31,6 +34,14 @@ fn main() -> ExitCode {
             eprintln!("error: start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    // Run as kubectl_complete-tokenwarden: kubectl asks for completions of its plugin.
+    let Some(cli) = cli else {
+        let words = asked_by_kubectl.unwrap_or_default();
+        let cli = <tokenwarden::cli::Cli as clap::CommandFactory>::command();
+        let answer = tokenwarden::completion::for_kubectl(cli, &words);
+        print!("{}", runtime.block_on(answer));
+        return ExitCode::SUCCESS;
     };
     match runtime.block_on(tokenwarden::cli::execute(cli)) {
         Ok(()) => ExitCode::SUCCESS,

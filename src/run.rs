@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use kube::Client;
 use tokio::sync::watch;
 
 use crate::controller::{self, Settings};
@@ -63,11 +62,9 @@ fn operator_namespace(args: &RunArgs) -> String {
 }
 
 /// Runs until SIGTERM or Ctrl-C; an error says in one line what could not start.
-pub async fn run(args: RunArgs) -> Result<(), String> {
+pub async fn run(args: RunArgs, connection: &crate::cluster::Connection) -> Result<(), String> {
     logging::init_logging(args.log_format);
-    let client = Client::try_default()
-        .await
-        .map_err(|e| format!("connect to Kubernetes: {e}"))?;
+    let client = connection.client().await?;
     let metrics = Metrics::new();
     let health = Health::default();
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)

@@ -57,6 +57,7 @@ impl Plugin {
 
 struct Run {
     ok: bool,
+    code: Option<i32>,
     stdout: String,
     stderr: String,
 }
@@ -66,6 +67,7 @@ fn run(plugin: &Plugin, cp: &ControlPlane, args: &[&str]) -> Run {
     let output = plugin.kubectl(cp).args(args).output().expect("run kubectl");
     let run = Run {
         ok: output.status.success(),
+        code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     };
@@ -142,7 +144,7 @@ async fn help_and_usage_say_kubectl_tokenwarden() {
     let plugin = Plugin::install();
     let help = succeeds(&plugin, cp, &["tokenwarden", "--help"]);
     assert!(
-        help.contains("Usage: kubectl tokenwarden <COMMAND>"),
+        help.contains("Usage: kubectl tokenwarden [OPTIONS] <COMMAND>"),
         "{help}"
     );
     for command in ["status", "rotate", "revoke"] {
@@ -154,7 +156,7 @@ async fn help_and_usage_say_kubectl_tokenwarden() {
         );
     }
     let misuse = run(&plugin, cp, &["tokenwarden", "rotate"]);
-    assert!(!misuse.ok);
+    assert_eq!(misuse.code, Some(2), "a wrong command line exits 2");
     assert!(
         misuse.stderr.contains("Usage: kubectl tokenwarden rotate"),
         "{}",
@@ -174,7 +176,7 @@ async fn an_unknown_workspace_token_is_one_clear_error_line_and_a_non_zero_exit(
         vec!["tokenwarden", "revoke", "nope", "--version", "1", "-n", &ns],
     ] {
         let run = run(&plugin, cp, &args);
-        assert!(!run.ok, "{args:?} succeeded");
+        assert_eq!(run.code, Some(1), "{args:?}: a failed command exits 1");
         assert_eq!(
             run.stderr.trim_end(),
             format!("error: WorkspaceToken {ns}/nope not found"),
@@ -318,4 +320,153 @@ async fn kubectl_tokenwarden_shows_rotates_and_revokes_without_ever_printing_a_t
         .expect("plugin output");
     assert_no_token(&printed, &tokens);
     dump(&client, &ns, Some(operator)).await;
+}
+
+/// `kubeconfig` with its one context renamed `here` (namespace `ns`) and a second one,
+/// `elsewhere` (namespace `nowhere`), current: only `--context here` finds `ns`'s tokens.
+fn two_contexts(kubeconfig: &Path, ns: &str) -> tempfile::NamedTempFile {
+    let text = std::fs::read_to_string(kubeconfig).expect("admin kubeconfig");
+    let mut config: serde_json::Value = serde_norway::from_str(&text).expect("kubeconfig YAML");
+    let context = config["contexts"][0]["context"].clone();
+    let with = |name: &str, namespace: &str| {
+        let mut context = context.clone();
+        context["namespace"] = json!(namespace);
+        json!({ "name": name, "context": context })
+    };
+    config["contexts"] = json!([with("here", ns), with("elsewhere", "nowhere")]);
+    config["current-context"] = json!("elsewhere");
+    let mut file = tempfile::NamedTempFile::new().expect("kubeconfig file");
+    file.write_all(serde_json::to_string(&config).unwrap().as_bytes())
+        .expect("write kubeconfig");
+    file
+}
+
+#[tokio::test]
+async fn kubectls_flags_after_the_plugin_name_pick_the_cluster_the_tokens_and_the_format() {
+    let cp = control_plane().await;
+    shared_operator().await;
+    let client = cp.admin_client().await;
+    let ns = tokenwarden_testenv::namespace(&client, "plugin-flags").await;
+    let api: Api<WorkspaceToken> = Api::namespaced(client.clone(), &ns);
+    let labelled = json!({ "workspaceId": "ws-a" });
+    create(&api, "alpha", labelled).await;
+    create(&api, "beta", json!({ "workspaceId": "ws-b" })).await;
+    let patch = json!({ "metadata": { "labels": { "team": "payments" } } });
+    api.patch(
+        "alpha",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .expect("label alpha");
+    wait_version(&api, "alpha", 1, WAIT).await;
+    let plugin = Plugin::install();
+    let kubeconfig = two_contexts(cp.admin_kubeconfig(), &ns);
+    let file = kubeconfig.path().to_str().unwrap();
+    // kubectl hands a plugin only what follows its name; KUBECONFIG points nowhere useful.
+    let with_flags = |args: &[&str]| {
+        let mut kubectl = plugin.kubectl(cp);
+        kubectl.env("KUBECONFIG", "/nonexistent/kubeconfig");
+        let output = kubectl.args(args).output().expect("run kubectl");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "kubectl {args:?}: {stderr}");
+        stdout
+    };
+    let here = with_flags(&[
+        "tokenwarden",
+        "status",
+        "--kubeconfig",
+        file,
+        "--context",
+        "here",
+    ]);
+    row(&here, "alpha");
+    row(&here, "beta");
+    let elsewhere = with_flags(&["tokenwarden", "status", "--kubeconfig", file]);
+    assert!(
+        !elsewhere.contains("alpha"),
+        "the current context's namespace:\n{elsewhere}"
+    );
+
+    let picked = with_flags(&[
+        "tokenwarden",
+        "status",
+        "-A",
+        "-l",
+        "team=payments",
+        "-o",
+        "yaml",
+        "--kubeconfig",
+        file,
+    ]);
+    let picked: Vec<serde_json::Value> = serde_norway::from_str(&picked).expect("-o yaml is YAML");
+    let names: Vec<&str> = (picked.iter()).filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(names, ["alpha"], "-l picks the labelled token only");
+    assert_eq!(picked[0]["namespace"], ns.as_str());
+    assert_eq!(picked[0]["status"]["currentVersion"], 1);
+
+    // kubectl completes its plugin by running kubectl_complete-tokenwarden from PATH.
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_tokenwarden"),
+        plugin.dir.path().join("kubectl_complete-tokenwarden"),
+    )
+    .expect("symlink kubectl_complete-tokenwarden");
+    let completed = |args: &[&str]| {
+        let mut words = vec!["__complete", "tokenwarden"];
+        words.extend(args);
+        with_flags(&words)
+    };
+    let commands = completed(&["st"]);
+    assert!(
+        commands.lines().any(|l| l.starts_with("status\t")),
+        "{commands}"
+    );
+    let names = completed(&["status", "--kubeconfig", file, "--context", "here", ""]);
+    for name in ["alpha", "beta"] {
+        assert!(
+            names.lines().any(|l| l == name),
+            "{name} missing from:\n{names}"
+        );
+    }
+    assert!(names.contains(":4"), "no file names among them:\n{names}");
+    let outputs = completed(&["status", "-o", ""]);
+    for format in ["table", "json", "yaml"] {
+        assert!(outputs.lines().any(|l| l.starts_with(format)), "{outputs}");
+    }
+    let contexts = completed(&["rotate", "--kubeconfig", file, "--context", ""]);
+    assert!(contexts.lines().any(|l| l == "here"), "{contexts}");
+    dump(&client, &ns, Some(shared_operator().await)).await;
+}
+
+#[tokio::test]
+async fn the_completion_scripts_load_in_their_shells() {
+    let cp = control_plane().await;
+    let plugin = Plugin::install();
+    let script = succeeds(&plugin, cp, &["tokenwarden", "completion", "bash"]);
+    let loaded = Command::new("bash")
+        .args(["-c", "source /dev/stdin; complete -p tokenwarden"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut bash| {
+            bash.stdin.take().unwrap().write_all(script.as_bytes())?;
+            bash.wait_with_output()
+        })
+        .expect("run bash");
+    let said = String::from_utf8_lossy(&loaded.stdout);
+    assert!(
+        said.contains("_tokenwarden") && said.contains("tokenwarden"),
+        "{said}"
+    );
+    for shell in ["zsh", "fish"] {
+        let script = succeeds(&plugin, cp, &["tokenwarden", "completion", shell]);
+        assert!(script.contains("tokenwarden"), "{shell}: {script}");
+    }
+    let wrong = run(&plugin, cp, &["tokenwarden", "completion", "powershell"]);
+    assert_eq!(
+        wrong.code,
+        Some(2),
+        "an unknown shell is a wrong command line"
+    );
 }
