@@ -95,6 +95,17 @@ impl Operator {
         env: &[(&str, &str)],
     ) -> Operator {
         let _ = cp;
+        let binary = Path::new(env!("CARGO_BIN_EXE_tokenwarden"));
+        Self::start_binary(binary, kubeconfig, args, env)
+    }
+
+    /// Another build of tokenwarden (the previous release, for the upgrade test).
+    pub fn start_binary(
+        binary: &Path,
+        kubeconfig: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -104,7 +115,7 @@ impl Operator {
         let dir = artifacts_dir();
         let stdout = dir.join(format!("operator-{seq}.stdout.log"));
         let stderr = dir.join(format!("operator-{seq}.stderr.log"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tokenwarden"));
+        let mut command = Command::new(binary);
         command
             .arg("run")
             .args(["--metrics-addr", &metrics_addr, "--log-format", "json"])
