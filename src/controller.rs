@@ -283,10 +283,11 @@ async fn count_ready_tokens(store: Store<CachedToken>, ctx: Arc<Context>) {
 #[tracing::instrument(skip_all, fields(namespace = cached.namespace().unwrap_or_default(), name = cached.name_any()))]
 async fn reconcile(cached: Arc<CachedToken>, ctx: Arc<Context>) -> Result<Action, Infallible> {
     let wst = Arc::new(cached.unpack());
+    // Read before the hold looks: a rewind after it is one this pass notices.
+    let era = crate::relist::rewinds();
     if let Some(wait) = ctx.hold(&wst) {
         return Ok(Action::requeue(wait));
     }
-    let era = crate::relist::rewinds();
     let timer = ctx.io.metrics.reconcile_started();
     let cached = ctx
         .io
@@ -358,12 +359,8 @@ async fn reconcile(cached: Arc<CachedToken>, ctx: Arc<Context>) -> Result<Action
     };
     ctx.rollouts
         .wait_on(&ObjectRef::from_obj(&*wst), &ns, waits);
-    // The cluster went back in time while this pass observed it: what it planned is for a
-    // world that is gone. The next pass plans again once every watch has listed it.
-    if crate::relist::rewinds() != era {
-        return Ok(Action::requeue(Duration::from_millis(500)));
-    }
-    let (journal, wrote) = apply::run(&ctx.io, &wst, issuer.as_ref(), &plan, &view, now).await;
+    // A rewind of the cluster since `era` stops the plan before its next step (StaleView).
+    let (journal, wrote) = apply::run(&ctx.io, &wst, issuer.as_ref(), &plan, &view, now, era).await;
     // The verification's listing is the group's inventory at this rotation, when the version
     // was minted by the issuer the token resolves to now (after a change of issuer it is
     // another platform's).

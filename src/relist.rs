@@ -34,6 +34,9 @@ use tokio::sync::watch;
 /// watches saw.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How long a hold after a rewind lasts before the watches it waits for are named in the log.
+const HOLD_REPORTED_AFTER: Duration = Duration::from_secs(30);
+
 /// The rewinds of this process's one cluster.
 static CLUSTER: LazyLock<Rewinds> = LazyLock::new(Rewinds::default);
 
@@ -50,9 +53,9 @@ struct Rewinds {
 
 /// One watch's progress: 1 + the rewind count when the list it last completed was started;
 /// 0 while it never completed one (a watch that cannot list, missing a CRD or a permission,
-/// holds nothing back: its cache was never trusted).
-#[derive(Default)]
-struct Listed(AtomicU64);
+/// holds nothing back: its cache was never trusted). With the kind it watches, to say which
+/// watches a hold waits for.
+struct Listed(AtomicU64, &'static str);
 
 impl Default for Rewinds {
     fn default() -> Self {
@@ -121,7 +124,7 @@ impl Rewinds {
     {
         let rewinds = self.count.subscribe();
         let started_at = *rewinds.borrow();
-        let listed = Arc::new(Listed::default());
+        let listed = Arc::new(Listed(AtomicU64::new(0), kind::<K>()));
         (self.watches.lock().expect("watches")).push(Arc::downgrade(&listed));
         let first = Watch {
             inner: start(false),
@@ -177,13 +180,19 @@ impl Rewinds {
     }
 
     fn caught_up(&self) -> bool {
+        self.behind().is_empty()
+    }
+
+    /// The kinds of the watches that listed before the last rewind and not since.
+    fn behind(&self) -> Vec<&'static str> {
         let count = *self.count.borrow();
         let mut watches = self.watches.lock().expect("watches");
         watches.retain(|w| w.strong_count() > 0);
-        watches.iter().filter_map(Weak::upgrade).all(|w| {
+        let behind = watches.iter().filter_map(Weak::upgrade).filter(|w| {
             let listed = w.0.load(Ordering::Relaxed);
-            listed == 0 || listed > count
-        })
+            listed != 0 && listed <= count
+        });
+        behind.map(|w| w.1).collect()
     }
 
     /// Keeps the highest resourceVersion a watch delivered.
@@ -228,7 +237,22 @@ fn kind<K>() -> &'static str {
 /// Kubernetes API server serves (KEP-5504 makes that comparison part of the API).
 pub async fn watch_for_time_travel(api: Api<crate::api::WorkspaceToken>) {
     let cluster = &*CLUSTER;
+    let mut held_since: Option<std::time::Instant> = None;
     loop {
+        // A watch that cannot list again (its permission or CRD gone with the restore) holds
+        // every pass: say which, every 30 s.
+        let behind = cluster.behind();
+        let held = held_since.get_or_insert_with(std::time::Instant::now);
+        if behind.is_empty() {
+            held_since = None;
+        } else if held.elapsed() >= HOLD_REPORTED_AFTER {
+            tracing::warn!(
+                watches = ?behind,
+                seconds = held.elapsed().as_secs(),
+                "no pass runs until these watches have listed the restored cluster again"
+            );
+            held_since = Some(std::time::Instant::now());
+        }
         // What the watches had seen before the read: the read is served at the cluster's
         // revision then or later, so only a cluster gone back in time answers less. (A
         // watch event arriving while the read is under way may be newer than its answer.)
@@ -345,6 +369,11 @@ mod tests {
         assert!(
             !cluster.caught_up(),
             "held from the rewind on, before any watch restarts"
+        );
+        assert_eq!(
+            cluster.behind(),
+            ["ConfigMap", "ConfigMap"],
+            "the two that had listed"
         );
         assert!(matches!(read(&mut tokens), Some(Ok(Event::Init))));
         assert!(matches!(read(&mut tokens), Some(Ok(Event::InitApply(_)))));

@@ -27,10 +27,11 @@ pub struct TokenFacts {
     pub workspace_id: String,
     /// The current version, if one was issued.
     pub version: Option<u32>,
-    /// `local`, or the issuer's kind and name (`TokenIssuer/platform`).
+    /// `local`, or the issuer: `TokenIssuer/NAMESPACE/NAME`, `ClusterTokenIssuer/NAME`.
     pub issuer: String,
     pub ready: bool,
-    pub degraded: bool,
+    /// The Degraded condition's reason while it is True (`IssuerTimeout`, ...).
+    pub degraded: Option<String>,
     /// Unix seconds; none while suspended (nothing is scheduled) or before the first issue.
     pub next_rotation: Option<i64>,
     pub last_rotation: Option<i64>,
@@ -65,26 +66,30 @@ pub fn facts(wst: &WorkspaceToken) -> TokenFacts {
     let condition = |type_: &str| {
         (status.iter())
             .flat_map(|s| &s.conditions)
-            .any(|c| c.type_ == type_ && c.status == "True")
+            .find(|c| c.type_ == type_ && c.status == "True")
     };
     let versions = || status.iter().flat_map(|s| &s.versions);
     let retiring = || versions().filter(|v| v.state == VersionState::Retiring);
     let seconds = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
         t.map(|t| t.0.as_second())
     };
+    let namespace = wst.namespace().unwrap_or_default();
     let issuer = match &wst.spec.issuer_ref {
         None => "local".to_string(),
+        Some(r) if r.kind == IssuerKind::TokenIssuer => {
+            format!("TokenIssuer/{namespace}/{}", r.name)
+        }
         Some(r) => format!("{}/{}", r.kind.as_str(), r.name),
     };
     let suspended = wst.spec.suspend;
     TokenFacts {
-        namespace: wst.namespace().unwrap_or_default(),
+        namespace,
         name: wst.name_any(),
         workspace_id: wst.spec.workspace_id.clone(),
         version: status.and_then(|s| s.current_version),
         issuer,
-        ready: condition(READY),
-        degraded: condition(DEGRADED),
+        ready: condition(READY).is_some(),
+        degraded: condition(DEGRADED).map(|c| c.reason.clone()),
         next_rotation: (!suspended)
             .then(|| seconds(status.and_then(|s| s.next_rotation_time.as_ref())))
             .flatten(),
@@ -174,8 +179,17 @@ impl Collector for PerToken {
         let help = "1 while the WorkspaceToken is Ready";
         let ready = per_token(|t| Some(i64::from(t.ready)));
         gauges(&mut encoder, "token_ready", help, None, ready)?;
-        let help = "1 while the WorkspaceToken is Degraded (it serves its token, a step fails)";
-        let degraded = per_token(|t| Some(i64::from(t.degraded)));
+        let help = "1 while the WorkspaceToken is Degraded (it serves its token, a step fails), \
+                    with the condition's reason (Issuer*: the platform's calls fail)";
+        let degraded = tokens.iter().map(|t| {
+            let reason = t.degraded.as_deref().unwrap_or_default();
+            let labels = [
+                ("namespace", &*t.namespace),
+                ("name", &*t.name),
+                ("reason", reason),
+            ];
+            (labels, i64::from(t.degraded.is_some()))
+        });
         gauges(&mut encoder, "token_degraded", help, None, degraded)?;
         let seconds = Some(&Unit::Seconds);
         let help = "When the next scheduled rotation is due (Unix time; none while suspended)";
@@ -292,9 +306,9 @@ mod tests {
                 name: "agent".into(),
                 workspace_id: "ws-1".into(),
                 version: Some(3),
-                issuer: "TokenIssuer/platform".into(),
+                issuer: "TokenIssuer/team-a/platform".into(),
                 ready: true,
-                degraded: false,
+                degraded: None,
                 next_rotation: Some(1_798_675_200),
                 last_rotation: Some(1_796_083_200),
                 retiring: 1,
@@ -335,9 +349,9 @@ mod tests {
         let page = metrics.render();
         let of = r#"{namespace="team-a",name="agent"}"#;
         for line in [
-            r#"tokenwarden_token_info{namespace="team-a",name="agent",workspace_id="ws-1",version="3",issuer="TokenIssuer/platform"} 1"#.to_string(),
+            r#"tokenwarden_token_info{namespace="team-a",name="agent",workspace_id="ws-1",version="3",issuer="TokenIssuer/team-a/platform"} 1"#.to_string(),
             format!("tokenwarden_token_ready{of} 1"),
-            format!("tokenwarden_token_degraded{of} 0"),
+            r#"tokenwarden_token_degraded{namespace="team-a",name="agent",reason=""} 0"#.into(),
             format!("tokenwarden_token_next_rotation_timestamp_seconds{of} 1798675200"),
             format!("tokenwarden_token_last_rotation_timestamp_seconds{of} 1796083200"),
             format!("tokenwarden_token_retiring_versions{of} 1"),

@@ -1167,8 +1167,12 @@ fn the_alerts_and_the_dashboard_ship_as_the_files_promtool_tests() {
             "prometheusRule.labels.release=kube-prometheus",
             "grafanaDashboard.enabled=true",
             "grafanaDashboard.namespace=monitoring",
+            "serviceMonitor.enabled=true",
         ],
     );
+    // The per-token series keep their own `namespace` (the alerts join and name tokens by it).
+    let monitor = find(&objects, "ServiceMonitor")[0];
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
     let files = format!("{CHART}/files");
     let rules: Value =
         serde_norway::from_str(&std::fs::read_to_string(format!("{files}/alerts.yaml")).unwrap())

@@ -76,7 +76,7 @@ async fn per_token_series_follow_each_token_through_a_rotation_and_go_with_it() 
             r#"tokenwarden_token_info{{namespace="{ns}",name="{name}",workspace_id="{ws}",version="{version}",issuer="{issuer}"}}"#
         )
     };
-    let issuer = format!("TokenIssuer/{ISSUER}");
+    let issuer = format!("TokenIssuer/{ns}/{ISSUER}");
     serves(&info("t", "ws-m", 1, &issuer), |v| v == 1.0).await;
     serves(&info("local", "ws-local", 1, "local"), |v| v == 1.0).await;
     let page = serves(&format!("tokenwarden_token_ready{}", of("t")), |v| v == 1.0).await;
@@ -97,10 +97,8 @@ async fn per_token_series_follow_each_token_through_a_rotation_and_go_with_it() 
         ),
     );
     assert_eq!(last, Some(epoch(status.last_rotation_time.as_ref())));
-    assert_eq!(
-        value(&page, &format!("tokenwarden_token_degraded{}", of("t"))),
-        Some(0.0)
-    );
+    let degraded = format!(r#"tokenwarden_token_degraded{{namespace="{ns}",name="t",reason=""}}"#);
+    assert_eq!(value(&page, &degraded), Some(0.0));
     let ready_issuer = format!(
         r#"tokenwarden_issuer_ready{{kind="TokenIssuer",namespace="{ns}",name="{ISSUER}"}}"#
     );

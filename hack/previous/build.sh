@@ -15,8 +15,13 @@ repo=$(cd "$here/../.." && pwd)
 log() { echo "previous: $*" >&2; }
 
 commit=$(git -C "$repo" rev-parse --verify --quiet "$PREVIOUS_COMMIT^{commit}") || {
-  log "commit $PREVIOUS_COMMIT is not in this clone's history (a shallow clone?): fetch it with git fetch --unshallow"
-  exit 1
+  # A shallow clone lacks it: fetch that one commit from where the clone came from.
+  log "fetching $PREVIOUS_COMMIT (not in this clone's history)"
+  git -C "$repo" fetch --quiet --depth 1 origin "$PREVIOUS_COMMIT" >&2 || true
+  commit=$(git -C "$repo" rev-parse --verify --quiet "$PREVIOUS_COMMIT^{commit}") || {
+    log "commit $PREVIOUS_COMMIT is not in this clone's history and could not be fetched: git fetch --unshallow"
+    exit 1
+  }
 }
 out="$cache_root/previous/$commit"
 if [ -x "$out/tokenwarden" ] && [ -f "$out/crds/workspacetokens.tokenwarden.dev.yaml" ]; then
@@ -29,9 +34,12 @@ trap 'rm -rf "$work"' EXIT
 log "building tokenwarden at $commit"
 git -C "$repo" archive "$commit" | tar -x -C "$work"
 CARGO_TARGET_DIR="$work/target" cargo build --locked --quiet --manifest-path "$work/Cargo.toml" --bin tokenwarden >&2
-rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-cp "$work/target/debug/tokenwarden" "$out.tmp/tokenwarden"
-cp -r "$work/crds" "$out.tmp/crds"
-rm -rf "$out" && mv "$out.tmp" "$out"
+# Assembled beside the cache entry and moved into place whole: a concurrent run sees either
+# nothing or a complete directory.
+mkdir -p "$(dirname "$out")"
+staged=$(mktemp -d "$out.XXXXXX")
+cp "$work/target/debug/tokenwarden" "$staged/tokenwarden"
+cp -r "$work/crds" "$staged/crds"
+rm -rf "$out" && mv "$staged" "$out"
 log "ready in $(($(date +%s) - started)) s"
 echo "$out"

@@ -74,6 +74,9 @@ pub(crate) struct Applier<'a> {
     /// The versioned Secrets this pass created, with the token each holds: `S` is written
     /// from here rather than read back with a GET.
     written: std::collections::HashMap<String, Token>,
+    /// How many times the cluster had gone back in time when the pass observed it
+    /// (`relist::rewinds`): another count stops the plan before its next step.
+    era: u64,
 }
 
 /// Publishes the plan's Warnings, then runs its steps until one fails. Returns what the pass
@@ -86,8 +89,10 @@ pub async fn run(
     plan: &Plan,
     view: &SecretsView,
     now: DateTime<Utc>,
+    era: u64,
 ) -> (Journal, Wrote) {
     let mut applier = Applier::new(io, wst, issuer, plan, view, now);
+    applier.era = era;
     for warning in &plan.warnings {
         let message = warning.message.clone();
         applier.event(EventType::Warning, warning.reason, "Reconcile", message);
@@ -316,6 +321,7 @@ impl<'a> Applier<'a> {
             unlabelled_mounted: None,
             tokens_in_play: std::sync::Mutex::new(view.token_hashes()),
             written: std::collections::HashMap::new(),
+            era: crate::relist::rewinds(),
         }
     }
 }
@@ -324,6 +330,13 @@ impl Applier<'_> {
     async fn all_steps(&mut self) -> Result<()> {
         self.check_mounted_name_free().await?;
         for step in &self.plan.steps {
+            // The cluster went back in time since the pass observed it: the rest of the plan
+            // is for a world that is gone (a revocation has no precondition to fail on).
+            if crate::relist::rewinds() != self.era {
+                return Err(Error::StaleView {
+                    operation: "apply the plan",
+                });
+            }
             self.step(step).await?;
         }
         Ok(())

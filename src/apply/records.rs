@@ -348,3 +348,38 @@ impl Applier<'_> {
         json!({ "metadata": { "labels": labels, "annotations": annotations } })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(value: &str) -> WorkspaceToken {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken",
+            "metadata": { "name": "t", "namespace": "a",
+                          "annotations": { "tokenwarden.dev/rotate": value } },
+            "spec": { "workspaceId": "ws" },
+            "status": { "lastRotateRequest": "an-earlier-one" },
+        }))
+        .expect("a WorkspaceToken")
+    }
+
+    #[test]
+    fn a_rotate_value_that_is_a_trace_id_is_the_rotations_trace() {
+        // `tokenwarden rotate` writes a random one; the Argo CD rotate action zeros and the
+        // UTC time (docs/argocd-rotate-action.lua).
+        for value in [
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "00000000000000000020261203075600",
+        ] {
+            assert_eq!(requested_trace_id(&asked(value)).as_deref(), Some(value));
+        }
+        for not_one in [
+            "argocd-2026-12-03T07:56:00Z",
+            "0".repeat(32).as_str(),
+            "ABCDEF",
+        ] {
+            assert_eq!(requested_trace_id(&asked(not_one)), None, "{not_one}");
+        }
+    }
+}
