@@ -169,7 +169,9 @@ fn names_in(text: &str) -> BTreeSet<String> {
 #[tokio::test]
 async fn every_series_the_alerts_and_the_dashboard_read_is_served() {
     let (client, ns, api, platform) = with_a_platform("metrics-names", "ws-n").await;
-    create(&api, "t", platform.spec("ws-n", json!({}))).await;
+    // Scheduled, so that it has a next rotation (this test may run before the others).
+    let every = json!({ "rotation": { "every": "720h" } });
+    create(&api, "t", platform.spec("ws-n", every)).await;
     wait_version(&api, "t", 1, WAIT).await;
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/tokenwarden/files");
     let read = |file: &str| std::fs::read_to_string(format!("{chart}/{file}")).expect(file);
