@@ -16,6 +16,15 @@ pub const REPORTING_CONTROLLER: &str = "tokenwarden.dev/controller";
 pub const READY: &str = "Ready";
 pub const DEGRADED: &str = "Degraded";
 
+/// The condition of `type_` among `conditions` when its status is True (a condition other
+/// than True, or none, says nothing).
+pub fn true_condition<'c>(
+    conditions: &'c [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> Option<&'c k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    (conditions.iter()).find(|c| c.type_ == type_ && c.status == "True")
+}
+
 // Annotations users set on a WorkspaceToken.
 /// A new value of this annotation asks for a rotation now (like `cmctl renew`).
 pub const ROTATE_ANNOTATION: &str = "tokenwarden.dev/rotate";

@@ -9,7 +9,7 @@ use kube::api::{Api, Patch, PatchParams};
 use crate::api::{
     VersionState, VersionStatus, WorkspaceToken, WorkspaceTokenStatus, versioned_secret_name,
 };
-use crate::contract::{API_VERSION, DEGRADED, FIELD_MANAGER, READY};
+use crate::contract::{API_VERSION, DEGRADED, FIELD_MANAGER, READY, true_condition};
 use crate::journal::Journal;
 use crate::plan::{Plan, Readiness, RevokeReason, Step, VersionRecord};
 use crate::{Error, Result};
@@ -87,10 +87,7 @@ fn readiness(
     in_force: bool,
     previous: &WorkspaceTokenStatus,
 ) -> (bool, &'static str, String) {
-    let was_ready = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY && c.status == "True");
+    let was_ready = true_condition(&previous.conditions, READY);
     let planned = |r: &Readiness| (r.ready, r.reason, r.message.clone());
     match (failure, in_force, was_ready) {
         (None, _, _) | (Some(_), true, _) => planned(&plan.readiness),

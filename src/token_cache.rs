@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
 use crate::api::{IssuerRef, WorkspaceToken};
-use crate::contract::{FINALIZER, READY};
+use crate::contract::{FINALIZER, READY, true_condition};
 use crate::packed::{Packable, Packed};
 
 /// A WorkspaceToken as the cache keeps it.
@@ -36,9 +36,8 @@ pub struct CachedToken {
 
 impl CachedToken {
     pub fn new(wst: &WorkspaceToken) -> Self {
-        let ready = (wst.status.iter())
-            .flat_map(|s| &s.conditions)
-            .any(|c| c.type_ == READY && c.status == "True");
+        let ready =
+            (wst.status.as_ref()).is_some_and(|s| true_condition(&s.conditions, READY).is_some());
         CachedToken {
             metadata: ObjectMeta {
                 name: wst.metadata.name.clone(),

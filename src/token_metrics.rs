@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
 use crate::api::{IssuerKind, IssuerStatus, VersionState, WorkspaceToken};
-use crate::contract::{DEGRADED, READY};
+use crate::contract::{DEGRADED, READY, true_condition};
 use crate::issuer::caches::IssuerCaches;
 use crate::token_cache::CachedToken;
 
@@ -63,11 +63,7 @@ pub struct Snapshot {
 /// The facts of `wst` as its status and spec say them.
 pub fn facts(wst: &WorkspaceToken) -> TokenFacts {
     let status = wst.status.as_ref();
-    let condition = |type_: &str| {
-        (status.iter())
-            .flat_map(|s| &s.conditions)
-            .find(|c| c.type_ == type_ && c.status == "True")
-    };
+    let condition = |type_: &str| status.and_then(|s| true_condition(&s.conditions, type_));
     let versions = || status.iter().flat_map(|s| &s.versions);
     let retiring = || versions().filter(|v| v.state == VersionState::Retiring);
     let seconds = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
@@ -103,9 +99,7 @@ pub fn facts(wst: &WorkspaceToken) -> TokenFacts {
 /// Every token and issuer as the controller's caches show them now.
 pub fn snapshot(tokens: &Store<CachedToken>, issuers: &IssuerCaches) -> Snapshot {
     let ready = |status: Option<&IssuerStatus>| {
-        (status.iter())
-            .flat_map(|s| &s.conditions)
-            .any(|c| c.type_ == READY && c.status == "True")
+        status.is_some_and(|s| true_condition(&s.conditions, READY).is_some())
     };
     let namespaced = issuers.namespaced.state().into_iter().map(|i| IssuerFacts {
         kind: IssuerKind::TokenIssuer,

@@ -209,37 +209,29 @@ impl<'a> HttpIssuer<'a> {
     ) -> Result<(u16, Vec<u8>, Option<DateTime<Utc>>), IssuerError> {
         let _slot = (self.client.slot(&self.base).await).ok_or(IssuerError::Busy { operation })?;
         let started = std::time::Instant::now();
-        let answered = self.answer(method, path, bearer, operation).await;
+        let answered: Result<_, IssuerError> = async {
+            let answer = self
+                .http
+                .request(method, format!("{}{path}", self.base))
+                .bearer_auth(bearer.expose())
+                .header("traceparent", &self.traceparent)
+                .timeout(Duration::from_secs(self.timeout_seconds.into()))
+                .send()
+                .await
+                .map_err(self.transport(operation))?;
+            let status = answer.status().as_u16();
+            let date = (answer.headers().get(reqwest::header::DATE))
+                .and_then(|d| d.to_str().ok())
+                .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
+                .map(|d| d.to_utc());
+            let body = read_capped(answer)
+                .await
+                .map_err(|e| e.or_transport(self, operation))?;
+            Ok((status, body, date))
+        }
+        .await;
         self.client.took(operation, started.elapsed());
         answered
-    }
-
-    /// The request and its answer, read.
-    async fn answer(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        bearer: &Token,
-        operation: &'static str,
-    ) -> Result<(u16, Vec<u8>, Option<DateTime<Utc>>), IssuerError> {
-        let answer = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(bearer.expose())
-            .header("traceparent", &self.traceparent)
-            .timeout(Duration::from_secs(self.timeout_seconds.into()))
-            .send()
-            .await
-            .map_err(self.transport(operation))?;
-        let status = answer.status().as_u16();
-        let date = (answer.headers().get(reqwest::header::DATE))
-            .and_then(|d| d.to_str().ok())
-            .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
-            .map(|d| d.to_utc());
-        let body = read_capped(answer)
-            .await
-            .map_err(|e| e.or_transport(self, operation))?;
-        Ok((status, body, date))
     }
 
     fn transport(&self, operation: &'static str) -> impl Fn(reqwest::Error) -> IssuerError + '_ {
