@@ -54,7 +54,7 @@ struct Context {
     inventory_news: futures::channel::mpsc::UnboundedSender<ObjectRef<WorkspaceToken>>,
     /// The highest version of each WorkspaceToken (by uid) seen since the start: a restore of
     /// the cluster from an older backup must not make a version number mean a second token.
-    versions_seen: Mutex<HashMap<String, u32>>,
+    versions_seen: Mutex<HashMap<u128, u32>>,
 }
 
 pub struct Settings {
@@ -248,32 +248,7 @@ fn slim_token(wst: &mut WorkspaceToken) {
 /// rollout watches, their inventory groups, the versions seen).
 async fn count_ready_tokens(store: Store<CachedToken>, ctx: Arc<Context>) {
     loop {
-        ctx.rollouts
-            .forget_gone(|token| store.get(&cached_ref(token)).is_some());
-        let (mut ready, mut not_ready) = (0, 0);
-        let mut uids = std::collections::HashSet::new();
-        let mut groups = std::collections::HashSet::new();
-        for cached in store.state() {
-            if cached.ready {
-                ready += 1;
-            } else {
-                not_ready += 1;
-            }
-            uids.insert(cached.uid().unwrap_or_default());
-            if cached.issuer_ref.is_none() {
-                continue;
-            }
-            let wst = cached.unpack();
-            if let Some(Ok(issuer)) = ctx.io.issuers.for_token(&wst) {
-                groups.insert(Inventory::key(&issuer, &wst));
-            }
-        }
-        ctx.io.metrics.set_ready_tokens(ready, not_ready);
-        ctx.inventory.forget_gone(|group| groups.contains(group));
-        ctx.io
-            .metrics
-            .set_unmanaged_tokens(ctx.inventory.unmanaged_count());
-        (ctx.versions_seen.lock().expect("versions seen")).retain(|uid, _| uids.contains(uid));
+        ctx.count_and_forget(&store);
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
 }

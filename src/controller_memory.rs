@@ -1,12 +1,16 @@
 //! What the controller remembers between passes, beyond the caches: failed usage questions
-//! (asked again a minute later) and the highest version seen of each WorkspaceToken.
+//! (asked again a minute later) and the highest version seen of each WorkspaceToken; and
+//! forgetting it for WorkspaceTokens that are gone.
 
 use std::time::{Duration, Instant};
 
-use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::Context;
 use crate::api::WorkspaceToken;
+use crate::inventory::Inventory;
+use crate::token_cache::{CachedToken, cached_ref};
 use crate::{plan, secrets};
 
 impl Context {
@@ -40,8 +44,9 @@ impl Context {
     }
 
     pub(super) fn versions_seen(&self, uid: &str) -> Option<u32> {
+        let uid = uid_bits(uid)?;
         (self.versions_seen.lock().expect("versions seen"))
-            .get(uid)
+            .get(&uid)
             .copied()
     }
 
@@ -59,10 +64,79 @@ impl Context {
                 .chain(s.current_version)
         });
         let highest = view.versioned.keys().copied().chain(recorded).max();
-        if let Some(highest) = highest {
+        if let (Some(highest), Some(uid)) = (highest, uid_bits(uid)) {
             let mut seen = self.versions_seen.lock().expect("versions seen");
-            let entry = seen.entry(uid.to_string()).or_default();
+            let entry = seen.entry(uid).or_default();
             *entry = (*entry).max(highest);
         }
+    }
+
+    /// One round of `count_ready_tokens`: its sets of every uid and group are gone before the
+    /// wait (held across it, they were a megabyte at 10k tokens, always).
+    pub(super) fn count_and_forget(&self, store: &Store<CachedToken>) {
+        self.rollouts
+            .forget_gone(|token| store.get(&cached_ref(token)).is_some());
+        let (mut ready, mut not_ready) = (0, 0);
+        let mut uids = std::collections::HashSet::new();
+        let mut groups = std::collections::HashSet::new();
+        for cached in store.state() {
+            if cached.ready {
+                ready += 1;
+            } else {
+                not_ready += 1;
+            }
+            uids.extend(uid_bits(&cached.uid().unwrap_or_default()));
+            if cached.issuer_ref.is_none() {
+                continue;
+            }
+            let wst = cached.unpack();
+            if let Some(Ok(issuer)) = self.io.issuers.for_token(&wst) {
+                groups.insert(Inventory::key(&issuer, &wst));
+            }
+        }
+        self.io.metrics.set_ready_tokens(ready, not_ready);
+        self.inventory.forget_gone(|group| groups.contains(group));
+        self.io
+            .metrics
+            .set_unmanaged_tokens(self.inventory.unmanaged_count());
+        (self.versions_seen.lock().expect("versions seen")).retain(|uid, _| uids.contains(uid));
+    }
+}
+
+/// A uid as the memory keys it: the 128 bits of the UUID an API server gives every object (a
+/// string key cost a 48-byte allocation per token beside the entry). Not a UUID (never from
+/// an API server): nothing is remembered, as after a restart.
+pub(super) fn uid_bits(uid: &str) -> Option<u128> {
+    let bytes = uid.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    let mut bits = 0u128;
+    for (at, byte) in bytes.iter().enumerate() {
+        match (at, char::from(*byte).to_digit(16)) {
+            (8 | 13 | 18 | 23, _) if *byte == b'-' => {}
+            (8 | 13 | 18 | 23, _) | (_, None) => return None,
+            (_, Some(digit)) => bits = bits << 4 | u128::from(digit),
+        }
+    }
+    Some(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uid_bits;
+
+    #[test]
+    fn a_uid_is_remembered_by_its_128_bits_and_anything_else_not_at_all() {
+        let uid = "0b2f4a6e-9c1d-4e7f-8a3b-5c6d7e8f9a0b";
+        assert_eq!(uid_bits(uid), Some(0x0b2f4a6e9c1d4e7f8a3b5c6d7e8f9a0b));
+        assert_ne!(
+            uid_bits(uid),
+            uid_bits("0b2f4a6e-9c1d-4e7f-8a3b-5c6d7e8f9a0c")
+        );
+        assert_eq!(uid_bits(""), None);
+        assert_eq!(uid_bits("not-a-uid"), None);
+        assert_eq!(uid_bits("0b2f4a6e9c1d4e7f8a3b5c6d7e8f9a0b----"), None);
+        assert_eq!(uid_bits("+b2f4a6e-9c1d-4e7f-8a3b-5c6d7e8f9a0b"), None);
     }
 }

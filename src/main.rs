@@ -6,6 +6,14 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+// jemalloc's options, read at its start: one arena (the default, four per core, each keeps
+// its own partly used pages: 2 MiB more RSS at 10k tokens on two cores), freed pages given
+// back within a second and at once (not first marked free for the kernel to take later,
+// which still counts in the RSS). BENCHMARKS.md, "Memory".
+#[cfg(all(target_os = "linux", not(target_env = "msvc")))]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 47] = b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 // jemalloc's statistics for `/metrics` (`tokenwarden_heap_*_bytes`): the bench and an on-call
 // tell the live caches from the pages the allocator keeps.
 #[cfg(all(target_os = "linux", not(target_env = "msvc")))]
@@ -49,5 +57,20 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux", not(target_env = "msvc")))]
+mod tests {
+    #[test]
+    fn jemalloc_keeps_one_arena_and_gives_freed_pages_back_at_once() {
+        let read = |name: &[u8]| unsafe { tikv_jemalloc_ctl::raw::read::<isize>(name) };
+        assert_eq!(tikv_jemalloc_ctl::opt::narenas::read().ok(), Some(1));
+        assert_eq!(read(b"opt.dirty_decay_ms\0").ok(), Some(1000));
+        assert_eq!(read(b"opt.muzzy_decay_ms\0").ok(), Some(0));
+        assert_eq!(
+            tikv_jemalloc_ctl::opt::background_thread::read().ok(),
+            Some(true)
+        );
     }
 }

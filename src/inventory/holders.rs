@@ -4,12 +4,24 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::api::WorkspaceToken;
 
-type Key = ObjectRef<WorkspaceToken>;
+/// A WorkspaceToken as the index holds it: `namespace/name` in one shared allocation (an
+/// `ObjectRef` with its uid and resourceVersion, held twice, was 540 B a token at 10k).
+type Holder = Arc<str>;
+
+fn holder(wst: &WorkspaceToken) -> Holder {
+    format!("{}/{}", wst.namespace().unwrap_or_default(), wst.name_any()).into()
+}
+
+fn object_ref(holder: &str) -> ObjectRef<WorkspaceToken> {
+    let (namespace, name) = holder.split_once('/').unwrap_or(("", holder));
+    ObjectRef::new(name).within(namespace)
+}
 
 #[derive(Clone, Default)]
 pub struct HolderIndex {
@@ -18,10 +30,11 @@ pub struct HolderIndex {
 
 #[derive(Default)]
 struct State {
-    by_workspace: HashMap<String, HashSet<Key>>,
-    workspace_of: HashMap<Key, String>,
+    /// Each workspace's name is allocated once, here, and shared by `workspace_of`.
+    by_workspace: HashMap<Arc<str>, HashSet<Holder>>,
+    workspace_of: HashMap<Holder, Arc<str>>,
     /// The tokens a relist has shown so far; the others go when it is done.
-    relisted: Option<HashSet<Key>>,
+    relisted: Option<HashSet<Holder>>,
 }
 
 impl HolderIndex {
@@ -30,15 +43,14 @@ impl HolderIndex {
         match event {
             watcher::Event::Init => state.relisted = Some(HashSet::new()),
             watcher::Event::InitApply(wst) => {
-                let key = ObjectRef::from_obj(wst);
+                let key = state.put(holder(wst), &wst.spec.workspace_id);
                 if let Some(seen) = state.relisted.as_mut() {
-                    seen.insert(key.clone());
+                    seen.insert(key);
                 }
-                state.put(key, &wst.spec.workspace_id);
             }
             watcher::Event::InitDone => {
                 if let Some(seen) = state.relisted.take() {
-                    let gone: Vec<Key> = (state.workspace_of.keys())
+                    let gone: Vec<Holder> = (state.workspace_of.keys())
                         .filter(|k| !seen.contains(*k))
                         .cloned()
                         .collect();
@@ -48,9 +60,9 @@ impl HolderIndex {
                 }
             }
             watcher::Event::Apply(wst) => {
-                state.put(ObjectRef::from_obj(wst), &wst.spec.workspace_id)
+                state.put(holder(wst), &wst.spec.workspace_id);
             }
-            watcher::Event::Delete(wst) => state.remove(&ObjectRef::from_obj(wst)),
+            watcher::Event::Delete(wst) => state.remove(&holder(wst)),
         }
     }
 
@@ -60,32 +72,38 @@ impl HolderIndex {
         self.inner.lock().expect("holder index").relisted.is_some()
     }
 
-    /// The WorkspaceTokens naming `workspace`.
-    pub fn of(&self, workspace: &str) -> Vec<Key> {
+    /// The WorkspaceTokens naming `workspace`, by namespace and name.
+    pub fn of(&self, workspace: &str) -> Vec<ObjectRef<WorkspaceToken>> {
         let state = self.inner.lock().expect("holder index");
-        (state.by_workspace.get(workspace))
-            .map(|keys| {
-                let mut keys: Vec<Key> = keys.iter().cloned().collect();
-                keys.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-                keys
-            })
-            .unwrap_or_default()
+        let mut holders: Vec<&Holder> = (state.by_workspace.get(workspace))
+            .map(|keys| keys.iter().collect())
+            .unwrap_or_default();
+        holders.sort_by_key(|h| h.split_once('/'));
+        holders.into_iter().map(|h| object_ref(h)).collect()
     }
 }
 
 impl State {
-    fn put(&mut self, key: Key, workspace: &str) {
-        if self.workspace_of.get(&key).map(String::as_str) == Some(workspace) {
-            return;
+    /// Files `key` under `workspace`; returns the key as the index holds it.
+    fn put(&mut self, key: Holder, workspace: &str) -> Holder {
+        if let Some((held, now)) = self.workspace_of.get_key_value(&key)
+            && **now == *workspace
+        {
+            return held.clone();
         }
         self.remove(&key);
-        (self.by_workspace.entry(workspace.to_string()))
+        let workspace: Arc<str> = match self.by_workspace.get_key_value(workspace) {
+            Some((shared, _)) => shared.clone(),
+            None => workspace.into(),
+        };
+        (self.by_workspace.entry(workspace.clone()))
             .or_default()
             .insert(key.clone());
-        self.workspace_of.insert(key, workspace.to_string());
+        self.workspace_of.insert(key.clone(), workspace);
+        key
     }
 
-    fn remove(&mut self, key: &Key) {
+    fn remove(&mut self, key: &str) {
         let Some(workspace) = self.workspace_of.remove(key) else {
             return;
         };
