@@ -13,10 +13,12 @@ pub struct OperatorProcess {
     pub started: Instant,
 }
 
-/// Resident memory in MiB: now (`VmRSS`) and the high-water mark (`VmHWM`).
+/// Resident memory in MiB: now (`VmRSS`), of it the pages mapped from files (`RssFile`: the
+/// binary's code), and the high-water mark (`VmHWM`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rss {
     pub now_mib: f64,
+    pub file_mib: f64,
     pub peak_mib: f64,
 }
 
@@ -135,6 +137,7 @@ impl OperatorProcess {
         };
         Rss {
             now_mib: kib("VmRSS:") / 1024.0,
+            file_mib: kib("RssFile:") / 1024.0,
             peak_mib: kib("VmHWM:") / 1024.0,
         }
     }

@@ -128,15 +128,17 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     figures.steady_writes = writes(&client, &OPERATOR_RESOURCES).await - converged;
     let rss = operator.rss();
     figures.rss_steady_mib = rss.now_mib;
+    figures.rss_steady_file_mib = rss.file_mib;
     figures.rss_peak_mib = rss.peak_mib;
     let mib = |metric: &str| operator.metric(metric) / (1024.0 * 1024.0);
     figures.heap_allocated_mib = mib("tokenwarden_heap_allocated_bytes");
     figures.heap_resident_mib = mib("tokenwarden_heap_resident_bytes");
     eprintln!(
-        "bench: idle {:?}: {} writes, RSS {:.1} MiB (peak {:.1}), heap live {:.1} MiB of {:.1} resident",
+        "bench: idle {:?}: {} writes, RSS {:.1} MiB ({:.1} code, peak {:.1}), heap live {:.1} MiB of {:.1} resident",
         cfg.idle,
         figures.steady_writes,
         rss.now_mib,
+        rss.file_mib,
         rss.peak_mib,
         figures.heap_allocated_mib,
         figures.heap_resident_mib

@@ -111,6 +111,8 @@ pub struct Figures {
     pub restart_list_floor_s: f64,
     pub rss_peak_mib: f64,
     pub rss_steady_mib: f64,
+    /// Of `rss_steady_mib`, the pages mapped from files: the binary's code.
+    pub rss_steady_file_mib: f64,
     /// jemalloc's live bytes and resident pages at the same moment (`tokenwarden_heap_*`):
     /// what of the steady RSS the operator's structures hold, and what the allocator keeps.
     pub heap_allocated_mib: f64,
@@ -200,6 +202,10 @@ impl Figures {
             "the same requests, no logic; mean of {}",
             runs.collect::<Vec<_>>().join(", ")
         );
+        let rss_note = format!(
+            "with unrelated Secrets; {:.1} MiB of it code (RssFile)",
+            self.rss_steady_file_mib
+        );
         let rows: Vec<(&str, String, &str)> = vec![
             ("tokens (BENCH_N)", self.n.to_string(), ""),
             (
@@ -281,7 +287,7 @@ impl Figures {
             (
                 "RSS steady",
                 format!("{:.1} MiB", self.rss_steady_mib),
-                "with unrelated Secrets",
+                rss_note.as_str(),
             ),
             ("RSS peak", format!("{:.1} MiB", self.rss_peak_mib), ""),
             (
