@@ -4,13 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::Context;
 use crate::api::WorkspaceToken;
 use crate::inventory::Inventory;
-use crate::token_cache::{CachedToken, cached_ref};
+use crate::token_cache::{CachedToken, cached_ref, uid_bits};
 use crate::{plan, secrets};
 
 impl Context {
@@ -85,7 +84,7 @@ impl Context {
             } else {
                 not_ready += 1;
             }
-            uids.extend(uid_bits(&cached.uid().unwrap_or_default()));
+            uids.extend(cached.uid);
             if cached.issuer_ref.is_none() {
                 continue;
             }
@@ -100,43 +99,5 @@ impl Context {
             .metrics
             .set_unmanaged_tokens(self.inventory.unmanaged_count());
         (self.versions_seen.lock().expect("versions seen")).retain(|uid, _| uids.contains(uid));
-    }
-}
-
-/// A uid as the memory keys it: the 128 bits of the UUID an API server gives every object (a
-/// string key cost a 48-byte allocation per token beside the entry). Not a UUID (never from
-/// an API server): nothing is remembered, as after a restart.
-pub(super) fn uid_bits(uid: &str) -> Option<u128> {
-    let bytes = uid.as_bytes();
-    if bytes.len() != 36 {
-        return None;
-    }
-    let mut bits = 0u128;
-    for (at, byte) in bytes.iter().enumerate() {
-        match (at, char::from(*byte).to_digit(16)) {
-            (8 | 13 | 18 | 23, _) if *byte == b'-' => {}
-            (8 | 13 | 18 | 23, _) | (_, None) => return None,
-            (_, Some(digit)) => bits = bits << 4 | u128::from(digit),
-        }
-    }
-    Some(bits)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::uid_bits;
-
-    #[test]
-    fn a_uid_is_remembered_by_its_128_bits_and_anything_else_not_at_all() {
-        let uid = "0b2f4a6e-9c1d-4e7f-8a3b-5c6d7e8f9a0b";
-        assert_eq!(uid_bits(uid), Some(0x0b2f4a6e9c1d4e7f8a3b5c6d7e8f9a0b));
-        assert_ne!(
-            uid_bits(uid),
-            uid_bits("0b2f4a6e-9c1d-4e7f-8a3b-5c6d7e8f9a0c")
-        );
-        assert_eq!(uid_bits(""), None);
-        assert_eq!(uid_bits("not-a-uid"), None);
-        assert_eq!(uid_bits("0b2f4a6e9c1d4e7f8a3b5c6d7e8f9a0b----"), None);
-        assert_eq!(uid_bits("+b2f4a6e-9c1d-4e7f-8a3b-5c6d7e8f9a0b"), None);
     }
 }

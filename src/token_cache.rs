@@ -20,8 +20,10 @@ use crate::packed::{Packable, Packed};
 /// A WorkspaceToken as the cache keeps it.
 #[derive(Clone, Debug)]
 pub struct CachedToken {
-    /// Name, namespace and uid only.
+    /// Name and namespace only.
     metadata: ObjectMeta,
+    /// Its uid's 128 bits (what the controller's memory is kept by).
+    pub uid: Option<u128>,
     /// `spec.issuerRef`: which tokens a change of an issuer is about.
     pub issuer_ref: Option<IssuerRef>,
     /// `spec.secretName`: which tokens a change of consumers is about.
@@ -42,9 +44,9 @@ impl CachedToken {
             metadata: ObjectMeta {
                 name: wst.metadata.name.clone(),
                 namespace: wst.metadata.namespace.clone(),
-                uid: wst.metadata.uid.clone(),
                 ..ObjectMeta::default()
             },
+            uid: wst.metadata.uid.as_deref().and_then(uid_bits),
             issuer_ref: wst.spec.issuer_ref.clone(),
             secret_name: wst.spec.secret_name.clone(),
             ready,
@@ -169,6 +171,25 @@ static DICTIONARY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
     serde_json::to_vec(&sample).expect("sample serializes")
 });
 
+/// A uid as the cache and the controller's memory keep it: the 128 bits of the UUID an API
+/// server gives every object (as a string, a 48-byte allocation per token, twice in the
+/// cache). Not a UUID (never from an API server): `None`, nothing is remembered by it.
+pub fn uid_bits(uid: &str) -> Option<u128> {
+    let bytes = uid.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    let mut bits = 0u128;
+    for (at, byte) in bytes.iter().enumerate() {
+        match (at, char::from(*byte).to_digit(16)) {
+            (8 | 13 | 18 | 23, _) if *byte == b'-' => {}
+            (8 | 13 | 18 | 23, _) | (_, None) => return None,
+            (_, Some(digit)) => bits = bits << 4 | u128::from(digit),
+        }
+    }
+    Some(bits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,7 +197,8 @@ mod tests {
     fn token() -> WorkspaceToken {
         serde_json::from_value(json!({
             "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken",
-            "metadata": { "name": "agent-7", "namespace": "team-a", "uid": "u-7",
+            "metadata": { "name": "agent-7", "namespace": "team-a",
+                "uid": "0b2f4a6e-9c1d-4e7f-8a3b-5c6d7e8f9a0b",
                 "resourceVersion": "42", "generation": 3, "labels": { "team": "a" } },
             "spec": { "workspaceId": "ws-7", "secretName": "agent-token",
                 "issuerRef": { "name": "platform" } },
@@ -204,11 +226,14 @@ mod tests {
             Some("platform")
         );
         assert_eq!(cached.mounted_secret(), "agent-token");
-        assert_eq!(cached.meta().uid.as_deref(), Some("u-7"));
+        assert_eq!(cached.uid, Some(0x0b2f4a6e9c1d4e7f8a3b5c6d7e8f9a0b));
+        let meta = cached.meta();
+        let kept = (meta.name.as_deref(), meta.namespace.as_deref());
+        assert_eq!(kept, (Some("agent-7"), Some("team-a")));
         assert_eq!(
-            cached.meta().resource_version,
-            None,
-            "only the key and the uid"
+            (meta.uid.as_deref(), meta.resource_version.as_deref()),
+            (None, None),
+            "only the key: a uid string would be allocated twice (here and in the key)"
         );
         let mut not_ready = token();
         not_ready.status = None;
@@ -224,5 +249,19 @@ mod tests {
             ObjectRef::from_obj(&CachedToken::new(&self::token()))
         );
         assert_eq!(token_ref(&cached), token);
+    }
+
+    #[test]
+    fn a_uid_is_kept_as_its_128_bits_and_anything_else_not_at_all() {
+        let uid = "0b2f4a6e-9c1d-4e7f-8a3b-5c6d7e8f9a0b";
+        assert_eq!(uid_bits(uid), Some(0x0b2f4a6e9c1d4e7f8a3b5c6d7e8f9a0b));
+        assert_ne!(
+            uid_bits(uid),
+            uid_bits("0b2f4a6e-9c1d-4e7f-8a3b-5c6d7e8f9a0c")
+        );
+        assert_eq!(uid_bits(""), None);
+        assert_eq!(uid_bits("not-a-uid"), None);
+        assert_eq!(uid_bits("0b2f4a6e9c1d4e7f8a3b5c6d7e8f9a0b----"), None);
+        assert_eq!(uid_bits("+b2f4a6e-9c1d-4e7f-8a3b-5c6d7e8f9a0b"), None);
     }
 }
