@@ -7,9 +7,10 @@ use std::process::ExitCode;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 // jemalloc's options, read at its start: one arena (the default, four per core, each keeps
-// its own partly used pages: 2 MiB more RSS at 10k tokens on two cores), freed pages given
-// back within a second and at once (not first marked free for the kernel to take later,
-// which still counts in the RSS). BENCHMARKS.md, "Memory".
+// its own partly used pages: 2 MiB more RSS at 10k tokens on two cores) and freed pages given
+// back after a second (the default waits ten). muzzy_decay_ms:0, pages given back at once
+// rather than first marked free (which the RSS still counts), is jemalloc 5.3's default,
+// written out so it stays. BENCHMARKS.md, "Memory at 10k".
 #[cfg(all(target_os = "linux", not(target_env = "msvc")))]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: &[u8; 47] = b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
@@ -64,6 +65,8 @@ fn main() -> ExitCode {
 mod tests {
     #[test]
     fn jemalloc_keeps_one_arena_and_gives_freed_pages_back_at_once() {
+        // dirty_decay_ms shows the options are linked in (one arena is also the default on
+        // one CPU, muzzy_decay_ms 0 always).
         let read = |name: &[u8]| unsafe { tikv_jemalloc_ctl::raw::read::<isize>(name) };
         assert_eq!(tikv_jemalloc_ctl::opt::narenas::read().ok(), Some(1));
         assert_eq!(read(b"opt.dirty_decay_ms\0").ok(), Some(1000));

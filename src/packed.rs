@@ -4,6 +4,7 @@
 //! hex of hashes, uids and trace ids is entropy-coded (LZ4, before, kept 519 bytes of a
 //! mounted Secret's 1,058; zstd keeps 410). Only the objects a pass works on are unpacked.
 
+use std::any::TypeId;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -12,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// A kind of object the caches pack, and the JSON its objects share.
-pub trait Packable: Serialize + DeserializeOwned {
+pub trait Packable: Serialize + DeserializeOwned + 'static {
     /// Sample JSON with the keys (and the fixed values) objects of this kind share.
     fn dictionary() -> &'static [u8];
 }
@@ -34,28 +35,27 @@ struct Codec {
 }
 
 thread_local! {
-    /// By the address of the kind's dictionary.
-    static CODECS: RefCell<HashMap<usize, Codec>> = RefCell::new(HashMap::new());
+    /// By kind.
+    static CODECS: RefCell<HashMap<TypeId, Codec>> = RefCell::new(HashMap::new());
 }
 
-fn with_codec<R>(dictionary: &'static [u8], f: impl FnOnce(&mut Codec) -> R) -> R {
+fn with_codec<T: Packable, R>(f: impl FnOnce(&mut Codec) -> R) -> R {
     CODECS.with(|codecs| {
         let mut codecs = codecs.borrow_mut();
-        let codec = codecs
-            .entry(dictionary.as_ptr() as usize)
-            .or_insert_with(|| {
-                let mut compressor = zstd::bulk::Compressor::with_dictionary(LEVEL, dictionary)
-                    .expect("a zstd compressor");
-                // The frame says its size (to unpack into); no checksum or dictionary id.
-                (compressor.include_checksum(false)).expect("zstd parameter");
-                (compressor.include_dictid(false)).expect("zstd parameter");
-                (compressor.include_contentsize(true)).expect("zstd parameter");
-                Codec {
-                    compressor,
-                    decompressor: zstd::bulk::Decompressor::with_dictionary(dictionary)
-                        .expect("a zstd decompressor"),
-                }
-            });
+        let codec = codecs.entry(TypeId::of::<T>()).or_insert_with(|| {
+            let dictionary = T::dictionary();
+            let mut compressor = zstd::bulk::Compressor::with_dictionary(LEVEL, dictionary)
+                .expect("a zstd compressor");
+            // The frame says its size (to unpack into); no checksum or dictionary id.
+            (compressor.include_checksum(false)).expect("zstd parameter");
+            (compressor.include_dictid(false)).expect("zstd parameter");
+            (compressor.include_contentsize(true)).expect("zstd parameter");
+            Codec {
+                compressor,
+                decompressor: zstd::bulk::Decompressor::with_dictionary(dictionary)
+                    .expect("a zstd decompressor"),
+            }
+        });
         f(codec)
     })
 }
@@ -63,7 +63,7 @@ fn with_codec<R>(dictionary: &'static [u8], f: impl FnOnce(&mut Codec) -> R) -> 
 impl<T: Packable> Packed<T> {
     pub fn pack(value: &T) -> Self {
         let json = serde_json::to_vec(value).expect("a cached object serializes");
-        let bytes = with_codec(T::dictionary(), |codec| codec.compressor.compress(&json))
+        let bytes = with_codec::<T, _>(|codec| codec.compressor.compress(&json))
             .expect("zstd compresses into memory");
         Packed {
             bytes: bytes.into_boxed_slice(),
@@ -76,10 +76,9 @@ impl<T: Packable> Packed<T> {
             .ok()
             .flatten()
             .expect("packed by Packed::pack, with its size");
-        let json = with_codec(T::dictionary(), |codec| {
-            codec.decompressor.decompress(&self.bytes, size as usize)
-        })
-        .expect("packed by Packed::pack");
+        let json =
+            with_codec::<T, _>(|codec| codec.decompressor.decompress(&self.bytes, size as usize))
+                .expect("packed by Packed::pack");
         serde_json::from_slice(&json).expect("packed by Packed::pack")
     }
 
@@ -119,14 +118,7 @@ mod tests {
         let hex = |what: &str| sha256_hex(format!("{what} {i}").as_bytes());
         let uid = |what: &str| {
             let h = hex(what);
-            format!(
-                "{}-{}-{}-{}-{}",
-                &h[..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
-            )
+            [&h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]].join("-")
         };
         let b64 = |s: &str| json!(base64::Engine::encode(&base64::prelude::BASE64_STANDARD, s));
         serde_json::from_value(json!({
@@ -166,6 +158,22 @@ mod tests {
         let packed = Packed::pack(&secret).len();
         // LZ4 with the same dictionary kept 519 of these 1,058 bytes (49 %), zstd keeps 410.
         assert!(packed * 5 <= json * 2, "{packed} of {json} bytes");
+    }
+
+    #[test]
+    fn each_kind_unpacks_with_its_own_dictionary_turn_by_turn() {
+        let token: crate::api::WorkspaceToken = serde_json::from_value(json!({
+            "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken",
+            "metadata": { "name": "agent-7", "namespace": "team-a" },
+            "spec": { "workspaceId": "ws-7" },
+        }))
+        .expect("a WorkspaceToken");
+        for i in 0..3 {
+            let (secret, packed_token) = (Packed::pack(&mounted(i)), Packed::pack(&token));
+            assert_eq!(secret.unpack(), mounted(i));
+            let json = |t: &crate::api::WorkspaceToken| serde_json::to_value(t).expect("JSON");
+            assert_eq!(json(&packed_token.unpack()), json(&token));
+        }
     }
 
     #[test]

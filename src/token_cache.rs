@@ -184,7 +184,7 @@ pub fn uid_bits(uid: &str) -> Option<u128> {
         match (at, char::from(*byte).to_digit(16)) {
             (8 | 13 | 18 | 23, _) if *byte == b'-' => {}
             (8 | 13 | 18 | 23, _) | (_, None) => return None,
-            (_, Some(digit)) => bits = bits << 4 | u128::from(digit),
+            (_, Some(digit)) => bits = (bits << 4) | u128::from(digit),
         }
     }
     Some(bits)

@@ -13,8 +13,8 @@ pub struct OperatorProcess {
     pub started: Instant,
 }
 
-/// Resident memory in MiB: now (`VmRSS`), of it the pages mapped from files (`RssFile`: the
-/// binary's code), and the high-water mark (`VmHWM`).
+/// Resident memory in MiB: now (`VmRSS`), of it the pages mapped from files (`RssFile`:
+/// mostly the binary's code), and the high-water mark (`VmHWM`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rss {
     pub now_mib: f64,

@@ -111,7 +111,7 @@ pub struct Figures {
     pub restart_list_floor_s: f64,
     pub rss_peak_mib: f64,
     pub rss_steady_mib: f64,
-    /// Of `rss_steady_mib`, the pages mapped from files: the binary's code.
+    /// Of `rss_steady_mib`, the pages mapped from files: mostly the binary's code.
     pub rss_steady_file_mib: f64,
     /// jemalloc's live bytes and resident pages at the same moment (`tokenwarden_heap_*`):
     /// what of the steady RSS the operator's structures hold, and what the allocator keeps.
@@ -203,7 +203,7 @@ impl Figures {
             runs.collect::<Vec<_>>().join(", ")
         );
         let rss_note = format!(
-            "with unrelated Secrets; {:.1} MiB of it code (RssFile)",
+            "with unrelated Secrets; {:.1} MiB of it file-backed, mostly code (RssFile)",
             self.rss_steady_file_mib
         );
         let rows: Vec<(&str, String, &str)> = vec![

@@ -131,10 +131,23 @@ pub fn rollout_status(cp: &ControlPlane, ns: &str, deployment: &str, timeout: Du
         .expect("run kubectl rollout status");
     assert!(
         out.status.success(),
-        "deployment/{deployment} did not roll out in {timeout:?}: {}{}",
+        "deployment/{deployment} did not roll out in {timeout:?}: {}{}\nthe node: {}",
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        node_state(cp)
     );
+}
+
+/// The node's conditions that are not as they should be, and its taints: why pods may wait
+/// unscheduled (a host disk under the kubelet's eviction threshold taints it).
+fn node_state(cp: &ControlPlane) -> String {
+    let template = "{range .items[*]}{range .status.conditions[*]}{.type}={.status} {end}\
+        taints={.spec.taints}{end}";
+    let out = (cp.kubectl())
+        .args(["get", "nodes", "-o", &format!("jsonpath={template}")])
+        .output()
+        .expect("run kubectl get nodes");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The running pods (not terminating) of the Deployment `app`, by name.

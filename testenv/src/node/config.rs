@@ -80,6 +80,16 @@ pub fn kubelet(dir: &Path, port: u16, client_ca: &Path, sync_period_s: u64) -> S
         // The one image is imported, never pulled: it must never be garbage-collected.
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
+        // The node shares the host's disk with builds: at the defaults (10 % free, 15 % for
+        // images) a host 85 % full tainted it DiskPressure and no pod was scheduled. Set in
+        // full: a partial evictionHard leaves the other signals without a threshold.
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+            "imagefs.available": "1%",
+            "imagefs.inodesFree": "1%",
+        },
         "makeIPTablesUtilChains": false,
         "podLogsDir": dir.join("pod-logs"),
     })
