@@ -258,6 +258,8 @@ async fn count_ready_tokens(store: Store<CachedToken>, ctx: Arc<Context>) {
 #[tracing::instrument(skip_all, fields(namespace = cached.namespace().unwrap_or_default(), name = cached.name_any()))]
 async fn reconcile(cached: Arc<CachedToken>, ctx: Arc<Context>) -> Result<Action, Infallible> {
     let wst = Arc::new(cached.unpack());
+    // Its uid's bits, parsed once by the cache: what the versions seen are kept by.
+    let uid = cached.uid;
     // Read before the hold looks: a rewind after it is one this pass notices.
     let era = crate::relist::rewinds();
     if let Some(wait) = ctx.hold(&wst) {
@@ -277,8 +279,7 @@ async fn reconcile(cached: Arc<CachedToken>, ctx: Arc<Context>) -> Result<Action
     let consumers = (ctx.consumers.is_ready())
         .then(|| (ctx.consumers).consumers_of(&ns, wst.spec.secret_name(&wst.name_any())));
     let resolved = issuer.as_ref().and_then(|i| i.as_ref().ok());
-    let uid = wst.uid().unwrap_or_default();
-    let versions_seen = ctx.versions_seen(&uid);
+    let versions_seen = ctx.versions_seen(uid);
     let observed = |usage, inventory| {
         let watched = observe::Watched {
             rollouts: rollouts.clone(),
@@ -345,7 +346,7 @@ async fn reconcile(cached: Arc<CachedToken>, ctx: Arc<Context>) -> Result<Action
     {
         ctx.keep_listing(&wst, resolved, listed_at, answer.clone());
     }
-    ctx.saw_versions(&uid, &view, &wst);
+    ctx.saw_versions(uid, &view, &wst);
     let quiet = ctx.quiet_retry(&wst, &journal);
     // The object as this pass left it: after its own writes (finalizer, mint intent), if any.
     let left_at = wrote

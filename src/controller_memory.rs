@@ -9,7 +9,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::Context;
 use crate::api::WorkspaceToken;
 use crate::inventory::Inventory;
-use crate::token_cache::{CachedToken, cached_ref, uid_bits};
+use crate::token_cache::{CachedToken, cached_ref};
 use crate::{plan, secrets};
 
 impl Context {
@@ -42,17 +42,16 @@ impl Context {
         reading
     }
 
-    pub(super) fn versions_seen(&self, uid: &str) -> Option<u32> {
-        let uid = uid_bits(uid)?;
+    pub(super) fn versions_seen(&self, uid: Option<u128>) -> Option<u32> {
         (self.versions_seen.lock().expect("versions seen"))
-            .get(&uid)
+            .get(&uid?)
             .copied()
     }
 
     /// Remembers the highest version the caches showed of `wst` in this pass.
     pub(super) fn saw_versions(
         &self,
-        uid: &str,
+        uid: Option<u128>,
         view: &secrets::SecretsView,
         wst: &WorkspaceToken,
     ) {
@@ -63,7 +62,7 @@ impl Context {
                 .chain(s.current_version)
         });
         let highest = view.versioned.keys().copied().chain(recorded).max();
-        if let (Some(highest), Some(uid)) = (highest, uid_bits(uid)) {
+        if let (Some(highest), Some(uid)) = (highest, uid) {
             let mut seen = self.versions_seen.lock().expect("versions seen");
             let entry = seen.entry(uid).or_default();
             *entry = (*entry).max(highest);
