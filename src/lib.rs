@@ -31,6 +31,7 @@ pub mod rollout;
 mod rollout_watch;
 mod run;
 pub mod schedule;
+mod secret_packing;
 pub mod secrets;
 mod status;
 mod time;

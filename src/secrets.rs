@@ -17,17 +17,16 @@ use crate::api::WorkspaceToken;
 /// The label selector of the operator's Secrets (its watch, and whoever must list the same).
 pub use crate::contract::managed_selector;
 use crate::contract::{
-    ENVIRONMENT_LABEL, ISSUER_TOKEN_ID_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL,
-    PREVIOUS_TOKEN_KEY, PREVIOUS_TOKEN_VERSION_KEY, SPEC_HASH_ANNOTATION, TEMPLATE_KEYS_ANNOTATION,
-    TOKEN_KEY, TOKEN_LABEL, TOKEN_SHA256_ANNOTATION, TOKEN_VERSION_KEY, TRACE_ID_ANNOTATION,
-    VERIFIED_AT_ANNOTATION, VERSION_LABEL, WORKSPACE_ID_KEY,
+    PREVIOUS_TOKEN_KEY, PREVIOUS_TOKEN_VERSION_KEY, SPEC_HASH_ANNOTATION, TOKEN_KEY, TOKEN_LABEL,
+    TOKEN_VERSION_KEY, TRACE_ID_ANNOTATION, VERIFIED_AT_ANNOTATION,
 };
 use crate::plan::{MountedSecret, SecretMetadata, VersionedSecret};
+use crate::secret_packing::SecretGroup;
 use crate::token::{prefix_of, sha256_hex};
 
 /// Hashed caches keep the token's first characters under this key, for status prefixes.
-const PREFIX_KEY: &str = "tokenwarden.dev/prefix";
-const PREVIOUS_PREFIX_KEY: &str = "tokenwarden.dev/previous-prefix";
+pub(crate) const PREFIX_KEY: &str = "tokenwarden.dev/prefix";
+pub(crate) const PREVIOUS_PREFIX_KEY: &str = "tokenwarden.dev/previous-prefix";
 
 /// Replaces token values by their SHA-256 (and keeps the 8-char prefix), drops managedFields.
 pub fn hash_in_place(secret: &mut Secret) {
@@ -62,111 +61,65 @@ struct IndexState {
     ready: bool,
 }
 
-/// The few Secrets of one token (`S` and one `S-vN` per live version), sorted by name. A
-/// Vec: a map's node would cost more than the handful of entries it holds, 10k times over.
-/// Each entry keeps its resourceVersion unpacked, so checking that the cache has seen our
-/// own writes parses nothing.
+/// The few Secrets of one token (`S` and one `S-vN` per live version), sorted by name and
+/// packed together (`crate::secret_packing`): a token's Secrets repeat its uid, hashes, trace
+/// id and names, which one packed frame holds once. Vecs: a map's node would cost more than the
+/// handful of entries they hold, 10k times over. Each Secret's name and resourceVersion are
+/// kept unpacked, so checking that the cache has seen our own writes unpacks nothing.
 #[derive(Default)]
-struct Group(Vec<Entry>);
+struct Group {
+    /// In the order `packed` holds the Secrets.
+    entries: Vec<Entry>,
+    packed: Option<Packed>,
+}
 
 struct Entry {
     name: Box<str>,
     resource_version: Option<u64>,
-    packed: Packed,
 }
 
 impl Group {
     fn insert(&mut self, secret: &Secret) {
-        let entry = Entry {
-            name: secret.name_any().into_boxed_str(),
-            resource_version: secret.resource_version().and_then(|rv| rv.parse().ok()),
-            packed: Packed::pack(secret),
-        };
-        match self.0.binary_search_by(|e| e.name.cmp(&entry.name)) {
-            Ok(at) => self.0[at] = entry,
-            Err(at) => {
-                self.0.insert(at, entry);
-                self.0.shrink_to_fit();
-            }
+        let mut secrets = self.unpack();
+        let name = secret.name_any();
+        match secrets.binary_search_by(|s| s.name_any().cmp(&name)) {
+            Ok(at) => secrets[at] = secret.clone(),
+            Err(at) => secrets.insert(at, secret.clone()),
         }
+        self.repack(secrets);
     }
 
     fn remove(&mut self, name: &str) {
-        self.0.retain(|e| *e.name != *name);
-        self.0.shrink_to_fit();
+        if self.entries.iter().any(|e| *e.name == *name) {
+            let mut secrets = self.unpack();
+            secrets.retain(|s| s.metadata.name.as_deref() != Some(name));
+            self.repack(secrets);
+        }
+    }
+
+    fn repack(&mut self, secrets: Vec<Secret>) {
+        self.entries = (secrets.iter())
+            .map(|s| Entry {
+                name: s.name_any().into_boxed_str(),
+                resource_version: s.resource_version().and_then(|rv| rv.parse().ok()),
+            })
+            .collect();
+        let group = SecretGroup(secrets);
+        self.packed = (!group.0.is_empty()).then(|| Packed::pack(&group));
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 
-    fn values(&self) -> impl Iterator<Item = &Packed> {
-        self.0.iter().map(|e| &e.packed)
-    }
-}
-
-/// A hashed Secret packed: a tenth of the memory of the parsed object (a dozen maps and
-/// strings). Only the few Secrets of the token being reconciled are ever unpacked.
-type Packed = crate::packed::Packed<Secret>;
-
-impl crate::packed::Packable for Secret {
-    fn dictionary() -> &'static [u8] {
-        &DICTIONARY
+    fn unpack(&self) -> Vec<Secret> {
+        (self.packed.as_ref()).map_or_else(Vec::new, |p| p.unpack().0)
     }
 }
 
-/// What the JSON of every owned Secret shares, in the order it is serialized: a mounted and
-/// a versioned Secret with every key tokenwarden writes and placeholder values.
-static DICTIONARY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
-    let sample = |version: Option<&str>| -> Secret {
-        let mut labels = BTreeMap::from([
-            (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-            (TOKEN_LABEL.to_string(), "agent".to_string()),
-            (ENVIRONMENT_LABEL.to_string(), "production".to_string()),
-        ]);
-        let mut data = BTreeMap::from([
-            (TOKEN_KEY.to_string(), ByteString(vec![b'0'; 64])),
-            (PREFIX_KEY.to_string(), ByteString(b"tw_AAAAA".to_vec())),
-            (TOKEN_VERSION_KEY.to_string(), ByteString(b"v1".to_vec())),
-            (WORKSPACE_ID_KEY.to_string(), ByteString(b"ws".to_vec())),
-        ]);
-        match version {
-            Some(v) => {
-                labels.insert(VERSION_LABEL.into(), v.into());
-            }
-            None => {
-                data.insert(PREVIOUS_TOKEN_KEY.into(), ByteString(vec![b'0'; 64]));
-                data.insert(PREVIOUS_PREFIX_KEY.into(), ByteString(b"tw_AAAAA".to_vec()));
-                data.insert(
-                    PREVIOUS_TOKEN_VERSION_KEY.into(),
-                    ByteString(b"v1".to_vec()),
-                );
-            }
-        }
-        let annotations = [
-            TOKEN_SHA256_ANNOTATION,
-            TRACE_ID_ANNOTATION,
-            SPEC_HASH_ANNOTATION,
-            TEMPLATE_KEYS_ANNOTATION,
-            ISSUER_TOKEN_ID_ANNOTATION,
-        ]
-        .map(|k| (k.to_string(), String::new()));
-        serde_json::from_value(serde_json::json!({
-            "metadata": {
-                "name": "agent-v1", "namespace": "default", "uid": "", "resourceVersion": "",
-                "creationTimestamp": "2026-01-01T00:00:00Z",
-                "labels": labels, "annotations": BTreeMap::from(annotations),
-                "ownerReferences": [{ "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken",
-                    "name": "agent", "uid": "", "controller": true, "blockOwnerDeletion": true }],
-            },
-            "data": data, "immutable": version.is_some(), "type": "Opaque",
-        }))
-        .expect("dictionary sample")
-    };
-    let mut dictionary = serde_json::to_vec(&sample(None)).expect("sample serializes");
-    dictionary.extend(serde_json::to_vec(&sample(Some("1"))).expect("sample serializes"));
-    dictionary
-});
+/// Hashed Secrets packed: a tenth of the memory of the parsed objects (a dozen maps and
+/// strings each). Only the Secrets of the token being reconciled are ever unpacked.
+type Packed = crate::packed::Packed<SecretGroup>;
 
 fn key_of(secret: &Secret) -> Option<Key> {
     let token = secret.labels().get(TOKEN_LABEL)?;
@@ -237,7 +190,7 @@ impl SecretIndex {
         state
             .by_token
             .get(&(namespace.to_string(), token.to_string()))
-            .map(|group| group.values().map(|p| Arc::new(p.unpack())).collect())
+            .map(|group| group.unpack().into_iter().map(Arc::new).collect())
             .unwrap_or_default()
     }
 
@@ -252,7 +205,7 @@ impl SecretIndex {
             .by_token
             .get(&(namespace.to_string(), token.to_string()))
             .map(|group| {
-                let entries = group.0.iter();
+                let entries = group.entries.iter();
                 entries
                     .map(|e| (e.name.to_string(), e.resource_version))
                     .collect()
@@ -266,8 +219,8 @@ impl SecretIndex {
         state
             .by_token
             .values()
-            .flat_map(Group::values)
-            .filter_map(|packed| packed.unpack().data)
+            .flat_map(Group::unpack)
+            .filter_map(|secret| secret.data)
             .flat_map(|mut d| [d.remove(PREFIX_KEY), d.remove(PREVIOUS_PREFIX_KEY)])
             .flatten()
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
@@ -276,7 +229,11 @@ impl SecretIndex {
 
     pub fn len(&self) -> usize {
         let state = self.inner.read().expect("secret index lock");
-        state.by_token.values().map(|group| group.0.len()).sum()
+        state
+            .by_token
+            .values()
+            .map(|group| group.entries.len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -408,6 +365,7 @@ pub(crate) fn parse_version(s: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::MANAGED_BY_LABEL;
 
     fn secret(name: &str, token: &str) -> Secret {
         let mut secret: Secret = serde_json::from_value(serde_json::json!({
@@ -475,5 +433,22 @@ mod tests {
         }
         index.apply(&watcher::Event::Apply(secret("agent-v1", "b")));
         assert_eq!(names(&index), ["agent", "agent-v1", "agent-v2"]);
+        let hashes = |index: &SecretIndex| -> Vec<Vec<u8>> {
+            let secrets = index.secrets_of("team-a", "agent");
+            secrets
+                .iter()
+                .map(|s| s.data.as_ref().expect("data")[TOKEN_KEY].0.clone())
+                .collect()
+        };
+        assert_eq!(hashes(&index)[1], sha256_hex(b"b").into_bytes());
+        index.apply(&watcher::Event::Delete(secret("agent-v1", "b")));
+        assert_eq!(names(&index), ["agent", "agent-v2"]);
+        let a = sha256_hex(b"a").into_bytes();
+        assert_eq!(hashes(&index), [a.clone(), a]);
+        let versions = index.resource_versions_of("team-a", "agent");
+        assert_eq!(
+            versions,
+            [("agent".into(), Some(7)), ("agent-v2".into(), Some(7))]
+        );
     }
 }

@@ -33,16 +33,42 @@ static ALLOCATOR: Counting = Counting;
 
 const N: usize = 10_000;
 
+/// Values as random as an API server's and the operator's (uids, hashes, trace ids): a
+/// repeated placeholder would compress to nothing and flatter the figures.
+fn hex(seed: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(seed.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn uid(seed: &str) -> String {
+    let h = hex(seed);
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
 fn main() {
     let at = "2026-11-24T03:00:00Z";
-    let (sha, trace) = ("d".repeat(64), "5".repeat(32));
     let before = LIVE.load(Ordering::Relaxed);
     let (store, mut writer) = kube::runtime::reflector::store::<CachedToken>();
     for i in 0..N {
+        let token_value = format!("tw_{}", &hex(&format!("token {i}"))[..40]);
+        let (sha, trace) = (
+            hex(&token_value),
+            hex(&format!("trace {i}"))[..32].to_string(),
+        );
         let name = format!("agent-{i:05}");
         let wst: WorkspaceToken = serde_json::from_value(json!({
             "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken",
-            "metadata": { "name": name, "namespace": "bench-abcdef", "uid": format!("757a5cec-9389-4e6e-b9fd-1063{i:08}"),
+            "metadata": { "name": name, "namespace": "bench-abcdef", "uid": uid(&name),
                 "resourceVersion": "190607", "generation": 1, "creationTimestamp": at,
                 "finalizers": ["tokenwarden.dev/cleanup"] },
             "spec": { "workspaceId": format!("ws-{:03}", i % 100) },
@@ -62,6 +88,11 @@ fn main() {
     let tokens = LIVE.load(Ordering::Relaxed) - before;
     let index = SecretIndex::default();
     for i in 0..N {
+        let token_value = format!("tw_{}", &hex(&format!("token {i}"))[..40]);
+        let (sha, trace) = (
+            hex(&token_value),
+            hex(&format!("trace {i}"))[..32].to_string(),
+        );
         let token = format!("agent-{i:05}");
         for (name, version) in [(token.clone(), None), (format!("{token}-v1"), Some("1"))] {
             let mut labels = json!({ "app.kubernetes.io/managed-by": "tokenwarden", "tokenwarden.dev/token": token });
@@ -69,13 +100,13 @@ fn main() {
                 labels["tokenwarden.dev/version"] = json!(v);
             }
             let mut secret: Secret = serde_json::from_value(json!({
-                "metadata": { "name": name, "namespace": "bench-abcdef", "uid": format!("4a381249-3dd5-4330-be76-7859{i:08}"),
+                "metadata": { "name": name, "namespace": "bench-abcdef", "uid": uid(&format!("secret {name}")),
                     "resourceVersion": "177592", "creationTimestamp": at, "labels": labels,
                     "annotations": { "tokenwarden.dev/spec-hash": "635be3b22bf83056", "tokenwarden.dev/template-keys": "",
                         "tokenwarden.dev/token-sha256": sha, "tokenwarden.dev/trace-id": trace },
                     "ownerReferences": [{ "apiVersion": "tokenwarden.dev/v1alpha1", "kind": "WorkspaceToken", "name": token,
-                        "uid": "757a5cec-9389-4e6e-b9fd-106325f1d333", "controller": true }] },
-                "data": { "token": "bUpYNXVZRWtwUUZTMHhsd29HdEVrY2U2RE9oX2RnUlJsaTdaalhXSHpKUQ==",
+                        "uid": uid(&token), "controller": true }] },
+                "data": { "token": k8s_openapi::ByteString(token_value.clone().into_bytes()),
                     "token-version": "djE=", "workspace-id": "d3MtMDQy" },
                 "immutable": version.is_some(), "type": "Opaque",
             }))
