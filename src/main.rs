@@ -10,10 +10,12 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 // its own partly used pages: 2 MiB more RSS at 10k tokens on two cores) and freed pages given
 // back after a second (the default waits ten). muzzy_decay_ms:0, pages given back at once
 // rather than first marked free (which the RSS still counts), is jemalloc 5.3's default,
-// written out so it stays. BENCHMARKS.md, "Memory at 10k".
+// written out so it stays. No thread caches: each thread kept freed objects of every size
+// for its next allocations, which an idle operator never makes (at 10k tokens 1.5 MiB of
+// RSS, for no measurable CPU over a convergence). BENCHMARKS.md, "Memory at 10k".
 #[cfg(all(target_os = "linux", not(target_env = "msvc")))]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: &[u8; 47] = b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+static MALLOC_CONF: &[u8; 60] = b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0,tcache:false\0";
 
 // jemalloc's statistics for `/metrics` (`tokenwarden_heap_*_bytes`): the bench and an on-call
 // tell the live caches from the pages the allocator keeps.
@@ -64,13 +66,15 @@ fn main() -> ExitCode {
 #[cfg(all(test, target_os = "linux", not(target_env = "msvc")))]
 mod tests {
     #[test]
-    fn jemalloc_keeps_one_arena_and_gives_freed_pages_back_at_once() {
+    fn jemalloc_keeps_one_arena_no_thread_caches_and_gives_freed_pages_back_soon() {
         // dirty_decay_ms shows the options are linked in (one arena is also the default on
         // one CPU, muzzy_decay_ms 0 always).
         let read = |name: &[u8]| unsafe { tikv_jemalloc_ctl::raw::read::<isize>(name) };
         assert_eq!(tikv_jemalloc_ctl::opt::narenas::read().ok(), Some(1));
         assert_eq!(read(b"opt.dirty_decay_ms\0").ok(), Some(1000));
         assert_eq!(read(b"opt.muzzy_decay_ms\0").ok(), Some(0));
+        let tcache = unsafe { tikv_jemalloc_ctl::raw::read::<bool>(b"opt.tcache\0") };
+        assert_eq!(tcache.ok(), Some(false));
         assert_eq!(
             tikv_jemalloc_ctl::opt::background_thread::read().ok(),
             Some(true)

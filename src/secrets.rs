@@ -46,7 +46,13 @@ pub fn hash_in_place(secret: &mut Secret) {
     }
 }
 
-type Key = (String, String);
+/// A WorkspaceToken as the index keys it: `namespace/name`, one allocation (a namespace has no
+/// `/`); a pair of strings took two and a larger table slot, 10k times over.
+type Key = Box<str>;
+
+fn key(namespace: &str, token: &str) -> Key {
+    format!("{namespace}/{token}").into_boxed_str()
+}
 
 /// Owned Secrets grouped by (namespace, WorkspaceToken name), fed by one watch.
 #[derive(Clone, Default)]
@@ -63,13 +69,14 @@ struct IndexState {
 
 /// The few Secrets of one token (`S` and one `S-vN` per live version), sorted by name and
 /// packed together (`crate::secret_packing`): a token's Secrets repeat its uid, hashes, trace
-/// id and names, which one packed frame holds once. Vecs: a map's node would cost more than the
-/// handful of entries they hold, 10k times over. Each Secret's name and resourceVersion are
-/// kept unpacked, so checking that the cache has seen our own writes unpacks nothing.
+/// id and names, which one packed frame holds once. Lists, not maps: a node would cost more
+/// than the handful of entries they hold, 10k times over. Each Secret's name and
+/// resourceVersion are kept unpacked, so checking that the cache has seen our own writes
+/// unpacks nothing.
 #[derive(Default)]
 struct Group {
     /// In the order `packed` holds the Secrets.
-    entries: Vec<Entry>,
+    entries: Box<[Entry]>,
     packed: Option<Packed>,
 }
 
@@ -121,44 +128,47 @@ impl Group {
 /// strings each). Only the Secrets of the token being reconciled are ever unpacked.
 type Packed = crate::packed::Packed<SecretGroup>;
 
-fn key_of(secret: &Secret) -> Option<Key> {
+/// The namespace and WorkspaceToken a Secret is labelled for.
+fn token_of(secret: &Secret) -> Option<(String, String)> {
     let token = secret.labels().get(TOKEN_LABEL)?;
     Some((secret.namespace()?, token.clone()))
 }
 
 impl SecretIndex {
     /// Applies one (already hashed) watch event; returns the WorkspaceToken it concerns.
-    pub fn apply(&self, event: &watcher::Event<Secret>) -> Option<Key> {
+    pub fn apply(&self, event: &watcher::Event<Secret>) -> Option<(String, String)> {
         let mut state = self.inner.write().expect("secret index lock");
         match event {
             watcher::Event::Apply(s) => {
-                let key = key_of(s)?;
-                state.by_token.entry(key.clone()).or_default().insert(s);
-                Some(key)
+                let token = token_of(s)?;
+                let group = state.by_token.entry(key(&token.0, &token.1));
+                group.or_default().insert(s);
+                Some(token)
             }
             watcher::Event::Delete(s) => {
-                let key = key_of(s)?;
+                let token = token_of(s)?;
+                let key = key(&token.0, &token.1);
                 if let Some(group) = state.by_token.get_mut(&key) {
                     group.remove(&s.name_any());
                     if group.is_empty() {
                         state.by_token.remove(&key);
                     }
                 }
-                Some(key)
+                Some(token)
             }
             watcher::Event::Init => {
                 state.relisting = Some(HashMap::new());
                 None
             }
             watcher::Event::InitApply(s) => {
-                let key = key_of(s)?;
+                let token = token_of(s)?;
                 state
                     .relisting
                     .get_or_insert_with(HashMap::new)
-                    .entry(key.clone())
+                    .entry(key(&token.0, &token.1))
                     .or_default()
                     .insert(s);
-                Some(key)
+                Some(token)
             }
             watcher::Event::InitDone => {
                 if let Some(fresh) = state.relisting.take() {
@@ -189,7 +199,7 @@ impl SecretIndex {
         let state = self.inner.read().expect("secret index lock");
         state
             .by_token
-            .get(&(namespace.to_string(), token.to_string()))
+            .get(&key(namespace, token))
             .map(|group| group.unpack().into_iter().map(Arc::new).collect())
             .unwrap_or_default()
     }
@@ -203,7 +213,7 @@ impl SecretIndex {
         let state = self.inner.read().expect("secret index lock");
         state
             .by_token
-            .get(&(namespace.to_string(), token.to_string()))
+            .get(&key(namespace, token))
             .map(|group| {
                 let entries = group.entries.iter();
                 entries
