@@ -21,7 +21,11 @@ use crate::contract::{
     TOKEN_KEY, TOKEN_LABEL, TOKEN_SHA256_ANNOTATION, TOKEN_VERSION_KEY, TRACE_ID_ANNOTATION,
     VERSION_LABEL, WORKSPACE_ID_KEY,
 };
-use crate::secrets::{PREFIX_KEY, PREVIOUS_PREFIX_KEY};
+
+/// The index keeps a token's first characters under this key (for status prefixes) beside
+/// its hash (`hash_in_place` in the Secret index); never a key of a Secret in the cluster.
+pub(crate) const PREFIX_KEY: &str = "tokenwarden.dev/prefix";
+pub(crate) const PREVIOUS_PREFIX_KEY: &str = "tokenwarden.dev/previous-prefix";
 
 /// A Secret in the form it is packed in: the object's own fields, data values as text.
 #[derive(Serialize, Deserialize)]

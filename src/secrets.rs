@@ -21,12 +21,8 @@ use crate::contract::{
     TOKEN_VERSION_KEY, TRACE_ID_ANNOTATION, VERIFIED_AT_ANNOTATION,
 };
 use crate::plan::{MountedSecret, SecretMetadata, VersionedSecret};
-use crate::secret_packing::SecretGroup;
+use crate::secret_packing::{PREFIX_KEY, PREVIOUS_PREFIX_KEY, SecretGroup};
 use crate::token::{prefix_of, sha256_hex};
-
-/// Hashed caches keep the token's first characters under this key, for status prefixes.
-pub(crate) const PREFIX_KEY: &str = "tokenwarden.dev/prefix";
-pub(crate) const PREVIOUS_PREFIX_KEY: &str = "tokenwarden.dev/previous-prefix";
 
 /// Replaces token values by their SHA-256 (and keeps the 8-char prefix), drops managedFields.
 pub fn hash_in_place(secret: &mut Secret) {
