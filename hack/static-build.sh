@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=x86_64-unknown-linux-gnu
-# A static PIE (ASLR kept) whose relative relocations are packed (DT_RELR, binutils >= 2.38,
-# glibc >= 2.36): 25 KB instead of 1.5 MB of .rela.dyn, which the loader reads whole at start
-# and which then stayed resident (BENCHMARKS.md, "Memory at 10k").
+# A static PIE (ASLR kept) whose relative relocations are packed (DT_RELR: a linker that knows
+# -z pack-relative-relocs, GNU ld >= 2.38 or lld >= 15, and glibc >= 2.36 to apply them):
+# 25 KB instead of 1.5 MB of .rela.dyn, which the loader reads whole at start and which then
+# stayed resident (BENCHMARKS.md, "Memory at 10k"). The checks below fail if either is missing.
 RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs" \
   cargo build --release --locked --target "$target" --bin tokenwarden >&2
 bin="target/$target/release/tokenwarden"

@@ -84,8 +84,8 @@ struct Entry {
 impl Group {
     fn insert(&mut self, secret: &Secret) {
         let mut secrets = self.unpack();
-        let name = secret.name_any();
-        match secrets.binary_search_by(|s| s.name_any().cmp(&name)) {
+        let name = secret.metadata.name.as_deref();
+        match secrets.binary_search_by(|s| s.metadata.name.as_deref().cmp(&name)) {
             Ok(at) => secrets[at] = secret.clone(),
             Err(at) => secrets.insert(at, secret.clone()),
         }
@@ -121,7 +121,8 @@ impl Group {
 }
 
 /// Hashed Secrets packed: a tenth of the memory of the parsed objects (a dozen maps and
-/// strings each). Only the Secrets of the token being reconciled are ever unpacked.
+/// strings each). A group is unpacked by the pass reconciling its token, by each watch event
+/// of its token (to repack it) and by the inventory (the prefixes held).
 type Packed = crate::packed::Packed<SecretGroup>;
 
 /// The namespace and WorkspaceToken a Secret is labelled for.
@@ -429,6 +430,26 @@ mod tests {
         assert_eq!(names(&index), ["agent-v2"]);
         index.apply(&watcher::Event::Delete(secret("agent-v2", "b")));
         assert!(index.is_empty());
+        let state = index.inner.read().expect("lock");
+        assert!(
+            state.by_token.is_empty(),
+            "an emptied group goes with its last Secret"
+        );
+    }
+
+    #[test]
+    fn deleting_a_secret_the_index_does_not_hold_changes_nothing() {
+        let index = SecretIndex::default();
+        index.apply(&watcher::Event::Apply(secret("agent-v1", "a")));
+        let key = index.apply(&watcher::Event::Delete(secret("agent-v9", "a")));
+        assert_eq!(key, Some(("team-a".into(), "agent".into())));
+        assert_eq!(names(&index), ["agent-v1"]);
+        let mut elsewhere = secret("other-v1", "a");
+        (elsewhere.metadata.labels.as_mut().expect("labels"))
+            .insert(TOKEN_LABEL.into(), "other".into());
+        index.apply(&watcher::Event::Delete(elsewhere));
+        assert_eq!(names(&index), ["agent-v1"]);
+        assert_eq!(index.len(), 1);
     }
 
     #[test]
