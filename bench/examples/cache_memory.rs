@@ -36,11 +36,7 @@ const N: usize = 10_000;
 /// Values as random as an API server's and the operator's (uids, hashes, trace ids): a
 /// repeated placeholder would compress to nothing and flatter the figures.
 fn hex(seed: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(seed.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    tokenwarden::token::sha256_hex(seed.as_bytes())
 }
 
 fn uid(seed: &str) -> String {

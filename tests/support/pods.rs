@@ -138,8 +138,8 @@ pub fn rollout_status(cp: &ControlPlane, ns: &str, deployment: &str, timeout: Du
     );
 }
 
-/// The node's conditions that are not as they should be, and its taints: why pods may wait
-/// unscheduled (a host disk under the kubelet's eviction threshold taints it).
+/// The node's conditions and taints: why pods may wait unscheduled (a host disk under the
+/// kubelet's eviction threshold taints it).
 fn node_state(cp: &ControlPlane) -> String {
     let template = "{range .items[*]}{range .status.conditions[*]}{.type}={.status} {end}\
         taints={.spec.taints}{end}";
