@@ -1,5 +1,6 @@
 //! The benchmark's phases, in the order the figures depend on each other.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -64,7 +65,8 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
         crate::costs::measure(&client, &ns, n.clamp(500, 3000), concurrency).await;
 
     // The same requests the operator will send, from a client with no logic: its floor.
-    replay(&client, &mut figures, n, concurrency, "before convergence").await;
+    let when = "before convergence";
+    figures.replay_cpu_s = replay(cp, &client, &mut figures, n, concurrency, when).await;
 
     // Unrelated Secrets, there for the memory figures: the operator must not pay for them.
     let ns = tokenwarden_testenv::namespace(&client, "bench-unrelated").await;
@@ -175,7 +177,8 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
     // The replay again, on the fuller API server convergence left: replay_s is the mean of
     // both, so the floor is not measured on an emptier cluster than the operator ran on.
     if n <= REPLAY_AGAIN_MAX {
-        replay(&client, &mut figures, n, concurrency, "after the restart").await;
+        let when = "after the restart";
+        replay(cp, &client, &mut figures, n, concurrency, when).await;
     } else {
         eprintln!("bench: replayed once (BENCH_N > {REPLAY_AGAIN_MAX}: a replay takes minutes)");
     }
@@ -209,12 +212,22 @@ pub async fn run(cp: &ControlPlane, cfg: &Config) -> Figures {
 }
 
 /// Replays the operator's requests for `n` new tokens in a namespace of their own; keeps
-/// the time in `figures.replay_runs_s`.
-async fn replay(client: &Client, figures: &mut Figures, n: usize, concurrency: usize, when: &str) {
+/// the time in `figures.replay_runs_s`, returns each process's CPU seconds meanwhile.
+async fn replay(
+    cp: &ControlPlane,
+    client: &Client,
+    figures: &mut Figures,
+    n: usize,
+    concurrency: usize,
+    when: &str,
+) -> BTreeMap<String, f64> {
     let ns = tokenwarden_testenv::namespace(client, "bench-replay").await;
+    let cpu_before = cpu::snapshot(cp, None);
     let took = crate::replay::replay(client, &ns, n, concurrency).await;
+    let cpu = cpu::delta(&cpu_before, &cpu::snapshot(cp, None));
     figures.replay_runs_s.push(took.as_secs_f64());
     eprintln!("bench: replay of the operator's requests for {n} tokens {when} in {took:.1?}");
+    cpu
 }
 
 /// Seconds a client with no logic takes to list what a starting operator must list before it

@@ -100,6 +100,9 @@ pub struct Figures {
     /// CPU seconds per process during the ceiling and during convergence.
     pub ceiling_cpu_s: BTreeMap<String, f64>,
     pub converge_cpu_s: BTreeMap<String, f64>,
+    /// The same during the replay before convergence: where the operator's time against its
+    /// floor went (the operator's own CPU, or more of the API server's).
+    pub replay_cpu_s: BTreeMap<String, f64>,
     /// From the restarted operator's start to its `/readyz` 200.
     pub restart_cpu_s: BTreeMap<String, f64>,
     pub idle_s: u64,
@@ -358,6 +361,11 @@ impl Figures {
             "  {:<22} {}\n",
             "CPU s, converge",
             listing(&self.converge_cpu_s)
+        );
+        out += &format!(
+            "  {:<22} {}\n",
+            "CPU s, replay",
+            listing(&self.replay_cpu_s)
         );
         out += &format!(
             "  {:<22} {}\n",
