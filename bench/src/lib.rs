@@ -52,8 +52,9 @@ pub struct Config {
 impl Config {
     /// How long an operator may take to list the cluster and be ready: a minute, plus 5 ms
     /// per token. It is a deadline for a hang, not a figure: at 100k a restart was ready in
-    /// 79 s on one machine and 146 s on a slower one (its API server's plain list of the
-    /// 200,000 Secrets: 70.5 s), and the inventory phase's operator, started next, took longer.
+    /// 79 s on one machine, and in 89 and 146 s in two runs on a slower one (its API server's
+    /// plain list of the 200,000 Secrets: 70.5 to 74.3 s), where the inventory phase's
+    /// operator, started next, once took longer than 160 s.
     pub fn ready_timeout(&self) -> Duration {
         ready_timeout(self.n)
     }
